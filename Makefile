@@ -1,0 +1,63 @@
+# otelstore: build, run and test the collector distribution and its Rust core.
+SHELL := /bin/bash
+.DEFAULT_GOAL := build
+
+ROOT        := $(CURDIR)
+TOOLS       := $(ROOT)/.tools/bin
+VENV        := $(ROOT)/.venv
+OCB_VERSION := 0.165.0
+TELEMETRYGEN_VERSION := 0.161.0
+COLLECTOR   := $(ROOT)/build/otelcol-otelstore/otelcol-otelstore
+RUST_LIB    := $(ROOT)/target/release/libotelstore.a
+HEADER      := $(ROOT)/rust/core/include/otelstore.h
+export PATH := $(TOOLS):/usr/lib/postgresql/15/bin:$(PATH)
+
+.PHONY: build rust header tools venv run test test-rust test-go test-e2e bench clean
+
+## build: the Rust core (release staticlib) and the collector distribution
+build: $(COLLECTOR)
+
+rust:
+	cargo build --release -p otelstore
+
+## header: regenerate the C header from rust/core/src/ffi.rs
+header:
+	OTELSTORE_WRITE_HEADER=1 cargo test -p otelstore --test header -- --quiet
+
+$(TOOLS)/builder:
+	GOBIN=$(TOOLS) go install go.opentelemetry.io/collector/cmd/builder@v$(OCB_VERSION)
+
+$(TOOLS)/telemetrygen:
+	GOBIN=$(TOOLS) go install github.com/open-telemetry/opentelemetry-collector-contrib/cmd/telemetrygen@v$(TELEMETRYGEN_VERSION)
+
+tools: $(TOOLS)/builder $(TOOLS)/telemetrygen
+
+$(VENV)/.installed: tests/requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+	touch $@
+
+venv: $(VENV)/.installed
+
+# The collector is rebuilt whenever the Rust core, the shim or the manifest changes.
+$(COLLECTOR): rust $(TOOLS)/builder builder-config.yaml $(shell find go-shim -name '*.go' -o -name go.mod -o -name go.sum 2>/dev/null)
+	CGO_ENABLED=1 $(TOOLS)/builder --config builder-config.yaml
+
+## run: build, start a throwaway PostgreSQL (or use OTELSTORE_PG_DSN) and the collector
+run: build
+	$(ROOT)/scripts/run.sh
+
+## test: every test: Rust, Go, end-to-end
+test: test-rust test-go test-e2e
+
+test-rust:
+	cargo test --workspace
+
+test-go: rust
+	cd go-shim && CGO_ENABLED=1 go test -count=1 ./...
+
+test-e2e: build venv $(TOOLS)/telemetrygen
+	$(VENV)/bin/pytest -v tests/e2e
+
+clean:
+	rm -rf target build .tools .venv .run

@@ -1,0 +1,289 @@
+//! The exporter's configuration: one schema, parsed from JSON and validated here, for every front end
+//! (the Go shim sends the collector's YAML section to us as JSON).
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A configuration problem, with the dotted path of the offending field.
+#[derive(Debug, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct ConfigError {
+    pub field: String,
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn new(field: &str, reason: impl Into<String>) -> Self {
+        Self { field: field.to_owned(), reason: reason.into() }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub postgres: PostgresConfig,
+}
+
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PostgresConfig {
+    /// libpq-style connection string: a URL (`postgres://user:pass@host:5432/db`) or `key=value` pairs.
+    pub dsn: String,
+    /// Schema that holds otelstore's tables.
+    pub schema: String,
+    /// Create the schema and tables (versioned migrations) on first write.
+    pub create_schema: bool,
+    /// Connections kept open, each able to run one COPY at a time.
+    pub pool_size: usize,
+    /// How long one connection attempt may take.
+    pub connect_timeout: GoDuration,
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        Self {
+            dsn: String::new(),
+            schema: "otel".to_owned(),
+            create_schema: true,
+            pool_size: 4,
+            connect_timeout: GoDuration(Duration::from_secs(10)),
+        }
+    }
+}
+
+// The DSN usually carries a password: never print it.
+impl fmt::Debug for PostgresConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresConfig")
+            .field("dsn", &"<redacted>")
+            .field("schema", &self.schema)
+            .field("create_schema", &self.create_schema)
+            .field("pool_size", &self.pool_size)
+            .field("connect_timeout", &self.connect_timeout)
+            .finish()
+    }
+}
+
+const MAX_POOL_SIZE: usize = 64;
+const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(600);
+
+impl Config {
+    /// Parses and validates a JSON configuration. Missing keys take their defaults.
+    pub fn from_json(json: &[u8]) -> Result<Self, ConfigError> {
+        let mut de = serde_json::Deserializer::from_slice(json);
+        let config: Config = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let path = e.path().to_string();
+            let field = if path == "." { "config".to_owned() } else { path };
+            ConfigError { field, reason: e.into_inner().to_string() }
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn defaults_json() -> String {
+        // Serializing plain structs of strings, numbers and bools cannot fail.
+        serde_json::to_string(&Config::default()).unwrap_or_default()
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.postgres.validate()
+    }
+}
+
+impl PostgresConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.dsn.trim().is_empty() {
+            return Err(ConfigError::new("postgres.dsn", "must be set (for example postgres://user@127.0.0.1:5432/db)"));
+        }
+        // tokio-postgres's parse errors do not echo the input, so the password stays out of the message.
+        let parsed = tokio_postgres::Config::from_str(&self.dsn)
+            .map_err(|e| ConfigError::new("postgres.dsn", format!("not a valid connection string: {e}")))?;
+        if parsed.get_hosts().is_empty() {
+            return Err(ConfigError::new("postgres.dsn", "names no host"));
+        }
+        validate_identifier("postgres.schema", &self.schema)?;
+        if !(1..=MAX_POOL_SIZE).contains(&self.pool_size) {
+            return Err(ConfigError::new(
+                "postgres.pool_size",
+                format!("must be between 1 and {MAX_POOL_SIZE}, got {}", self.pool_size),
+            ));
+        }
+        let timeout = self.connect_timeout.0;
+        if timeout.is_zero() || timeout > MAX_CONNECT_TIMEOUT {
+            return Err(ConfigError::new(
+                "postgres.connect_timeout",
+                format!("must be more than 0s and at most 10m, got {}", self.connect_timeout),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// SQL identifiers we interpolate (always double-quoted as well) must be plain names, so no
+/// configuration value can change the meaning of a statement.
+fn validate_identifier(field: &str, name: &str) -> Result<(), ConfigError> {
+    let mut chars = name.chars();
+    let plain = matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name.len() <= 63;
+    if plain {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            field,
+            format!("must be a plain SQL name matching [A-Za-z_][A-Za-z0-9_]{{0,62}}, got {name:?}"),
+        ))
+    }
+}
+
+/// A duration written the way the collector's YAML writes them ("10s", "1m30s", "250ms"), so a value
+/// means the same in the collector config and in our JSON.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct GoDuration(pub Duration);
+
+impl fmt::Debug for GoDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl fmt::Display for GoDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let nanos = self.0.as_nanos();
+        if nanos % 1_000_000_000 == 0 {
+            write!(f, "{}s", nanos / 1_000_000_000)
+        } else if nanos % 1_000_000 == 0 {
+            write!(f, "{}ms", nanos / 1_000_000)
+        } else {
+            write!(f, "{nanos}ns")
+        }
+    }
+}
+
+impl FromStr for GoDuration {
+    type Err = String;
+
+    /// Accepts Go's `time.ParseDuration` syntax without a sign: a sequence of decimal numbers, each
+    /// with an optional fraction and a unit (ns, us, µs, ms, s, m, h); "0" alone is zero.
+    fn from_str(text: &str) -> Result<Self, String> {
+        let invalid = || format!("invalid duration {text:?} (use a Go duration such as \"10s\", \"1m30s\", \"500ms\")");
+        if text == "0" {
+            return Ok(GoDuration(Duration::ZERO));
+        }
+        let mut rest = text;
+        let mut total_nanos: f64 = 0.0;
+        if rest.is_empty() {
+            return Err(invalid());
+        }
+        while !rest.is_empty() {
+            let number_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(invalid)?;
+            let (number, after) = rest.split_at(number_len);
+            let value: f64 = number.parse().map_err(|_| invalid())?;
+            let unit_len = after.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(after.len());
+            let (unit, after_unit) = after.split_at(unit_len);
+            let scale = match unit {
+                "ns" => 1.0,
+                "us" | "µs" | "μs" => 1e3,
+                "ms" => 1e6,
+                "s" => 1e9,
+                "m" => 60e9,
+                "h" => 3600e9,
+                _ => return Err(invalid()),
+            };
+            total_nanos += value * scale;
+            rest = after_unit;
+        }
+        if !total_nanos.is_finite() || total_nanos > u64::MAX as f64 {
+            return Err(invalid());
+        }
+        Ok(GoDuration(Duration::from_nanos(total_nanos.round() as u64)))
+    }
+}
+
+impl Serialize for GoDuration {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for GoDuration {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_dsn(extra: &str) -> String {
+        format!(r#"{{"postgres":{{"dsn":"postgres://otel:secret@127.0.0.1:5432/otel"{extra}}}}}"#)
+    }
+
+    fn error_of(json: &str) -> String {
+        Config::from_json(json.as_bytes()).expect_err("config should be rejected").to_string()
+    }
+
+    #[test]
+    fn missing_keys_take_defaults() {
+        let config = Config::from_json(with_dsn("").as_bytes()).expect("valid");
+        assert_eq!(config.postgres.schema, "otel");
+        assert!(config.postgres.create_schema);
+        assert_eq!(config.postgres.pool_size, 4);
+        assert_eq!(config.postgres.connect_timeout.0, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn defaults_json_round_trips_and_only_lacks_a_dsn() {
+        let defaults = Config::defaults_json();
+        let parsed: Config = serde_json::from_str(&defaults).expect("defaults parse");
+        assert_eq!(parsed, Config::default());
+        assert_eq!(error_of(&defaults), "postgres.dsn: must be set (for example postgres://user@127.0.0.1:5432/db)");
+    }
+
+    #[test]
+    fn errors_name_the_field_and_value() {
+        assert_eq!(error_of(&with_dsn(r#","pool_size":0"#)), "postgres.pool_size: must be between 1 and 64, got 0");
+        assert!(error_of(&with_dsn(r#","schema":"otel; DROP TABLE x""#)).starts_with("postgres.schema: must be a plain SQL name"));
+        assert!(error_of(&with_dsn(r#","schema":"otel; DROP TABLE x""#)).contains(r#""otel; DROP TABLE x""#));
+        assert!(error_of(&with_dsn(r#","connect_timeout":"ten""#)).starts_with("postgres.connect_timeout: invalid duration \"ten\""));
+        assert!(error_of(&with_dsn(r#","connect_timeout":"0s""#)).starts_with("postgres.connect_timeout: must be more than 0s"));
+        assert!(error_of(&with_dsn(r#","pool_size":"four""#)).starts_with("postgres.pool_size: invalid type: string"));
+        assert!(error_of(&with_dsn(r#","poolsize":4"#)).starts_with("postgres.poolsize: unknown field `poolsize`"));
+        assert!(error_of(r#"{"postgress":{}}"#).starts_with("postgress: unknown field"));
+        let message = error_of("not json");
+        assert!(message.starts_with("config: expected ident"), "{message}");
+    }
+
+    #[test]
+    fn dsn_errors_never_echo_the_password() {
+        let message = error_of(r#"{"postgres":{"dsn":"postgres://otel:hunter2@127.0.0.1:notaport/db"}}"#);
+        assert!(message.starts_with("postgres.dsn: not a valid connection string"), "{message}");
+        assert!(!message.contains("hunter2"), "{message}");
+        let debug = format!("{:?}", Config::from_json(with_dsn("").as_bytes()).expect("valid"));
+        assert!(!debug.contains("secret"), "{debug}");
+    }
+
+    #[test]
+    fn go_durations_parse_and_print() {
+        let parse = |s: &str| s.parse::<GoDuration>().map(|d| d.0);
+        assert_eq!(parse("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse("1h0m0s"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse("3µs"), Ok(Duration::from_micros(3)));
+        assert_eq!(parse("0"), Ok(Duration::ZERO));
+        for bad in ["", "10", "s", "-1s", "1d", "1s2"] {
+            assert!(parse(bad).is_err(), "{bad:?} should not parse");
+        }
+        assert_eq!(GoDuration(Duration::from_secs(90)).to_string(), "90s");
+        assert_eq!(GoDuration(Duration::from_millis(1500)).to_string(), "1500ms");
+        assert_eq!(GoDuration(Duration::from_nanos(7)).to_string(), "7ns");
+    }
+}

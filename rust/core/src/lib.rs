@@ -1,0 +1,18 @@
+//! otelstore's core: decodes OTLP requests and writes them to PostgreSQL with binary COPY.
+//!
+//! The collector's Go component calls it through the C ABI in [`ffi`]; Rust programs use
+//! [`Exporter`] directly.
+
+pub mod config;
+pub mod decode;
+pub mod error;
+pub mod exporter;
+pub mod ffi;
+mod json;
+pub mod sink;
+#[cfg(test)]
+mod testdata;
+
+pub use config::Config;
+pub use error::{Error, ErrorKind};
+pub use exporter::Exporter;

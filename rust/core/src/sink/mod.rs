@@ -1,0 +1,3 @@
+//! Where rows go. Each backend is one module.
+
+pub mod postgres;
