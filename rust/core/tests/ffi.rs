@@ -1,0 +1,144 @@
+//! The C ABI under misuse: every mistake a caller can make returns a status and a message instead
+//! of crashing. No database is needed: exporters here point at a closed port.
+
+use std::ffi::{c_char, CStr};
+use std::ptr;
+
+use otelstore::ffi::*;
+
+/// Takes ownership of a message returned by the library.
+fn take(message: *mut c_char) -> String {
+    assert!(!message.is_null(), "expected a message");
+    // SAFETY: a non-null message comes from the library and is freed right after reading.
+    let text = unsafe { CStr::from_ptr(message) }.to_string_lossy().into_owned();
+    unsafe { otelstore_message_free(message) };
+    text
+}
+
+const CLOSED_PORT_CONFIG: &str = r#"{"postgres":{"dsn":"postgres://otel@127.0.0.1:1/otel","connect_timeout":"1s"}}"#;
+
+fn new_exporter() -> u64 {
+    let mut handle = 0;
+    let mut message = ptr::null_mut();
+    let status = unsafe {
+        otelstore_exporter_new(CLOSED_PORT_CONFIG.as_ptr(), CLOSED_PORT_CONFIG.len(), &mut handle, &mut message)
+    };
+    assert_eq!(status, OtelstoreStatus::Ok);
+    assert!(message.is_null());
+    assert_ne!(handle, 0);
+    handle
+}
+
+#[test]
+fn defaults_are_valid_json_without_a_dsn() {
+    let mut json = ptr::null_mut();
+    assert_eq!(unsafe { otelstore_config_defaults(&mut json) }, OtelstoreStatus::Ok);
+    let defaults: serde_json::Value = serde_json::from_str(&take(json)).expect("JSON");
+    assert_eq!(defaults["postgres"]["schema"], "otel");
+    assert_eq!(defaults["postgres"]["connect_timeout"], "10s");
+    assert_eq!(unsafe { otelstore_config_defaults(ptr::null_mut()) }, OtelstoreStatus::InvalidArgument);
+}
+
+#[test]
+fn invalid_config_names_the_field() {
+    let json = br#"{"postgres":{"dsn":"postgres://u@h/db","pool_size":0}}"#;
+    let mut message = ptr::null_mut();
+    let status = unsafe { otelstore_config_validate(json.as_ptr(), json.len(), &mut message) };
+    assert_eq!(status, OtelstoreStatus::InvalidConfig);
+    assert_eq!(take(message), "invalid configuration: postgres.pool_size: must be between 1 and 64, got 0");
+
+    let mut handle = 0;
+    let mut message = ptr::null_mut();
+    let status = unsafe { otelstore_exporter_new(json.as_ptr(), json.len(), &mut handle, &mut message) };
+    assert_eq!(status, OtelstoreStatus::InvalidConfig);
+    assert_eq!(take(message), "invalid configuration: postgres.pool_size: must be between 1 and 64, got 0");
+    assert_eq!(handle, 0);
+}
+
+#[test]
+fn null_pointers_and_zero_lengths_are_errors_not_crashes() {
+    let mut message = ptr::null_mut();
+    assert_eq!(unsafe { otelstore_config_validate(ptr::null(), 10, &mut message) }, OtelstoreStatus::InvalidArgument);
+    assert_eq!(take(message), "config_json is null but its length is 10");
+
+    // A null message_out is allowed: the caller just gets no text.
+    assert_eq!(unsafe { otelstore_config_validate(ptr::null(), 0, ptr::null_mut()) }, OtelstoreStatus::InvalidConfig);
+
+    let mut message = ptr::null_mut();
+    let json = CLOSED_PORT_CONFIG.as_bytes();
+    let status = unsafe { otelstore_exporter_new(json.as_ptr(), json.len(), ptr::null_mut(), &mut message) };
+    assert_eq!(status, OtelstoreStatus::InvalidArgument);
+    assert_eq!(take(message), "handle_out is null");
+
+    let handle = new_exporter();
+    let mut message = ptr::null_mut();
+    let status = unsafe { otelstore_exporter_export(handle, OtelstoreSignal::Traces as u32, ptr::null(), 5, &mut message) };
+    assert_eq!(status, OtelstoreStatus::InvalidArgument);
+    assert_eq!(take(message), "otlp is null but its length is 5");
+    // An empty request holds no spans: nothing to write, so it succeeds without touching the database.
+    let status = unsafe { otelstore_exporter_export(handle, OtelstoreSignal::Traces as u32, ptr::null(), 0, ptr::null_mut()) };
+    assert_eq!(status, OtelstoreStatus::Ok);
+    assert_eq!(otelstore_exporter_free(handle), OtelstoreStatus::Ok);
+    unsafe { otelstore_message_free(ptr::null_mut()) };
+}
+
+#[test]
+fn unknown_signal_and_malformed_data_are_reported() {
+    let handle = new_exporter();
+    let mut message = ptr::null_mut();
+    let status = unsafe { otelstore_exporter_export(handle, 42, b"x".as_ptr(), 1, &mut message) };
+    assert_eq!(status, OtelstoreStatus::InvalidArgument);
+    assert_eq!(take(message), "unknown signal 42 (expected an OtelstoreSignal)");
+
+    let garbage = [0xffu8; 16];
+    let mut message = ptr::null_mut();
+    let status = unsafe { otelstore_exporter_export(handle, OtelstoreSignal::Traces as u32, garbage.as_ptr(), garbage.len(), &mut message) };
+    assert_eq!(status, OtelstoreStatus::Permanent);
+    assert!(take(message).starts_with("malformed OTLP traces request (16 bytes)"));
+    assert_eq!(otelstore_exporter_free(handle), OtelstoreStatus::Ok);
+}
+
+#[test]
+fn use_after_shutdown_and_double_free_are_errors() {
+    let handle = new_exporter();
+    let mut message = ptr::null_mut();
+    assert_eq!(unsafe { otelstore_exporter_shutdown(handle, 1000, &mut message) }, OtelstoreStatus::Ok);
+    assert!(message.is_null());
+    // A second shutdown is harmless.
+    assert_eq!(unsafe { otelstore_exporter_shutdown(handle, 1000, ptr::null_mut()) }, OtelstoreStatus::Ok);
+
+    let mut message = ptr::null_mut();
+    let status = unsafe { otelstore_exporter_export(handle, OtelstoreSignal::Traces as u32, b"".as_ptr(), 0, &mut message) };
+    assert_eq!(status, OtelstoreStatus::InvalidArgument);
+    assert_eq!(take(message), "the exporter is shut down");
+
+    assert_eq!(otelstore_exporter_free(handle), OtelstoreStatus::Ok);
+    assert_eq!(otelstore_exporter_free(handle), OtelstoreStatus::InvalidArgument);
+    let mut message = ptr::null_mut();
+    let status = unsafe { otelstore_exporter_export(handle, OtelstoreSignal::Traces as u32, b"".as_ptr(), 0, &mut message) };
+    assert_eq!(status, OtelstoreStatus::InvalidArgument);
+    assert_eq!(take(message), format!("unknown exporter handle {handle} (never created, or freed)"));
+    assert_eq!(otelstore_exporter_free(0), OtelstoreStatus::InvalidArgument);
+}
+
+#[test]
+fn an_unreachable_database_is_retryable() {
+    use prost::Message;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+
+    let request = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans { spans: vec![Span { trace_id: vec![1; 16], span_id: vec![1; 8], ..Default::default() }], ..Default::default() }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec();
+    let handle = new_exporter();
+    let mut message = ptr::null_mut();
+    let status = unsafe { otelstore_exporter_export(handle, OtelstoreSignal::Traces as u32, request.as_ptr(), request.len(), &mut message) };
+    assert_eq!(status, OtelstoreStatus::Retryable);
+    let message = take(message);
+    assert!(message.starts_with("PostgreSQL: no connection available"), "{message}");
+    assert_eq!(otelstore_exporter_free(handle), OtelstoreStatus::Ok);
+}
