@@ -9,15 +9,17 @@ OCB_VERSION := 0.165.0
 TELEMETRYGEN_VERSION := 0.161.0
 COLLECTOR   := $(ROOT)/build/otelcol-otelstore/otelcol-otelstore
 RUST_LIB    := $(ROOT)/target/release/libotelstore.a
-HEADER      := $(ROOT)/rust/core/include/otelstore.h
 export PATH := $(TOOLS):/usr/lib/postgresql/15/bin:$(PATH)
 
-.PHONY: build rust header tools venv run test test-rust test-go test-e2e bench clean
+.PHONY: build rust header tools venv run test test-rust test-go test-e2e clean FORCE
 
 ## build: the Rust core (release staticlib) and the collector distribution
 build: $(COLLECTOR)
 
-rust:
+rust: $(RUST_LIB)
+
+# cargo decides whether the library is stale; make only sees a new file when cargo rebuilt it.
+$(RUST_LIB): FORCE
 	cargo build --release -p otelstore
 
 ## header: regenerate the C header from rust/core/src/ffi.rs
@@ -40,7 +42,7 @@ $(VENV)/.installed: tests/requirements.txt
 venv: $(VENV)/.installed
 
 # The collector is rebuilt whenever the Rust core, the shim or the manifest changes.
-$(COLLECTOR): rust $(TOOLS)/builder builder-config.yaml $(shell find go-shim -name '*.go' -o -name go.mod -o -name go.sum 2>/dev/null)
+$(COLLECTOR): $(RUST_LIB) $(TOOLS)/builder builder-config.yaml $(shell find go-shim -name '*.go' -o -name go.mod -o -name go.sum 2>/dev/null)
 	CGO_ENABLED=1 $(TOOLS)/builder --config builder-config.yaml
 
 ## run: build, start a throwaway PostgreSQL (or use OTELSTORE_PG_DSN) and the collector
@@ -50,10 +52,10 @@ run: build
 ## test: every test: Rust, Go, end-to-end
 test: test-rust test-go test-e2e
 
-test-rust:
+test-rust: $(RUST_LIB)
 	cargo test --workspace
 
-test-go: rust
+test-go: $(RUST_LIB)
 	cd go-shim && CGO_ENABLED=1 go test -count=1 ./...
 
 test-e2e: build venv $(TOOLS)/telemetrygen

@@ -1,0 +1,200 @@
+//! The exporter against a real PostgreSQL: started by scripts/pg.sh in a temporary directory
+//! unless OTELSTORE_TEST_PG_DSN names a database to use.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{span::Link, ResourceSpans, ScopeSpans, Span};
+use otelstore::decode::Signal;
+use otelstore::{Config, Error, ErrorKind, Exporter};
+use prost::Message;
+
+/// A PostgreSQL cluster for this test binary, stopped when dropped (also after a failed assertion).
+struct Cluster {
+    dir: Option<PathBuf>,
+    dsn: String,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        if let Ok(dsn) = std::env::var("OTELSTORE_TEST_PG_DSN") {
+            return Cluster { dir: None, dsn };
+        }
+        let script = repo_root().join("scripts/pg.sh");
+        let dir = std::env::temp_dir().join(format!("otelstore-rust-test-{}", std::process::id()));
+        let output = Command::new(&script).arg("start").arg(&dir).output().expect("run scripts/pg.sh");
+        assert!(output.status.success(), "scripts/pg.sh start failed: {}", String::from_utf8_lossy(&output.stderr));
+        let dsn = String::from_utf8(output.stdout).expect("UTF-8").lines().last().expect("a DSN line").trim().to_owned();
+        Cluster { dir: Some(dir), dsn }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.dir {
+            let _ = Command::new(repo_root().join("scripts/pg.sh")).arg("stop").arg(dir).status();
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn exporter(dsn: &str, schema: &str, create_schema: bool) -> Exporter {
+    let json = serde_json::json!({"postgres": {"dsn": dsn, "schema": schema, "create_schema": create_schema}});
+    Exporter::new(Config::from_json(json.to_string().as_bytes()).expect("valid config")).expect("exporter")
+}
+
+/// Runs one query and returns the first column of every row as text.
+fn query(dsn: &str, sql: &str) -> Vec<Option<String>> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        let (client, connection) = tokio_postgres::connect(dsn, tokio_postgres::NoTls).await.expect("connect");
+        tokio::spawn(connection);
+        client.query(sql, &[]).await.expect(sql).iter().map(|row| row.get::<_, Option<String>>(0)).collect()
+    })
+}
+
+fn one(dsn: &str, sql: &str) -> String {
+    query(dsn, sql).remove(0).expect("not null")
+}
+
+fn kv(key: &str, value: Value) -> KeyValue {
+    KeyValue { key: key.into(), value: Some(AnyValue { value: Some(value) }), ..Default::default() }
+}
+
+fn request(service: &str, spans: Vec<Span>) -> Vec<u8> {
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource { attributes: vec![kv("service.name", Value::StringValue(service.into()))], ..Default::default() }),
+            scope_spans: vec![ScopeSpans {
+                scope: Some(InstrumentationScope { name: "scope".into(), version: "9".into(), ..Default::default() }),
+                spans,
+                schema_url: "https://opentelemetry.io/schemas/1.21.0".into(),
+            }],
+            schema_url: String::new(),
+        }],
+    }
+    .encode_to_vec()
+}
+
+fn span(id: u8) -> Span {
+    Span {
+        trace_id: vec![0xa0, id, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+        span_id: vec![0xb0, id, 0, 0, 0, 0, 0, 1],
+        name: format!("op-{id}"),
+        kind: 3,
+        start_time_unix_nano: 1_700_000_000_123_456_789,
+        end_time_unix_nano: 1_700_000_000_123_457_790,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn postgres_sink() {
+    let cluster = Cluster::start();
+    let dsn = cluster.dsn.as_str();
+    every_value_kind_survives_jsonb(dsn);
+    timestamps_and_columns_are_exact(dsn);
+    migrations_apply_once_for_concurrent_exporters(dsn);
+    a_missing_table_without_create_schema_is_retryable(dsn);
+    rejected_spans_do_not_stop_the_others(dsn);
+    export_after_shutdown_is_refused(dsn);
+}
+
+fn every_value_kind_survives_jsonb(dsn: &str) {
+    let mut all_kinds = span(1);
+    all_kinds.attributes = vec![
+        kv("s", Value::StringValue("quote\" back\\ nul\0 é".into())),
+        kv("b", Value::BoolValue(false)),
+        kv("i", Value::IntValue(i64::MAX)),
+        kv("d", Value::DoubleValue(1.0)),
+        kv("nan", Value::DoubleValue(f64::NAN)),
+        kv("bytes", Value::BytesValue(vec![0, 255])),
+        kv("arr", Value::ArrayValue(ArrayValue { values: vec![AnyValue { value: Some(Value::IntValue(1)) }, AnyValue { value: Some(Value::DoubleValue(2.5)) }] })),
+        kv("map", Value::KvlistValue(KeyValueList { values: vec![kv("$x", Value::BoolValue(true))] })),
+        kv("", Value::StringValue("empty key".into())),
+        kv("dup", Value::IntValue(1)),
+        kv("dup", Value::IntValue(2)),
+    ];
+    all_kinds.links = vec![Link { trace_id: vec![0xff; 16], span_id: vec![0xee; 8], attributes: vec![kv("l", Value::IntValue(1))], ..Default::default() }];
+    let exporter = exporter(dsn, "kinds", true);
+    exporter.export(Signal::Traces, &request("kinds-svc", vec![all_kinds])).expect("export");
+    let attributes = one(dsn, "SELECT span_attributes::text FROM kinds.spans");
+    assert_eq!(
+        attributes,
+        r#"{"": "empty key", "b": false, "d": 1.0, "i": 9223372036854775807, "s": "quote\" back\\ nul� é", "arr": [1, 2.5], "dup": 2, "map": {"$$x": true}, "nan": {"$double": "NaN"}, "bytes": {"$bytes": "AP8="}}"#
+    );
+    assert_eq!(one(dsn, "SELECT span_attributes->>'s' FROM kinds.spans"), "quote\" back\\ nul\u{fffd} é");
+    assert_eq!(one(dsn, "SELECT (span_attributes @> '{\"i\": 9223372036854775807}')::text FROM kinds.spans"), "true");
+    assert_eq!(
+        one(dsn, "SELECT links::text FROM kinds.spans"),
+        r#"[{"flags": 0, "span_id": "eeeeeeeeeeeeeeee", "trace_id": "ffffffffffffffffffffffffffffffff", "attributes": {"l": 1}, "trace_state": "", "dropped_attributes_count": 0}]"#
+    );
+}
+
+fn timestamps_and_columns_are_exact(dsn: &str) {
+    let exporter = exporter(dsn, "exact", true);
+    exporter.export(Signal::Traces, &request("exact-svc", vec![span(2)])).expect("export");
+    let row = one(
+        dsn,
+        "SELECT concat_ws('|', encode(trace_id, 'hex'), encode(span_id, 'hex'), parent_span_id IS NULL, name, kind,
+                start_time AT TIME ZONE 'UTC', start_time_unix_nano, duration_ns, status_code, service_name,
+                scope_name, scope_version, scope_schema_url, resource_attributes::text)
+         FROM exact.spans",
+    );
+    assert_eq!(
+        row,
+        "a0020000000000000000000000000001|b002000000000001|true|op-2|3|2023-11-14 22:13:20.123456|1700000000123456789|1001|0|exact-svc|scope|9|https://opentelemetry.io/schemas/1.21.0|{\"service.name\": \"exact-svc\"}"
+    );
+}
+
+fn migrations_apply_once_for_concurrent_exporters(dsn: &str) {
+    let threads: Vec<_> = (0..4u8)
+        .map(|i| {
+            let dsn = dsn.to_owned();
+            std::thread::spawn(move || exporter(&dsn, "Concurrent_Schema", true).export(Signal::Traces, &request("c", vec![span(10 + i)])))
+        })
+        .collect();
+    for thread in threads {
+        thread.join().expect("thread").expect("export");
+    }
+    assert_eq!(one(dsn, "SELECT count(*)::text FROM \"Concurrent_Schema\".spans"), "4");
+    assert_eq!(one(dsn, "SELECT string_agg(version::text || ':' || name, ',') FROM \"Concurrent_Schema\".otelstore_schema_migrations"), "1:spans");
+    // A restart re-applies nothing and keeps the data.
+    exporter(dsn, "Concurrent_Schema", true).export(Signal::Traces, &request("c", vec![span(20)])).expect("export after restart");
+    assert_eq!(one(dsn, "SELECT count(*)::text FROM \"Concurrent_Schema\".otelstore_schema_migrations"), "1");
+    assert_eq!(one(dsn, "SELECT count(*)::text FROM \"Concurrent_Schema\".spans"), "5");
+}
+
+fn a_missing_table_without_create_schema_is_retryable(dsn: &str) {
+    let error = exporter(dsn, "nobody_made_this", false).export(Signal::Traces, &request("m", vec![span(30)])).expect_err("no table");
+    assert_eq!(error.kind(), ErrorKind::Retryable);
+    let message = error.to_string();
+    assert!(message.starts_with("PostgreSQL: start COPY into spans:"), "{message}");
+}
+
+fn rejected_spans_do_not_stop_the_others(dsn: &str) {
+    let mut too_late = span(40);
+    too_late.start_time_unix_nano = u64::MAX;
+    let exporter = exporter(dsn, "partial", true);
+    let error = exporter.export(Signal::Traces, &request("p", vec![span(41), too_late, span(42)])).expect_err("one rejected");
+    assert_eq!(error.kind(), ErrorKind::Permanent);
+    assert!(matches!(error, Error::RowsRejected { written: 2, rejected: 1, .. }), "{error}");
+    assert_eq!(one(dsn, "SELECT string_agg(name, ',' ORDER BY name) FROM partial.spans"), "op-41,op-42");
+}
+
+fn export_after_shutdown_is_refused(dsn: &str) {
+    let exporter = exporter(dsn, "shut", true);
+    exporter.export(Signal::Traces, &request("s", vec![span(50)])).expect("export");
+    exporter.shutdown(Duration::from_secs(5)).expect("shutdown");
+    let error = exporter.export(Signal::Traces, &request("s", vec![span(51)])).expect_err("after shutdown");
+    assert_eq!(error.kind(), ErrorKind::ShutDown);
+    assert_eq!(one(dsn, "SELECT count(*)::text FROM shut.spans"), "1");
+}
