@@ -151,7 +151,7 @@ fn timestamps_and_columns_are_exact(dsn: &str) {
     );
     assert_eq!(
         row,
-        "a0020000000000000000000000000001|b002000000000001|true|op-2|3|2023-11-14 22:13:20.123456|1700000000123456789|1001|0|exact-svc|scope|9|https://opentelemetry.io/schemas/1.21.0|{\"service.name\": \"exact-svc\"}"
+        "a0020000000000000000000000000001|b002000000000001|t|op-2|3|2023-11-14 22:13:20.123456|1700000000123456789|1001|0|exact-svc|scope|9|https://opentelemetry.io/schemas/1.21.0|{\"service.name\": \"exact-svc\"}"
     );
 }
 
