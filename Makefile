@@ -5,7 +5,8 @@ SHELL := /bin/bash
 ROOT        := $(CURDIR)
 TOOLS       := $(ROOT)/.tools/bin
 VENV        := $(ROOT)/.venv
-OCB_VERSION := 0.165.0
+# v0.156.0 is the newest collector release whose every module the Go proxy serves here.
+OCB_VERSION := 0.156.0
 TELEMETRYGEN_VERSION := 0.161.0
 COLLECTOR   := $(ROOT)/build/otelcol-otelstore/otelcol-otelstore
 RUST_LIB    := $(ROOT)/target/release/libotelstore.a
@@ -26,13 +27,16 @@ $(RUST_LIB): FORCE
 header:
 	OTELSTORE_WRITE_HEADER=1 cargo test -p otelstore --test header -- --quiet
 
-$(TOOLS)/builder:
+# The version is in the file name, so changing OCB_VERSION installs the new builder.
+OCB         := $(TOOLS)/builder-$(OCB_VERSION)
+$(OCB):
 	GOBIN=$(TOOLS) go install go.opentelemetry.io/collector/cmd/builder@v$(OCB_VERSION)
+	mv $(TOOLS)/builder $@
 
 $(TOOLS)/telemetrygen:
 	GOBIN=$(TOOLS) go install github.com/open-telemetry/opentelemetry-collector-contrib/cmd/telemetrygen@v$(TELEMETRYGEN_VERSION)
 
-tools: $(TOOLS)/builder $(TOOLS)/telemetrygen
+tools: $(OCB) $(TOOLS)/telemetrygen
 
 $(VENV)/.installed: tests/requirements.txt
 	python3 -m venv $(VENV)
@@ -42,8 +46,9 @@ $(VENV)/.installed: tests/requirements.txt
 venv: $(VENV)/.installed
 
 # The collector is rebuilt whenever the Rust core, the shim or the manifest changes.
-$(COLLECTOR): $(RUST_LIB) $(TOOLS)/builder builder-config.yaml $(shell find go-shim -name '*.go' -o -name go.mod -o -name go.sum 2>/dev/null)
-	CGO_ENABLED=1 $(TOOLS)/builder --config builder-config.yaml
+$(COLLECTOR): $(RUST_LIB) $(OCB) builder-config.yaml $(shell find go-shim -name '*.go' -o -name go.mod -o -name go.sum 2>/dev/null)
+	mkdir -p $(ROOT)/build
+	CGO_ENABLED=1 $(OCB) --config builder-config.yaml
 
 ## run: build, start a throwaway PostgreSQL (or use OTELSTORE_PG_DSN) and the collector
 run: build
@@ -56,7 +61,7 @@ test-rust: $(RUST_LIB)
 	cargo test --workspace
 
 test-go: $(RUST_LIB)
-	cd go-shim && CGO_ENABLED=1 go test -count=1 ./...
+	cd go-shim && CGO_ENABLED=1 go test -v -count=1 ./...
 
 test-e2e: build venv $(TOOLS)/telemetrygen
 	$(VENV)/bin/pytest -v tests/e2e

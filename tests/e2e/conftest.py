@@ -1,0 +1,490 @@
+"""End-to-end fixtures: a throwaway PostgreSQL cluster and otelstore collectors.
+
+Everything listens on 127.0.0.1 on ports picked at run time, and every wait is bounded.
+
+Environment overrides (all optional):
+  OTELSTORE_PG_DSN        use this database instead of starting a cluster with scripts/pg.sh
+  OTELSTORE_COLLECTOR     collector binary (default build/otelcol-otelstore/otelcol-otelstore)
+  OTELSTORE_TELEMETRYGEN  telemetrygen binary (default .tools/bin/telemetrygen)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import psycopg
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+COLLECTOR_BIN = Path(
+    os.environ.get("OTELSTORE_COLLECTOR", ROOT / "build/otelcol-otelstore/otelcol-otelstore")
+)
+TELEMETRYGEN_BIN = Path(
+    os.environ.get("OTELSTORE_TELEMETRYGEN", ROOT / ".tools/bin/telemetrygen")
+)
+PG_SH = ROOT / "scripts/pg.sh"
+EXPORTER_TYPE = "otelstore"
+
+PG_START_TIMEOUT = 120  # initdb + start on a slow 2-core box
+PG_STOP_TIMEOUT = 60
+COLLECTOR_READY_TIMEOUT = 60
+COLLECTOR_STOP_TIMEOUT = 30
+
+# Everything is on loopback: never send it through a proxy from the environment (this process,
+# the SDK exporters, and the telemetrygen / collector subprocesses all honour NO_PROXY).
+for _var in ("NO_PROXY", "no_proxy"):
+    os.environ[_var] = ",".join(filter(None, [os.environ.get(_var, ""), "127.0.0.1", "localhost"]))
+
+_SCHEMA_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+_LOG_TAIL_CHARS = 20_000
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct free ports (all sockets held open together so they differ)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def unique_name(prefix: str) -> str:
+    """A name that is unique per call, valid as a schema name and a service name."""
+    name = f"{prefix}_{secrets.token_hex(4)}"
+    name = re.sub(r"[^A-Za-z0-9_]", "_", name)[:63]
+    assert _SCHEMA_RE.fullmatch(name), name
+    return name
+
+
+def tail(path: Path, chars: int = _LOG_TAIL_CHARS) -> str:
+    try:
+        data = path.read_text(errors="replace")
+    except OSError as e:
+        return f"<cannot read {path}: {e}>"
+    return data if len(data) <= chars else "...\n" + data[-chars:]
+
+
+def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def http_post(url: str, body: bytes, content_type: str, timeout: float = 10.0) -> tuple[int, bytes]:
+    req = urllib.request.Request(
+        url, data=body, method="POST", headers={"Content-Type": content_type}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+@pytest.fixture(scope="session")
+def pg_dsn() -> str:
+    """DSN of a PostgreSQL database the tests may create schemas in.
+
+    Starts a cluster in a fresh temporary directory with `scripts/pg.sh start <dir>` (which prints the
+    DSN as the last line of its output) and stops it with `scripts/pg.sh stop <dir>` at the end.
+    """
+    env_dsn = os.environ.get("OTELSTORE_PG_DSN")
+    if env_dsn:
+        yield env_dsn
+        return
+    if not PG_SH.exists():
+        pytest.fail(f"{PG_SH} is missing; it starts the test cluster (or set OTELSTORE_PG_DSN)")
+    # Directly under /tmp (not pytest's 0700 per-user tmp tree): pg.sh may hand the directory to an
+    # unprivileged user because initdb refuses to run as root.
+    pg_dir = Path(tempfile.mkdtemp(prefix="otelstore-e2e-pg-"))
+    pg_dir.chmod(0o755)  # searchable by the cluster's owner
+    try:
+        r = subprocess.run(
+            ["bash", str(PG_SH), "start", str(pg_dir)],
+            capture_output=True, text=True, timeout=PG_START_TIMEOUT, cwd=ROOT,
+        )
+    except subprocess.TimeoutExpired as e:
+        _pg_stop(pg_dir)
+        pytest.fail(f"pg.sh start timed out after {PG_START_TIMEOUT}s\nstdout:\n{e.stdout}\nstderr:\n{e.stderr}")
+    lines = [ln.strip() for ln in r.stdout.splitlines() if ln.strip()]
+    if r.returncode != 0 or not lines:
+        _pg_stop(pg_dir)
+        pytest.fail(f"pg.sh start failed (rc={r.returncode})\nstdout:\n{r.stdout}\nstderr:\n{r.stderr}")
+    dsn = lines[-1]
+    try:
+        # Bounded readiness check, whatever pg.sh already waited for.
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with psycopg.connect(dsn, connect_timeout=5) as c:
+                    c.execute("SELECT 1")
+                break
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        yield dsn
+    finally:
+        _pg_stop(pg_dir)
+
+
+def _pg_stop(pg_dir: Path) -> None:
+    try:
+        subprocess.run(
+            ["bash", str(PG_SH), "stop", str(pg_dir)],
+            capture_output=True, text=True, timeout=PG_STOP_TIMEOUT, cwd=ROOT,
+        )
+    except subprocess.TimeoutExpired:
+        pass
+    shutil.rmtree(pg_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def db(pg_dsn: str) -> psycopg.Connection:
+    """An autocommit connection for assertions (each query sees every committed row)."""
+    with psycopg.connect(pg_dsn, autocommit=True, connect_timeout=10) as conn:
+        conn.execute("SET statement_timeout = '20s'")
+        yield conn
+
+
+def query(conn: psycopg.Connection, sql: str, params: Any = None) -> list[tuple]:
+    with conn.cursor() as cur:
+        cur.execute(sql, params)
+        return cur.fetchall()
+
+
+def scalar(conn: psycopg.Connection, sql: str, params: Any = None) -> Any:
+    rows = query(conn, sql, params)
+    assert len(rows) == 1 and len(rows[0]) == 1, rows
+    return rows[0][0]
+
+
+def count_or_zero(conn: psycopg.Connection, sql: str, params: Any = None) -> int:
+    """A count query's result; 0 while the exporter has not created the schema/table yet."""
+    try:
+        return int(scalar(conn, sql, params))
+    except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName):
+        return 0
+
+
+def wait_for_count(
+    conn: psycopg.Connection,
+    sql: str,
+    expected: int,
+    params: Any = None,
+    timeout: float = 30.0,
+    settle: float = 1.0,
+    on_fail: Callable[[], str] | None = None,
+) -> int:
+    """Poll a count query until it equals `expected`, then check it stays there for `settle` seconds.
+
+    Fails at once if the count goes above `expected` (duplicates), and after `timeout` seconds if it
+    never reaches it. `on_fail` supplies extra context (e.g. the collector log) for the message.
+    """
+    deadline = time.monotonic() + timeout
+    history: list[int] = []
+    got = -1
+
+    def fail(why: str) -> None:
+        extra = on_fail() if on_fail else ""
+        pytest.fail(f"{why}\nquery: {sql} {params!r}\ncounts seen: {history[-20:]}\n{extra}")
+
+    while True:
+        got = count_or_zero(conn, sql, params)
+        if not history or history[-1] != got:
+            history.append(got)
+        if got > expected:
+            fail(f"count {got} exceeds the expected {expected}")
+        if got == expected:
+            break
+        if time.monotonic() > deadline:
+            fail(f"count reached {got}, expected {expected} within {timeout}s")
+        time.sleep(0.1)
+    settle_end = time.monotonic() + settle
+    while time.monotonic() < settle_end:
+        time.sleep(0.1)
+        got = count_or_zero(conn, sql, params)
+        if got != expected:
+            history.append(got)
+            fail(f"count changed from {expected} to {got} after reaching it")
+    return got
+
+
+# --------------------------------------------------------------------------- collector
+
+
+@dataclass
+class Collector:
+    """A running collector with its own ports, schema and log file."""
+
+    name: str
+    schema: str
+    grpc_port: int
+    http_port: int
+    health_port: int
+    workdir: Path
+    config: dict
+    proc: subprocess.Popen | None = None
+    log_path: Path = field(init=False)
+    returncode: int | None = None
+
+    def __post_init__(self) -> None:
+        self.log_path = self.workdir / "collector.log"
+
+    @property
+    def grpc_endpoint(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def http_base(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def traces_url(self) -> str:
+        return f"{self.http_base}/v1/traces"
+
+    @property
+    def health_url(self) -> str:
+        return f"http://127.0.0.1:{self.health_port}/"
+
+    @property
+    def spans_table(self) -> str:
+        return f'"{self.schema}".spans'
+
+    def log(self) -> str:
+        return tail(self.log_path)
+
+    def describe(self) -> str:
+        return f"--- collector {self.name} log ({self.log_path}) ---\n{self.log()}"
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def healthy(self) -> bool:
+        try:
+            status, _ = http_get(self.health_url, timeout=2)
+        except OSError:
+            return False
+        return status == 200
+
+    def start(self) -> None:
+        config_path = self.workdir / "config.yaml"
+        # JSON is YAML, so no YAML library is needed.
+        config_path.write_text(json.dumps(self.config, indent=2))
+        logf = open(self.log_path, "wb")
+        try:
+            self.proc = subprocess.Popen(
+                [str(COLLECTOR_BIN), "--config", str(config_path)],
+                stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+                cwd=self.workdir, start_new_session=True,
+            )
+        finally:
+            logf.close()
+        deadline = time.monotonic() + COLLECTOR_READY_TIMEOUT
+        while not self.healthy():
+            if self.proc.poll() is not None:
+                self.returncode = self.proc.returncode
+                pytest.fail(
+                    f"collector exited with {self.proc.returncode} before becoming healthy\n"
+                    f"config:\n{config_path.read_text()}\n{self.describe()}"
+                )
+            if time.monotonic() > deadline:
+                self.stop()
+                pytest.fail(
+                    f"collector not healthy on {self.health_url} within {COLLECTOR_READY_TIMEOUT}s\n"
+                    f"config:\n{config_path.read_text()}\n{self.describe()}"
+                )
+            time.sleep(0.1)
+
+    def stop(self) -> int | None:
+        """SIGTERM, bounded wait, then SIGKILL. Returns the exit code (negative: killed by signal)."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=COLLECTOR_STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+                self.returncode = self.proc.returncode
+                raise AssertionError(
+                    f"collector ignored SIGTERM for {COLLECTOR_STOP_TIMEOUT}s and was killed\n{self.describe()}"
+                )
+        self.returncode = self.proc.returncode
+        return self.returncode
+
+
+def collector_config(
+    dsn: str,
+    schema: str,
+    grpc_port: int,
+    http_port: int,
+    health_port: int,
+    metrics_port: int,
+    exporter_overrides: dict | None = None,
+) -> dict:
+    """The shape of examples/postgres.yaml, on the given ports and schema."""
+    exporter: dict[str, Any] = {
+        "postgres": {
+            "dsn": dsn,
+            "schema": schema,
+            "create_schema": True,
+            "pool_size": 2,
+            "connect_timeout": "10s",
+        },
+        "timeout": "30s",
+        "retry_on_failure": {
+            "enabled": True,
+            "initial_interval": "200ms",
+            "max_interval": "1s",
+            "max_elapsed_time": "30s",
+        },
+        # sending_queue: the exporterhelper default (a queue in front of the exporter), as a user
+        # gets it; tests poll the database until rows arrive.
+    }
+    for k, v in (exporter_overrides or {}).items():
+        if isinstance(v, dict) and isinstance(exporter.get(k), dict):
+            exporter[k] = {**exporter[k], **v}
+        else:
+            exporter[k] = v
+    return {
+        "extensions": {"health_check": {"endpoint": f"127.0.0.1:{health_port}"}},
+        "receivers": {
+            "otlp": {
+                "protocols": {
+                    "grpc": {"endpoint": f"127.0.0.1:{grpc_port}"},
+                    "http": {"endpoint": f"127.0.0.1:{http_port}"},
+                }
+            }
+        },
+        "processors": {
+            "memory_limiter": {"check_interval": "1s", "limit_percentage": 80, "spike_limit_percentage": 20},
+            "batch": {"timeout": "200ms"},
+        },
+        "exporters": {EXPORTER_TYPE: exporter},
+        "service": {
+            "extensions": ["health_check"],
+            "telemetry": {
+                # The collector's own metrics on a free port: the default :8888 would clash.
+                "metrics": {
+                    "readers": [
+                        {"pull": {"exporter": {"prometheus": {"host": "127.0.0.1", "port": metrics_port}}}}
+                    ]
+                },
+                "logs": {"level": "info"},
+            },
+            "pipelines": {
+                "traces": {
+                    "receivers": ["otlp"],
+                    "processors": ["memory_limiter", "batch"],
+                    "exporters": [EXPORTER_TYPE],
+                }
+            },
+        },
+    }
+
+
+@pytest.fixture
+def start_collector(pg_dsn: str, request: pytest.FixtureRequest, tmp_path: Path):
+    """Factory: start_collector(schema=None, exporter_overrides=None) -> a healthy Collector.
+
+    Each collector gets free ports and (unless given) a fresh schema. All are stopped with SIGTERM at
+    the end of the test, and a collector that did not exit cleanly fails the test's teardown.
+    """
+    if not COLLECTOR_BIN.exists():
+        pytest.fail(f"collector binary {COLLECTOR_BIN} is missing; run `make build`")
+    started: list[Collector] = []
+    request.node.stash[_COLLECTORS_KEY] = started
+
+    def start(schema: str | None = None, exporter_overrides: dict | None = None) -> Collector:
+        schema = schema or unique_name(f"e2e_{request.node.originalname}"[:40])
+        grpc_port, http_port, health_port, metrics_port = free_ports(4)
+        workdir = tmp_path / f"collector{len(started)}"
+        workdir.mkdir()
+        c = Collector(
+            name=f"{request.node.name}#{len(started)}",
+            schema=schema,
+            grpc_port=grpc_port,
+            http_port=http_port,
+            health_port=health_port,
+            workdir=workdir,
+            config=collector_config(
+                pg_dsn, schema, grpc_port, http_port, health_port, metrics_port, exporter_overrides
+            ),
+        )
+        started.append(c)
+        c.start()
+        return c
+
+    yield start
+
+    problems = []
+    for c in started:
+        try:
+            rc = c.stop()
+        except AssertionError as e:
+            problems.append(str(e))
+            continue
+        if rc not in (0, None):
+            problems.append(f"collector {c.name} exited with {rc} after SIGTERM\n{c.describe()}")
+    if os.environ.get("OTELSTORE_PG_DSN"):
+        # A database someone else owns: leave no test schemas behind. (The throwaway cluster is
+        # deleted whole at the end of the session.)
+        with psycopg.connect(pg_dsn, autocommit=True, connect_timeout=10) as conn:
+            for schema in sorted({c.schema for c in started}):
+                conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    if problems:
+        pytest.fail("\n\n".join(problems))
+
+
+@pytest.fixture
+def collector(start_collector) -> Collector:
+    """One healthy collector with a schema of its own."""
+    return start_collector()
+
+
+_COLLECTORS_KEY = pytest.StashKey[list]()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        for c in item.stash.get(_COLLECTORS_KEY, []):
+            report.sections.append((f"collector {c.name} log", c.log()))
