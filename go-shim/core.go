@@ -95,12 +95,12 @@ func coreNew(configJSON []byte) (uint64, error) {
 	return uint64(handle), nil
 }
 
-// coreExportTraces writes one ExportTraceServiceRequest; it returns only once the data is committed
-// or has failed.
-func coreExportTraces(handle uint64, otlp []byte) error {
+// coreExportTraces writes one ExportTraceServiceRequest; it returns once the data is committed, or
+// with the core's last error when timeout (0: none) runs out first.
+func coreExportTraces(handle uint64, otlp []byte, timeout time.Duration) error {
 	var message *C.char
 	data, size := bytesArg(otlp)
-	return result(status(C.otelstore_exporter_export(C.uint64_t(handle), C.OTELSTORE_SIGNAL_TRACES, data, size, &message)), message)
+	return result(status(C.otelstore_exporter_export(C.uint64_t(handle), C.OTELSTORE_SIGNAL_TRACES, data, size, C.uint64_t(timeout.Milliseconds()), &message)), message)
 }
 
 func coreShutdown(handle uint64, timeout time.Duration) error {

@@ -38,7 +38,7 @@ func (e *tracesExporter) start(context.Context, component.Host) error {
 	return nil
 }
 
-func (e *tracesExporter) pushTraces(_ context.Context, td ptrace.Traces) error {
+func (e *tracesExporter) pushTraces(ctx context.Context, td ptrace.Traces) error {
 	// An empty request would cost a round trip to the core for nothing to write.
 	if td.SpanCount() == 0 {
 		return nil
@@ -47,7 +47,7 @@ func (e *tracesExporter) pushTraces(_ context.Context, td ptrace.Traces) error {
 	if err != nil {
 		return consumererror.NewPermanent(fmt.Errorf("encoding traces as OTLP protobuf: %w", err))
 	}
-	return exportError(coreExportTraces(e.handle, otlp))
+	return exportError(coreExportTraces(e.handle, otlp, exportTimeout(ctx)))
 }
 
 // exportError tells exporterhelper which failures to retry: only those the core calls retryable
@@ -66,6 +66,17 @@ func (e *tracesExporter) shutdown(ctx context.Context) error {
 	}
 	e.open = false
 	return errors.Join(coreShutdown(e.handle, shutdownTimeout(ctx)), coreFree(e.handle))
+}
+
+// exportTimeout is the time left before exporterhelper's timeout, so the core stops retrying when
+// the collector stops waiting; 0 (no deadline) when the timeout is disabled. An expired deadline
+// still gets a millisecond: 0 would mean "wait forever".
+func exportTimeout(ctx context.Context) time.Duration {
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		return 0
+	}
+	return max(time.Until(deadline), time.Millisecond)
 }
 
 // shutdownTimeout is the time left before ctx's deadline, so the core's final flush ends when the

@@ -79,8 +79,9 @@ enum OtelstoreStatus otelstore_exporter_new(const uint8_t *config_json,
 
 /**
  * Writes one serialized OTLP export request (an `ExportTraceServiceRequest` protobuf for traces);
- * `signal` is an `OtelstoreSignal`.
- * Returns OK only once the data is committed. The bytes are not kept after the call returns.
+ * `signal` is an `OtelstoreSignal`. With `acknowledge: committed` (the default) it returns OK only
+ * once the data is committed; transient failures are retried inside the call until `timeout_ms`
+ * (0: no deadline) runs out, then reported as `Retryable`. The bytes are not kept after the call.
  *
  * # Safety
  * `otlp` must point to `otlp_len` readable bytes (or be anything when `otlp_len` is 0);
@@ -90,7 +91,18 @@ enum OtelstoreStatus otelstore_exporter_export(uint64_t handle,
                                                uint32_t signal,
                                                const uint8_t *otlp,
                                                size_t otlp_len,
+                                               uint64_t timeout_ms,
                                                char **message_out);
+
+/**
+ * Writes into `*json_out` (free with `otelstore_message_free`) what happened since the previous
+ * call: counter deltas, gauges, the duration of each write, log records, and whether the database
+ * is reachable. Meant to be called about once a second.
+ *
+ * # Safety
+ * `json_out` must be a valid `char **`.
+ */
+enum OtelstoreStatus otelstore_exporter_drain(uint64_t handle, char **json_out);
 
 /**
  * Stops accepting data, waits up to `timeout_ms` for the writes under way, and closes connections.

@@ -21,11 +21,41 @@ impl ConfigError {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct Config {
-    #[serde(default)]
+    /// When an export call reports success.
+    pub acknowledge: Acknowledge,
+    /// Most bytes of encoded rows the core holds (queued or being written); above it, new data is
+    /// refused with a retryable error so the collector pushes back on its clients.
+    pub memory_limit_mib: usize,
+    /// Export calls waiting together are merged into one COPY of at most this many rows.
+    pub max_batch_rows: usize,
+    /// How long one write attempt (a COPY and its commit) may take before it is abandoned and retried.
+    pub write_timeout: GoDuration,
     pub postgres: PostgresConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            acknowledge: Acknowledge::Committed,
+            memory_limit_mib: 256,
+            max_batch_rows: 50_000,
+            write_timeout: GoDuration(Duration::from_secs(30)),
+            postgres: PostgresConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Acknowledge {
+    /// Success only once the data is committed in the database: nothing acknowledged is lost.
+    Committed,
+    /// Success once the core holds the data (fire and forget): faster, but what is held when the
+    /// process dies is lost.
+    Accepted,
 }
 
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
@@ -69,7 +99,10 @@ impl fmt::Debug for PostgresConfig {
 }
 
 const MAX_POOL_SIZE: usize = 64;
-const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(600);
+const MIN_MEMORY_LIMIT_MIB: usize = 8;
+const MAX_MEMORY_LIMIT_MIB: usize = 1 << 20;
+const MAX_BATCH_ROWS: usize = 1_000_000;
+const MAX_TIMEOUT: Duration = Duration::from_secs(600);
 
 impl Config {
     /// Parses and validates a JSON configuration. Missing keys take their defaults.
@@ -90,7 +123,24 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(MIN_MEMORY_LIMIT_MIB..=MAX_MEMORY_LIMIT_MIB).contains(&self.memory_limit_mib) {
+            return Err(ConfigError::new(
+                "memory_limit_mib",
+                format!("must be between {MIN_MEMORY_LIMIT_MIB} and {MAX_MEMORY_LIMIT_MIB}, got {}", self.memory_limit_mib),
+            ));
+        }
+        if !(1..=MAX_BATCH_ROWS).contains(&self.max_batch_rows) {
+            return Err(ConfigError::new(
+                "max_batch_rows",
+                format!("must be between 1 and {MAX_BATCH_ROWS}, got {}", self.max_batch_rows),
+            ));
+        }
+        validate_timeout("write_timeout", self.write_timeout)?;
         self.postgres.validate()
+    }
+
+    pub fn memory_limit_bytes(&self) -> usize {
+        self.memory_limit_mib << 20
     }
 }
 
@@ -112,15 +162,15 @@ impl PostgresConfig {
                 format!("must be between 1 and {MAX_POOL_SIZE}, got {}", self.pool_size),
             ));
         }
-        let timeout = self.connect_timeout.0;
-        if timeout.is_zero() || timeout > MAX_CONNECT_TIMEOUT {
-            return Err(ConfigError::new(
-                "postgres.connect_timeout",
-                format!("must be more than 0s and at most 10m, got {}", self.connect_timeout),
-            ));
-        }
-        Ok(())
+        validate_timeout("postgres.connect_timeout", self.connect_timeout)
     }
+}
+
+fn validate_timeout(field: &str, timeout: GoDuration) -> Result<(), ConfigError> {
+    if timeout.0.is_zero() || timeout.0 > MAX_TIMEOUT {
+        return Err(ConfigError::new(field, format!("must be more than 0s and at most 10m, got {timeout}")));
+    }
+    Ok(())
 }
 
 /// SQL identifiers we interpolate (always double-quoted as well) must be plain names, so no
@@ -236,6 +286,10 @@ mod tests {
         assert!(config.postgres.create_schema);
         assert_eq!(config.postgres.pool_size, 4);
         assert_eq!(config.postgres.connect_timeout.0, Duration::from_secs(10));
+        assert_eq!(config.acknowledge, Acknowledge::Committed);
+        assert_eq!(config.memory_limit_bytes(), 256 << 20);
+        assert_eq!(config.max_batch_rows, 50_000);
+        assert_eq!(config.write_timeout.0, Duration::from_secs(30));
     }
 
     #[test]
@@ -254,6 +308,11 @@ mod tests {
         assert!(error_of(&with_dsn(r#","connect_timeout":"ten""#)).starts_with("postgres.connect_timeout: invalid duration \"ten\""));
         assert!(error_of(&with_dsn(r#","connect_timeout":"0s""#)).starts_with("postgres.connect_timeout: must be more than 0s"));
         assert!(error_of(&with_dsn(r#","pool_size":"four""#)).starts_with("postgres.pool_size: invalid type: string"));
+        let top = |extra: &str| error_of(&format!(r#"{{{extra},"postgres":{{"dsn":"postgres://u@h/db"}}}}"#));
+        assert_eq!(top(r#""memory_limit_mib":4"#), "memory_limit_mib: must be between 8 and 1048576, got 4");
+        assert_eq!(top(r#""max_batch_rows":0"#), "max_batch_rows: must be between 1 and 1000000, got 0");
+        assert_eq!(top(r#""write_timeout":"11m""#), "write_timeout: must be more than 0s and at most 10m, got 660s");
+        assert!(top(r#""acknowledge":"maybe""#).starts_with("acknowledge: unknown variant `maybe`, expected `committed` or `accepted`"));
         assert!(error_of(&with_dsn(r#","poolsize":4"#)).starts_with("postgres.poolsize: unknown field `poolsize`"));
         assert!(error_of(r#"{"postgress":{}}"#).starts_with("postgress: unknown field"));
         let message = error_of("not json");

@@ -30,20 +30,42 @@ pub enum Error {
     #[error("{written} spans written, {rejected} rejected; first rejection: {first}")]
     RowsRejected { written: u64, rejected: u64, first: String },
 
-    #[error("PostgreSQL: {action}: {source}")]
+    #[error("PostgreSQL: {action}: {}", chain(source))]
     Postgres { action: &'static str, source: tokio_postgres::Error },
 
-    #[error("PostgreSQL: no connection available: {0}")]
+    #[error("PostgreSQL: no connection available: {}", chain(.0))]
     Pool(#[from] deadpool_postgres::PoolError),
 
     #[error("the exporter is shut down")]
     ShutDown,
 
+    #[error("the exporter shut down before this data was written")]
+    ShutDownBeforeWrite,
+
+    #[error("memory limit reached: {bytes} bytes do not fit beside the {held} held (limit {limit} bytes)")]
+    MemoryLimit { bytes: usize, held: usize, limit: usize },
+
+    #[error("a request of {bytes} bytes of rows can never fit the memory limit of {limit} bytes: raise memory_limit_mib or send smaller batches")]
+    LargerThanMemoryLimit { bytes: usize, limit: usize },
+
+    #[error("a write attempt took longer than {0:?}")]
+    WriteTimeout(std::time::Duration),
+
+    #[error("another writer stored a request of this batch at the same time")]
+    ConcurrentDuplicate,
+
+    #[error("not written before the export deadline; last error: {last_error}")]
+    DeadlineExceeded { last_error: String },
+
+    /// One failure of a merged write, reported to each export call that was part of it.
+    #[error("{message}")]
+    BatchFailed { retryable: bool, message: String },
+
     #[error("could not start the exporter's runtime: {0}")]
     Runtime(#[source] std::io::Error),
 
-    #[error("shutdown timed out with {in_flight} export calls still writing")]
-    ShutdownTimedOut { in_flight: usize },
+    #[error("shutdown timed out: {rows} rows were not written")]
+    ShutdownTimedOut { rows: u64 },
 }
 
 impl Error {
@@ -52,9 +74,17 @@ impl Error {
             Error::Config(_) => ErrorKind::InvalidConfig,
             Error::Decode { .. } | Error::UnsupportedSignal { .. } | Error::RowsRejected { .. } => ErrorKind::Permanent,
             Error::Postgres { source, .. } => postgres_kind(source),
-            Error::Pool(_) | Error::Runtime(_) | Error::ShutdownTimedOut { .. } => {
-                ErrorKind::Retryable
-            }
+            Error::Pool(_)
+            | Error::Runtime(_)
+            | Error::ShutdownTimedOut { .. }
+            | Error::ShutDownBeforeWrite
+            | Error::MemoryLimit { .. }
+            | Error::WriteTimeout(_)
+            | Error::ConcurrentDuplicate
+            | Error::DeadlineExceeded { .. } => ErrorKind::Retryable,
+            Error::LargerThanMemoryLimit { .. } => ErrorKind::Permanent,
+            Error::BatchFailed { retryable: true, .. } => ErrorKind::Retryable,
+            Error::BatchFailed { retryable: false, .. } => ErrorKind::Permanent,
             Error::ShutDown => ErrorKind::ShutDown,
         }
     }
@@ -65,12 +95,36 @@ impl Error {
 }
 
 /// Errors without a SQLSTATE are I/O or protocol failures (refused, reset, closed): retryable.
-/// With one, the class decides: bad data (22) and constraint violations (23) fail the same way on
-/// every attempt; anything else (connection loss, serialization failure, shutdown, missing table
-/// that an operator may still create, out of disk) may succeed later.
+/// With one, the class decides: bad data (22), constraint violations (23) and values beyond a
+/// program limit (54, such as a jsonb too large) fail the same way on every attempt; anything else
+/// (connection loss, serialization failure, shutdown, a missing table an operator may still create,
+/// a full disk) may succeed later.
 fn postgres_kind(error: &tokio_postgres::Error) -> ErrorKind {
     match error.code().map(|state| &state.code()[..2]) {
-        Some("22") | Some("23") => ErrorKind::Permanent,
+        Some("22") | Some("23") | Some("54") => ErrorKind::Permanent,
         _ => ErrorKind::Retryable,
+    }
+}
+
+/// An error and its causes, "outer: inner: innermost", since the outer messages of the database
+/// client ("error connecting to server") hide the useful part ("Connection refused").
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+impl Error {
+    /// A copy of this failure for each export call that shared the write.
+    pub fn for_each_call(&self) -> Error {
+        Error::BatchFailed { retryable: self.kind() == ErrorKind::Retryable, message: self.to_string() }
     }
 }

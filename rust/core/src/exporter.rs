@@ -1,25 +1,36 @@
-//! An exporter: one configuration, one runtime, one sink. Export calls come from any thread.
+//! An exporter: one configuration, one runtime, one sink with its batch writer. Export calls come
+//! from any thread; decoding and encoding run on the caller's thread, I/O on the runtime.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::runtime::Runtime;
-use tokio::sync::Notify;
+use tokio::sync::{oneshot, Notify};
 
-use crate::config::Config;
+use crate::batch::{BatchWriter, Job, WriterSettings};
+use crate::config::{Acknowledge, Config};
 use crate::decode::{self, Signal};
 use crate::error::Error;
+use crate::limiter::MemoryLimiter;
 use crate::sink::postgres::{spans, PostgresSink};
+use crate::telemetry::Telemetry;
 
 pub struct Exporter {
     runtime: Runtime,
-    postgres: PostgresSink,
+    postgres: Arc<PostgresSink>,
+    spans: BatchWriter,
+    limiter: Arc<MemoryLimiter>,
+    telemetry: Arc<Telemetry>,
+    dispatch: tracing::Dispatch,
+    acknowledge: Acknowledge,
     calls: CallGate,
 }
 
 /// Summary of one successful export.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Written {
+    /// Rows stored by this call; 0 when the request had been stored before.
     pub rows: u64,
 }
 
@@ -33,42 +44,101 @@ impl Exporter {
             .enable_all()
             .build()
             .map_err(Error::Runtime)?;
-        let postgres = {
-            let _entered = runtime.enter();
-            PostgresSink::new(&config.postgres)?
+        let telemetry = Arc::new(Telemetry::default());
+        let dispatch = telemetry.dispatch();
+        let limiter = MemoryLimiter::new(config.memory_limit_bytes(), Arc::clone(&telemetry));
+        let _entered = runtime.enter();
+        let postgres = Arc::new(PostgresSink::new(&config.postgres)?);
+        let settings = WriterSettings {
+            workers: config.postgres.pool_size,
+            max_batch_rows: config.max_batch_rows,
+            write_timeout: config.write_timeout.0,
         };
-        Ok(Self { runtime, postgres, calls: CallGate::default() })
+        let spans = BatchWriter::start(Arc::clone(&postgres), |sink| &sink.spans, Arc::clone(&telemetry), settings, &dispatch);
+        drop(_entered);
+        Ok(Self { runtime, postgres, spans, limiter, telemetry, dispatch, acknowledge: config.acknowledge, calls: CallGate::default() })
     }
 
-    /// Decodes one OTLP request and writes it. Returns once the rows are committed.
-    pub fn export(&self, signal: Signal, otlp: &[u8]) -> Result<Written, Error> {
+    /// Decodes one OTLP request and hands its rows to the writer. With `acknowledge: committed`
+    /// this returns once they are committed, or with the last error when `timeout` runs out first.
+    pub fn export(&self, signal: Signal, otlp: &[u8], timeout: Option<Duration>) -> Result<Written, Error> {
         let _call = self.calls.enter()?;
-        match signal {
-            Signal::Traces => {
-                let request = decode::traces(otlp)?;
-                let encoded = spans::encode(&request);
-                let written = self.runtime.block_on(self.postgres.write_spans(encoded.rows))?;
-                match encoded.first_rejection {
-                    Some(first) => Err(Error::RowsRejected { written, rejected: encoded.rejected, first }),
-                    None => Ok(Written { rows: written }),
+        tracing::dispatcher::with_default(&self.dispatch, || match signal {
+            Signal::Traces => self.export_traces(otlp, timeout.map(|t| Instant::now() + t)),
+            Signal::Logs | Signal::Metrics => Err(Error::UnsupportedSignal { signal }),
+        })
+    }
+
+    fn export_traces(&self, otlp: &[u8], deadline: Option<Instant>) -> Result<Written, Error> {
+        let encoded = {
+            let request = decode::traces(otlp)?;
+            spans::encode(&request)
+        };
+        let chunk = encoded.rows.finish();
+        let stored = if chunk.rows == 0 {
+            Default::default()
+        } else {
+            let reservation = self.limiter.try_reserve(chunk.data.len())?;
+            let request_id = request_id(Signal::Traces, otlp);
+            match self.acknowledge {
+                Acknowledge::Accepted => {
+                    let rows = chunk.rows;
+                    self.spans.submit(Job { request_id, chunk, deadline: None, ack: None, reservation })?;
+                    crate::sink::postgres::Stored { written: rows, ..Default::default() }
+                }
+                Acknowledge::Committed => {
+                    let (ack, answer) = oneshot::channel();
+                    self.spans.submit(Job { request_id, chunk, deadline, ack: Some(ack), reservation })?;
+                    self.wait(answer, deadline)?
                 }
             }
-            Signal::Logs | Signal::Metrics => Err(Error::UnsupportedSignal { signal }),
+        };
+        let rejected = encoded.rejected + stored.rejected;
+        match encoded.first_rejection.or(stored.first_rejection) {
+            Some(first) if rejected > 0 => Err(Error::RowsRejected { written: stored.written, rejected, first }),
+            _ => Ok(Written { rows: stored.written }),
         }
     }
 
-    /// Refuses new calls, waits up to `timeout` for the calls under way to finish, and closes the
-    /// connections. Calling it again is harmless.
-    pub fn shutdown(&self, timeout: Duration) -> Result<(), Error> {
-        self.calls.close();
-        let drained = self.runtime.block_on(async { tokio::time::timeout(timeout, self.calls.drained()).await.is_ok() });
-        self.postgres.close();
-        if drained {
-            Ok(())
-        } else {
-            Err(Error::ShutdownTimedOut { in_flight: self.calls.in_flight() })
-        }
+    /// Waits for the writer's answer, but not past the caller's deadline: a request still queued
+    /// then is reported as not written (and, if it is written later, its retry is recognized).
+    fn wait<T>(&self, answer: oneshot::Receiver<Result<T, Error>>, deadline: Option<Instant>) -> Result<T, Error> {
+        self.runtime.block_on(async {
+            let answered = match deadline {
+                Some(deadline) => tokio::time::timeout_at(deadline.into(), answer).await.map_err(|_| Error::DeadlineExceeded {
+                    last_error: "still queued behind other writes".to_owned(),
+                })?,
+                None => answer.await,
+            };
+            answered.map_err(|_| Error::ShutDownBeforeWrite)?
+        })
     }
+
+    /// Refuses new calls, writes everything accepted within `timeout`, and closes the connections.
+    /// Reports how many rows could not be written in time. Calling it again is harmless.
+    pub fn shutdown(&self, timeout: Duration) -> Result<(), Error> {
+        let deadline = Instant::now() + timeout;
+        self.calls.close();
+        tracing::dispatcher::with_default(&self.dispatch, || {
+            self.runtime.block_on(async {
+                let flushed = self.spans.shutdown(deadline).await;
+                let _ = tokio::time::timeout_at(deadline.into(), self.calls.drained()).await;
+                self.postgres.close();
+                flushed
+            })
+        })
+    }
+
+    /// Telemetry since the previous call, as JSON (see [`Telemetry::drain`]).
+    pub fn drain_telemetry(&self) -> String {
+        self.telemetry.drain(self.limiter.limit())
+    }
+}
+
+/// Identifies a request by its content, so the same request retried (by the collector, or after a
+/// restart from its persistent queue) has the same id.
+fn request_id(signal: Signal, otlp: &[u8]) -> [u8; 16] {
+    xxhash_rust::xxh3::xxh3_128_with_seed(otlp, signal as u64).to_be_bytes()
 }
 
 /// Counts the export calls under way, and refuses new ones once closed.
@@ -95,14 +165,10 @@ impl CallGate {
         self.closed.store(true, Ordering::SeqCst);
     }
 
-    fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::SeqCst)
-    }
-
     async fn drained(&self) {
         loop {
             let notified = self.idle.notified();
-            if self.in_flight() == 0 {
+            if self.in_flight.load(Ordering::SeqCst) == 0 {
                 return;
             }
             notified.await;

@@ -184,8 +184,9 @@ pub unsafe extern "C" fn otelstore_exporter_new(
 }
 
 /// Writes one serialized OTLP export request (an `ExportTraceServiceRequest` protobuf for traces);
-/// `signal` is an `OtelstoreSignal`.
-/// Returns OK only once the data is committed. The bytes are not kept after the call returns.
+/// `signal` is an `OtelstoreSignal`. With `acknowledge: committed` (the default) it returns OK only
+/// once the data is committed; transient failures are retried inside the call until `timeout_ms`
+/// (0: no deadline) runs out, then reported as `Retryable`. The bytes are not kept after the call.
 ///
 /// # Safety
 /// `otlp` must point to `otlp_len` readable bytes (or be anything when `otlp_len` is 0);
@@ -196,6 +197,7 @@ pub unsafe extern "C" fn otelstore_exporter_export(
     signal: u32,
     otlp: *const u8,
     otlp_len: usize,
+    timeout_ms: u64,
     message_out: *mut *mut c_char,
 ) -> OtelstoreStatus {
     call(message_out, || {
@@ -203,7 +205,26 @@ pub unsafe extern "C" fn otelstore_exporter_export(
         let exporter = lookup(handle)?;
         // SAFETY: forwarded from this function's contract.
         let otlp = unsafe { bytes(otlp, otlp_len, "otlp") }?;
-        exporter.export(signal, otlp).map(|_| ()).map_err(Failure::from)
+        let timeout = (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms));
+        exporter.export(signal, otlp, timeout).map(|_| ()).map_err(Failure::from)
+    })
+}
+
+/// Writes into `*json_out` (free with `otelstore_message_free`) what happened since the previous
+/// call: counter deltas, gauges, the duration of each write, log records, and whether the database
+/// is reachable. Meant to be called about once a second.
+///
+/// # Safety
+/// `json_out` must be a valid `char **`.
+#[no_mangle]
+pub unsafe extern "C" fn otelstore_exporter_drain(handle: u64, json_out: *mut *mut c_char) -> OtelstoreStatus {
+    if json_out.is_null() {
+        return OtelstoreStatus::InvalidArgument;
+    }
+    call(std::ptr::null_mut(), || {
+        let exporter = lookup(handle)?;
+        write_string(json_out, &exporter.drain_telemetry());
+        Ok(())
     })
 }
 

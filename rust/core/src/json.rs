@@ -1,6 +1,8 @@
 //! JSON text for jsonb columns, written straight into the COPY buffer: attribute lists, events,
 //! links. The encoding keeps every OTLP value kind apart; schema/README.md documents it.
 
+use std::io::Write as _;
+
 use base64::Engine;
 use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
@@ -26,11 +28,7 @@ fn write_value(out: &mut Vec<u8>, value: Option<&AnyValue>) {
         Some(Value::StringValue(s)) => write_string(out, s),
         Some(Value::BoolValue(b)) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
         Some(Value::IntValue(i)) => write_int(out, *i),
-        Some(Value::DoubleValue(d)) if d.is_finite() => {
-            // ryu always writes a fraction or an exponent ("1.0", "1e300"), so a double never
-            // reads back as an int.
-            out.extend_from_slice(ryu::Buffer::new().format_finite(*d).as_bytes());
-        }
+        Some(Value::DoubleValue(d)) if d.is_finite() => write_double(out, *d),
         Some(Value::DoubleValue(d)) => {
             let name = if d.is_nan() { "NaN" } else if *d > 0.0 { "Infinity" } else { "-Infinity" };
             out.extend_from_slice(b"{\"$double\":\"");
@@ -122,6 +120,19 @@ pub fn write_links(out: &mut Vec<u8>, links: &[Link]) {
         out.push(b'}');
     }
     out.push(b']');
+}
+
+/// A double always keeps a fraction in jsonb, so it never reads back as an int: ryu's shortest form
+/// ("1.0", "2.5e-7") does, except with a positive exponent ("1e16"), which jsonb expands to the
+/// integer digits; those doubles are integral and get their exact digits and ".0" instead.
+fn write_double(out: &mut Vec<u8>, value: f64) {
+    let mut buffer = ryu::Buffer::new();
+    let shortest = buffer.format_finite(value);
+    if shortest.contains('e') && !shortest.contains("e-") {
+        let _ = write!(out, "{value:.1}");
+    } else {
+        out.extend_from_slice(shortest.as_bytes());
+    }
 }
 
 fn write_int(out: &mut Vec<u8>, value: i64) {
@@ -217,6 +228,19 @@ mod tests {
             r#"{"s":"text","b":true,"i":-9223372036854775808,"d":1.0,"e":2.5e-300,"nan":{"$double":"NaN"},"inf":{"$double":"-Infinity"},"bytes":{"$bytes":"AAH+/w=="},"arr":[1,null],"map":{"$$bytes":"not bytes","k":false},"unset":null}"#
         );
         serde_json::from_str::<serde_json::Value>(&json).expect("valid JSON");
+    }
+
+    #[test]
+    fn large_doubles_keep_a_fraction() {
+        let json = attributes_json(&[
+            kv("big", value(Value::DoubleValue(1e16))),
+            kv("max", value(Value::DoubleValue(f64::MAX))),
+            kv("small", value(Value::DoubleValue(-1.5e-7))),
+        ]);
+        assert!(json.starts_with(r#"{"big":10000000000000000.0,"max":17976931348623157"#), "{json}");
+        assert!(json.ends_with(r#".0,"small":-1.5e-7}"#), "{json}");
+        let parsed: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
+        assert_eq!(parsed["max"].as_f64(), Some(f64::MAX));
     }
 
     #[test]

@@ -6,10 +6,15 @@
 pub mod config;
 pub mod decode;
 pub mod error;
+pub mod batch;
 pub mod exporter;
 pub mod ffi;
 mod json;
+pub mod limiter;
+#[cfg(test)]
+mod proptests;
 pub mod sink;
+pub mod telemetry;
 #[cfg(test)]
 mod testdata;
 

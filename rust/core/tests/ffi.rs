@@ -72,11 +72,11 @@ fn null_pointers_and_zero_lengths_are_errors_not_crashes() {
 
     let handle = new_exporter();
     let mut message = ptr::null_mut();
-    let status = unsafe { otelstore_exporter_export(handle, OtelstoreSignal::Traces as u32, ptr::null(), 5, &mut message) };
+    let status = unsafe { otelstore_exporter_export(handle, OtelstoreSignal::Traces as u32, ptr::null(), 5, 2000, &mut message) };
     assert_eq!(status, OtelstoreStatus::InvalidArgument);
     assert_eq!(take(message), "otlp is null but its length is 5");
     // An empty request holds no spans: nothing to write, so it succeeds without touching the database.
-    let status = unsafe { otelstore_exporter_export(handle, OtelstoreSignal::Traces as u32, ptr::null(), 0, ptr::null_mut()) };
+    let status = unsafe { otelstore_exporter_export(handle, OtelstoreSignal::Traces as u32, ptr::null(), 0, 2000, ptr::null_mut()) };
     assert_eq!(status, OtelstoreStatus::Ok);
     assert_eq!(otelstore_exporter_free(handle), OtelstoreStatus::Ok);
     unsafe { otelstore_message_free(ptr::null_mut()) };
@@ -86,13 +86,13 @@ fn null_pointers_and_zero_lengths_are_errors_not_crashes() {
 fn unknown_signal_and_malformed_data_are_reported() {
     let handle = new_exporter();
     let mut message = ptr::null_mut();
-    let status = unsafe { otelstore_exporter_export(handle, 42, b"x".as_ptr(), 1, &mut message) };
+    let status = unsafe { otelstore_exporter_export(handle, 42, b"x".as_ptr(), 1, 2000, &mut message) };
     assert_eq!(status, OtelstoreStatus::InvalidArgument);
     assert_eq!(take(message), "unknown signal 42 (expected an OtelstoreSignal)");
 
     let garbage = [0xffu8; 16];
     let mut message = ptr::null_mut();
-    let status = unsafe { otelstore_exporter_export(handle, OtelstoreSignal::Traces as u32, garbage.as_ptr(), garbage.len(), &mut message) };
+    let status = unsafe { otelstore_exporter_export(handle, OtelstoreSignal::Traces as u32, garbage.as_ptr(), garbage.len(), 2000, &mut message) };
     assert_eq!(status, OtelstoreStatus::Permanent);
     assert!(take(message).starts_with("malformed OTLP traces request (16 bytes)"));
     assert_eq!(otelstore_exporter_free(handle), OtelstoreStatus::Ok);
@@ -108,14 +108,14 @@ fn use_after_shutdown_and_double_free_are_errors() {
     assert_eq!(unsafe { otelstore_exporter_shutdown(handle, 1000, ptr::null_mut()) }, OtelstoreStatus::Ok);
 
     let mut message = ptr::null_mut();
-    let status = unsafe { otelstore_exporter_export(handle, OtelstoreSignal::Traces as u32, b"".as_ptr(), 0, &mut message) };
+    let status = unsafe { otelstore_exporter_export(handle, OtelstoreSignal::Traces as u32, b"".as_ptr(), 0, 2000, &mut message) };
     assert_eq!(status, OtelstoreStatus::InvalidArgument);
     assert_eq!(take(message), "the exporter is shut down");
 
     assert_eq!(otelstore_exporter_free(handle), OtelstoreStatus::Ok);
     assert_eq!(otelstore_exporter_free(handle), OtelstoreStatus::InvalidArgument);
     let mut message = ptr::null_mut();
-    let status = unsafe { otelstore_exporter_export(handle, OtelstoreSignal::Traces as u32, b"".as_ptr(), 0, &mut message) };
+    let status = unsafe { otelstore_exporter_export(handle, OtelstoreSignal::Traces as u32, b"".as_ptr(), 0, 2000, &mut message) };
     assert_eq!(status, OtelstoreStatus::InvalidArgument);
     assert_eq!(take(message), format!("unknown exporter handle {handle} (never created, or freed)"));
     assert_eq!(otelstore_exporter_free(0), OtelstoreStatus::InvalidArgument);
@@ -136,9 +136,10 @@ fn an_unreachable_database_is_retryable() {
     .encode_to_vec();
     let handle = new_exporter();
     let mut message = ptr::null_mut();
-    let status = unsafe { otelstore_exporter_export(handle, OtelstoreSignal::Traces as u32, request.as_ptr(), request.len(), &mut message) };
+    let status = unsafe { otelstore_exporter_export(handle, OtelstoreSignal::Traces as u32, request.as_ptr(), request.len(), 2000, &mut message) };
     assert_eq!(status, OtelstoreStatus::Retryable);
     let message = take(message);
-    assert!(message.starts_with("PostgreSQL: no connection available"), "{message}");
+    assert!(message.starts_with("not written before the export deadline; last error: PostgreSQL: no connection available"), "{message}");
+    assert!(message.contains("Connection refused"), "{message}");
     assert_eq!(otelstore_exporter_free(handle), OtelstoreStatus::Ok);
 }

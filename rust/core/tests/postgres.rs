@@ -46,9 +46,26 @@ fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// How long a test's export call waits for its commit.
+const WAIT: Option<Duration> = Some(Duration::from_secs(20));
+
 fn exporter(dsn: &str, schema: &str, create_schema: bool) -> Exporter {
-    let json = serde_json::json!({"postgres": {"dsn": dsn, "schema": schema, "create_schema": create_schema}});
-    Exporter::new(Config::from_json(json.to_string().as_bytes()).expect("valid config")).expect("exporter")
+    exporter_with(serde_json::json!({"postgres": {"dsn": dsn, "schema": schema, "create_schema": create_schema}}))
+}
+
+fn exporter_with(config: serde_json::Value) -> Exporter {
+    Exporter::new(Config::from_json(config.to_string().as_bytes()).expect("valid config")).expect("exporter")
+}
+
+/// The counters of a telemetry drain, as "name/table" -> delta.
+fn counters(exporter: &Exporter) -> std::collections::BTreeMap<String, u64> {
+    let drained: serde_json::Value = serde_json::from_str(&exporter.drain_telemetry()).expect("JSON");
+    drained["counters"]
+        .as_array()
+        .expect("counters")
+        .iter()
+        .map(|c| (format!("{}/{}", c["name"].as_str().expect("name"), c["table"].as_str().expect("table")), c["delta"].as_u64().expect("delta")))
+        .collect()
 }
 
 /// Runs one query and returns the first column of every row as text.
@@ -106,6 +123,56 @@ fn postgres_sink() {
     a_missing_table_without_create_schema_is_retryable(dsn);
     rejected_spans_do_not_stop_the_others(dsn);
     export_after_shutdown_is_refused(dsn);
+    concurrent_exports_share_writes(dsn);
+    a_retried_request_is_stored_once(dsn);
+    rows_the_database_refuses_are_isolated(dsn);
+}
+
+fn concurrent_exports_share_writes(dsn: &str) {
+    let exporter = std::sync::Arc::new(exporter_with(serde_json::json!({"postgres": {"dsn": dsn, "schema": "merged", "pool_size": 1}})));
+    exporter.export(Signal::Traces, &request("warm", vec![span(60)]), WAIT).expect("schema and connection ready");
+    let threads: Vec<_> = (0..16u8)
+        .map(|i| {
+            let exporter = std::sync::Arc::clone(&exporter);
+            std::thread::spawn(move || exporter.export(Signal::Traces, &request("m", (0..50u8).map(|j| span(j.wrapping_mul(16).wrapping_add(i))).collect()), WAIT))
+        })
+        .collect();
+    for thread in threads {
+        assert_eq!(thread.join().expect("thread").expect("export").rows, 50);
+    }
+    assert_eq!(one(dsn, "SELECT count(*)::text FROM merged.spans WHERE service_name = 'm'"), "800");
+    let counters = counters(&exporter);
+    assert_eq!(counters["rows_written/spans"], 801);
+    // With one connection, calls that arrive while a COPY runs wait and go out together.
+    assert!(counters["batches_written/spans"] < 17, "{counters:?}");
+}
+
+fn a_retried_request_is_stored_once(dsn: &str) {
+    let exporter = exporter(dsn, "dedupe", true);
+    let body = request("d", vec![span(70), span(71)]);
+    assert_eq!(exporter.export(Signal::Traces, &body, WAIT).expect("first").rows, 2);
+    assert_eq!(exporter.export(Signal::Traces, &body, WAIT).expect("retry").rows, 0);
+    // A new exporter (a restarted collector replaying its persistent queue) recognizes it too.
+    assert_eq!(self::exporter(dsn, "dedupe", true).export(Signal::Traces, &body, WAIT).expect("replay").rows, 0);
+    assert_eq!(one(dsn, "SELECT count(*)::text FROM dedupe.spans"), "2");
+    assert_eq!(one(dsn, "SELECT string_agg(rows::text, ',') FROM dedupe.otelstore_batches"), "2");
+    assert_eq!(counters(&exporter)["duplicate_requests_skipped/spans"], 1);
+}
+
+fn rows_the_database_refuses_are_isolated(dsn: &str) {
+    let exporter = exporter(dsn, "refuse", true);
+    exporter.export(Signal::Traces, &request("r", vec![span(80)]), WAIT).expect("create the table");
+    query(dsn, "ALTER TABLE refuse.spans ADD CONSTRAINT no_poison CHECK (name NOT LIKE 'poison%')");
+    let mut spans: Vec<Span> = (81..=100).map(span).collect();
+    spans[3].name = "poison-a".into();
+    spans[17].name = "poison-b".into();
+    let error = exporter.export(Signal::Traces, &request("r", spans), WAIT).expect_err("two refused");
+    assert_eq!(error.kind(), ErrorKind::Permanent);
+    assert!(matches!(error, Error::RowsRejected { written: 18, rejected: 2, .. }), "{error}");
+    assert!(error.to_string().contains("no_poison"), "{error}");
+    assert_eq!(one(dsn, "SELECT count(*)::text FROM refuse.spans"), "19");
+    assert_eq!(one(dsn, "SELECT count(*)::text FROM refuse.spans WHERE name LIKE 'poison%'"), "0");
+    assert_eq!(counters(&exporter)["rows_rejected/spans"], 2);
 }
 
 fn every_value_kind_survives_jsonb(dsn: &str) {
@@ -123,25 +190,29 @@ fn every_value_kind_survives_jsonb(dsn: &str) {
         kv("dup", Value::IntValue(1)),
         kv("dup", Value::IntValue(2)),
     ];
+    let mut big_double = span(3);
+    big_double.attributes = vec![kv("big", Value::DoubleValue(1e16)), kv("int", Value::IntValue(10_000_000_000_000_000))];
     all_kinds.links = vec![Link { trace_id: vec![0xff; 16], span_id: vec![0xee; 8], attributes: vec![kv("l", Value::IntValue(1))], ..Default::default() }];
     let exporter = exporter(dsn, "kinds", true);
-    exporter.export(Signal::Traces, &request("kinds-svc", vec![all_kinds])).expect("export");
-    let attributes = one(dsn, "SELECT span_attributes::text FROM kinds.spans");
+    exporter.export(Signal::Traces, &request("kinds-svc", vec![all_kinds, big_double]), WAIT).expect("export");
+    // jsonb expands exponents: a large double must still read back with a fraction.
+    assert_eq!(one(dsn, "SELECT span_attributes::text FROM kinds.spans WHERE name = 'op-3'"), r#"{"big": 10000000000000000.0, "int": 10000000000000000}"#);
+    let attributes = one(dsn, "SELECT span_attributes::text FROM kinds.spans WHERE name = 'op-1'");
     assert_eq!(
         attributes,
         r#"{"": "empty key", "b": false, "d": 1.0, "i": 9223372036854775807, "s": "quote\" back\\ nul� é", "arr": [1, 2.5], "dup": 2, "map": {"$$x": true}, "nan": {"$double": "NaN"}, "bytes": {"$bytes": "AP8="}}"#
     );
-    assert_eq!(one(dsn, "SELECT span_attributes->>'s' FROM kinds.spans"), "quote\" back\\ nul\u{fffd} é");
-    assert_eq!(one(dsn, "SELECT (span_attributes @> '{\"i\": 9223372036854775807}')::text FROM kinds.spans"), "true");
+    assert_eq!(one(dsn, "SELECT span_attributes->>'s' FROM kinds.spans WHERE name = 'op-1'"), "quote\" back\\ nul\u{fffd} é");
+    assert_eq!(one(dsn, "SELECT (span_attributes @> '{\"i\": 9223372036854775807}')::text FROM kinds.spans WHERE name = 'op-1'"), "true");
     assert_eq!(
-        one(dsn, "SELECT links::text FROM kinds.spans"),
+        one(dsn, "SELECT links::text FROM kinds.spans WHERE name = 'op-1'"),
         r#"[{"flags": 0, "span_id": "eeeeeeeeeeeeeeee", "trace_id": "ffffffffffffffffffffffffffffffff", "attributes": {"l": 1}, "trace_state": "", "dropped_attributes_count": 0}]"#
     );
 }
 
 fn timestamps_and_columns_are_exact(dsn: &str) {
     let exporter = exporter(dsn, "exact", true);
-    exporter.export(Signal::Traces, &request("exact-svc", vec![span(2)])).expect("export");
+    exporter.export(Signal::Traces, &request("exact-svc", vec![span(2)]), WAIT).expect("export");
     let row = one(
         dsn,
         "SELECT concat_ws('|', encode(trace_id, 'hex'), encode(span_id, 'hex'), parent_span_id IS NULL, name, kind,
@@ -159,32 +230,37 @@ fn migrations_apply_once_for_concurrent_exporters(dsn: &str) {
     let threads: Vec<_> = (0..4u8)
         .map(|i| {
             let dsn = dsn.to_owned();
-            std::thread::spawn(move || exporter(&dsn, "Concurrent_Schema", true).export(Signal::Traces, &request("c", vec![span(10 + i)])))
+            std::thread::spawn(move || exporter(&dsn, "Concurrent_Schema", true).export(Signal::Traces, &request("c", vec![span(10 + i)]), WAIT))
         })
         .collect();
     for thread in threads {
         thread.join().expect("thread").expect("export");
     }
     assert_eq!(one(dsn, "SELECT count(*)::text FROM \"Concurrent_Schema\".spans"), "4");
-    assert_eq!(one(dsn, "SELECT string_agg(version::text || ':' || name, ',') FROM \"Concurrent_Schema\".otelstore_schema_migrations"), "1:spans");
+    assert_eq!(one(dsn, "SELECT string_agg(version::text || ':' || name, ',' ORDER BY version) FROM \"Concurrent_Schema\".otelstore_schema_migrations"), "1:spans,2:request_ids");
     // A restart re-applies nothing and keeps the data.
-    exporter(dsn, "Concurrent_Schema", true).export(Signal::Traces, &request("c", vec![span(20)])).expect("export after restart");
-    assert_eq!(one(dsn, "SELECT count(*)::text FROM \"Concurrent_Schema\".otelstore_schema_migrations"), "1");
+    exporter(dsn, "Concurrent_Schema", true).export(Signal::Traces, &request("c", vec![span(20)]), WAIT).expect("export after restart");
+    assert_eq!(one(dsn, "SELECT count(*)::text FROM \"Concurrent_Schema\".otelstore_schema_migrations"), "2");
     assert_eq!(one(dsn, "SELECT count(*)::text FROM \"Concurrent_Schema\".spans"), "5");
 }
 
 fn a_missing_table_without_create_schema_is_retryable(dsn: &str) {
-    let error = exporter(dsn, "nobody_made_this", false).export(Signal::Traces, &request("m", vec![span(30)])).expect_err("no table");
+    let started = std::time::Instant::now();
+    let error = exporter(dsn, "nobody_made_this", false)
+        .export(Signal::Traces, &request("m", vec![span(30)]), Some(Duration::from_secs(1)))
+        .expect_err("no table");
     assert_eq!(error.kind(), ErrorKind::Retryable);
     let message = error.to_string();
-    assert!(message.starts_with("PostgreSQL: start COPY into spans:"), "{message}");
+    assert!(message.starts_with("not written before the export deadline; last error: PostgreSQL: look up stored request ids:"), "{message}");
+    assert!(message.contains("does not exist"), "{message}");
+    assert!(started.elapsed() < Duration::from_secs(3), "the call returned {:?} after its 1 s deadline", started.elapsed());
 }
 
 fn rejected_spans_do_not_stop_the_others(dsn: &str) {
     let mut too_late = span(40);
     too_late.start_time_unix_nano = u64::MAX;
     let exporter = exporter(dsn, "partial", true);
-    let error = exporter.export(Signal::Traces, &request("p", vec![span(41), too_late, span(42)])).expect_err("one rejected");
+    let error = exporter.export(Signal::Traces, &request("p", vec![span(41), too_late, span(42)]), WAIT).expect_err("one rejected");
     assert_eq!(error.kind(), ErrorKind::Permanent);
     assert!(matches!(error, Error::RowsRejected { written: 2, rejected: 1, .. }), "{error}");
     assert_eq!(one(dsn, "SELECT string_agg(name, ',' ORDER BY name) FROM partial.spans"), "op-41,op-42");
@@ -192,9 +268,9 @@ fn rejected_spans_do_not_stop_the_others(dsn: &str) {
 
 fn export_after_shutdown_is_refused(dsn: &str) {
     let exporter = exporter(dsn, "shut", true);
-    exporter.export(Signal::Traces, &request("s", vec![span(50)])).expect("export");
+    exporter.export(Signal::Traces, &request("s", vec![span(50)]), WAIT).expect("export");
     exporter.shutdown(Duration::from_secs(5)).expect("shutdown");
-    let error = exporter.export(Signal::Traces, &request("s", vec![span(51)])).expect_err("after shutdown");
+    let error = exporter.export(Signal::Traces, &request("s", vec![span(51)]), WAIT).expect_err("after shutdown");
     assert_eq!(error.kind(), ErrorKind::ShutDown);
     assert_eq!(one(dsn, "SELECT count(*)::text FROM shut.spans"), "1");
 }

@@ -1,9 +1,14 @@
 //! PostgreSQL binary COPY encoding (the PGCOPY format), written by hand so that a row goes from the
 //! decoded OTLP message into one growing buffer without intermediate values.
 
+use std::ops::Range;
+
 use bytes::Bytes;
 
-const SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
+/// What every COPY starts with: the signature, no flags, no header extension.
+pub const HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
+/// What every COPY ends with: a field count of -1.
+pub const TRAILER: &[u8] = &[0xff, 0xff];
 /// Microseconds from the Unix epoch to PostgreSQL's epoch, 2000-01-01T00:00:00Z.
 const POSTGRES_EPOCH_MICROS: i64 = 946_684_800_000_000;
 const JSONB_VERSION: u8 = 1;
@@ -11,7 +16,8 @@ const JSONB_VERSION: u8 = 1;
 #[derive(Debug, Clone, Copy)]
 pub struct RowStart(usize);
 
-/// Rows of one table in PGCOPY binary format, header included.
+/// Rows of one table in PGCOPY binary format, without header and trailer, so that the rows of many
+/// requests can be sent in one COPY.
 pub struct CopyRows {
     buf: Vec<u8>,
     rows: u64,
@@ -20,11 +26,7 @@ pub struct CopyRows {
 
 impl CopyRows {
     pub fn new(columns: i16) -> Self {
-        let mut buf = Vec::with_capacity(64 * 1024);
-        buf.extend_from_slice(SIGNATURE);
-        buf.extend_from_slice(&0i32.to_be_bytes()); // flags: no OIDs
-        buf.extend_from_slice(&0i32.to_be_bytes()); // header extension length
-        Self { buf, rows: 0, columns }
+        Self { buf: Vec::with_capacity(64 * 1024), rows: 0, columns }
     }
 
     pub fn rows(&self) -> u64 {
@@ -105,10 +107,8 @@ impl CopyRows {
         });
     }
 
-    /// Finishes the COPY data with its trailer.
-    pub fn finish(mut self) -> Bytes {
-        self.buf.extend_from_slice(&(-1i16).to_be_bytes());
-        Bytes::from(self.buf)
+    pub fn finish(self) -> Chunk {
+        Chunk { data: Bytes::from(self.buf), rows: self.rows, columns: self.columns }
     }
 
     /// A field whose length is known only after writing it: reserve the length, write, patch.
@@ -125,6 +125,34 @@ impl CopyRows {
     }
 }
 
+/// Finished rows, ready to be sent between a [`HEADER`] and a [`TRAILER`].
+#[derive(Debug, Clone)]
+pub struct Chunk {
+    pub data: Bytes,
+    pub rows: u64,
+    columns: i16,
+}
+
+impl Chunk {
+    /// The byte range of each row, found by walking the field lengths. Only needed to isolate rows
+    /// that PostgreSQL refuses, so the ranges are not kept while encoding.
+    pub fn row_ranges(&self) -> Vec<Range<usize>> {
+        let data = &self.data[..];
+        let mut ranges = Vec::with_capacity(self.rows as usize);
+        let mut at = 0;
+        while at + 2 <= data.len() {
+            let start = at;
+            at += 2;
+            for _ in 0..self.columns {
+                let len = data.get(at..at + 4).map_or(-1, |b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+                at += 4 + usize::try_from(len).unwrap_or(0);
+            }
+            ranges.push(start..at.min(data.len()));
+        }
+        ranges
+    }
+}
+
 /// PGCOPY lengths are i32. PostgreSQL refuses fields over 1 GB anyway, and rows that large are
 /// discarded before the COPY (see `MAX_ROW_BYTES` in spans.rs), so saturating is never observed.
 fn field_len(len: usize) -> i32 {
@@ -133,19 +161,14 @@ fn field_len(len: usize) -> i32 {
 
 #[cfg(test)]
 pub(crate) mod parse {
-    //! A reader for the format above, for tests: rows of fields, each `None` for NULL.
+    //! A reader for the rows of a chunk, for tests: rows of fields, each `None` for NULL.
 
     pub fn rows(data: &[u8]) -> Vec<Vec<Option<Vec<u8>>>> {
-        assert_eq!(&data[..11], super::SIGNATURE);
-        let mut at = 19;
+        let mut at = 0;
         let mut rows = Vec::new();
-        loop {
+        while at < data.len() {
             let count = i16::from_be_bytes([data[at], data[at + 1]]);
             at += 2;
-            if count == -1 {
-                assert_eq!(at, data.len(), "trailing bytes after the trailer");
-                return rows;
-            }
             let mut row = Vec::new();
             for _ in 0..count {
                 let len = i32::from_be_bytes(data[at..at + 4].try_into().expect("4 bytes"));
@@ -160,6 +183,7 @@ pub(crate) mod parse {
             }
             rows.push(row);
         }
+        rows
     }
 }
 
@@ -179,7 +203,7 @@ mod tests {
         rows.timestamptz_from_unix_nanos(946_684_800_000_001_999);
         rows.jsonb(|out| out.extend_from_slice(b"{}"));
         assert_eq!(rows.rows(), 1);
-        let parsed = parse::rows(&rows.finish());
+        let parsed = parse::rows(&rows.finish().data);
         assert_eq!(
             parsed,
             vec![vec![
@@ -195,11 +219,34 @@ mod tests {
     }
 
     #[test]
+    fn row_ranges_split_a_chunk_into_its_rows() {
+        let mut rows = CopyRows::new(2);
+        rows.start_row();
+        rows.text("first");
+        rows.null();
+        rows.start_row();
+        rows.int8(1);
+        rows.bytea(&[]);
+        let chunk = rows.finish();
+        let ranges = chunk.row_ranges();
+        assert_eq!(ranges, vec![0..2 + 9 + 4, 15..15 + 2 + 12 + 4]);
+        assert_eq!(ranges[1].end, chunk.data.len());
+        assert_eq!(parse::rows(&chunk.data[ranges[1].clone()]), vec![vec![Some(1i64.to_be_bytes().to_vec()), Some(vec![])]]);
+    }
+
+    #[test]
+    fn header_and_trailer_frame_any_rows() {
+        assert_eq!(HEADER.len(), 19);
+        assert_eq!(&HEADER[..11], b"PGCOPY\n\xff\r\n\0");
+        assert_eq!(TRAILER, (-1i16).to_be_bytes());
+    }
+
+    #[test]
     fn timestamps_before_2000_and_at_the_epoch() {
         let mut rows = CopyRows::new(1);
         rows.start_row();
         rows.timestamptz_from_unix_nanos(0);
-        let parsed = parse::rows(&rows.finish());
+        let parsed = parse::rows(&rows.finish().data);
         assert_eq!(parsed[0][0], Some((-POSTGRES_EPOCH_MICROS).to_be_bytes().to_vec()));
     }
 }

@@ -5,7 +5,10 @@ use deadpool_postgres::Object;
 use crate::error::Error;
 
 /// Every migration, in order: (version, name, SQL with `{schema}` placeholders).
-const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "spans", include_str!("../../../../../schema/postgres/0001_spans.sql"))];
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "spans", include_str!("../../../../../schema/postgres/0001_spans.sql")),
+    (2, "request_ids", include_str!("../../../../../schema/postgres/0002_request_ids.sql")),
+];
 
 /// Any fixed number works: all otelstore exporters take the same lock while they migrate.
 const MIGRATION_LOCK: i64 = 0x6f74_656c_7374_6f72; // "otelstor"

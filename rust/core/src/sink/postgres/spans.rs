@@ -188,7 +188,7 @@ mod tests {
 
     fn encode_rows(request: &ExportTraceServiceRequest) -> (Vec<Row>, EncodedSpans) {
         let encoded = encode(request);
-        let rows = parse::rows(&encode(request).rows.finish());
+        let rows = parse::rows(&encode(request).rows.finish().data);
         (rows, encoded)
     }
 
