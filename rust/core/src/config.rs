@@ -71,6 +71,10 @@ pub struct PostgresConfig {
     pub pool_size: usize,
     /// How long one connection attempt may take.
     pub connect_timeout: GoDuration,
+    /// PEM file of the CA certificates that sign the server's certificate. When set, TLS connections
+    /// (per the DSN's sslmode) verify the server's chain and host name; when empty, they are
+    /// encrypted without verifying the server, as libpq does without a root certificate.
+    pub ca_file: String,
 }
 
 impl Default for PostgresConfig {
@@ -81,6 +85,7 @@ impl Default for PostgresConfig {
             create_schema: true,
             pool_size: 4,
             connect_timeout: GoDuration(Duration::from_secs(10)),
+            ca_file: String::new(),
         }
     }
 }
@@ -94,6 +99,7 @@ impl fmt::Debug for PostgresConfig {
             .field("create_schema", &self.create_schema)
             .field("pool_size", &self.pool_size)
             .field("connect_timeout", &self.connect_timeout)
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }
@@ -162,7 +168,11 @@ impl PostgresConfig {
                 format!("must be between 1 and {MAX_POOL_SIZE}, got {}", self.pool_size),
             ));
         }
-        validate_timeout("postgres.connect_timeout", self.connect_timeout)
+        validate_timeout("postgres.connect_timeout", self.connect_timeout)?;
+        if !self.ca_file.is_empty() {
+            crate::sink::postgres::root_certificates(&self.ca_file)?;
+        }
+        Ok(())
     }
 }
 
@@ -326,6 +336,19 @@ mod tests {
         assert!(!message.contains("hunter2"), "{message}");
         let debug = format!("{:?}", Config::from_json(with_dsn("").as_bytes()).expect("valid"));
         assert!(!debug.contains("secret"), "{debug}");
+    }
+
+    #[test]
+    fn a_ca_file_must_hold_certificates() {
+        assert_eq!(
+            error_of(&with_dsn(r#","ca_file":"/nonexistent/ca.pem""#)),
+            r#"postgres.ca_file: cannot read "/nonexistent/ca.pem": No such file or directory (os error 2)"#
+        );
+        let empty = std::env::temp_dir().join(format!("otelstore-empty-ca-{}.pem", std::process::id()));
+        std::fs::write(&empty, "no certificate here\n").expect("write");
+        let message = error_of(&with_dsn(&format!(r#","ca_file":{:?}"#, empty.display().to_string())));
+        std::fs::remove_file(&empty).expect("remove");
+        assert!(message.ends_with("holds no PEM certificate"), "{message}");
     }
 
     #[test]

@@ -126,6 +126,55 @@ fn postgres_sink() {
     concurrent_exports_share_writes(dsn);
     a_retried_request_is_stored_once(dsn);
     rows_the_database_refuses_are_isolated(dsn);
+    match &cluster.dir {
+        Some(dir) => tls_follows_sslmode_and_verifies_with_a_ca_file(dsn, dir),
+        None => eprintln!("TLS scenario not run: OTELSTORE_TEST_PG_DSN names a server this test cannot configure"),
+    }
+}
+
+/// Makes a CA and a server certificate for 127.0.0.1 in `dir`, installs the server's into the
+/// cluster's data directory and turns TLS on.
+fn enable_server_tls(dsn: &str, dir: &Path) -> PathBuf {
+    let script = r#"set -e
+        openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 1 -subj "/CN=otelstore test CA" 2>/dev/null
+        openssl req -x509 -newkey rsa:2048 -nodes -keyout other.key -out other-ca.pem -days 1 -subj "/CN=someone else" 2>/dev/null
+        openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj "/CN=127.0.0.1" 2>/dev/null
+        printf 'subjectAltName=IP:127.0.0.1\n' > san.ext
+        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.crt -days 1 -extfile san.ext 2>/dev/null
+        owner=$(stat -c %u:%g pgdata)
+        install -o "${owner%:*}" -g "${owner#*:}" -m 600 server.key server.crt pgdata/"#;
+    let status = Command::new("bash").arg("-c").arg(script).current_dir(dir).status().expect("run openssl");
+    assert!(status.success(), "making test certificates failed");
+    query(dsn, "ALTER SYSTEM SET ssl = on");
+    query(dsn, "SELECT pg_reload_conf()::text");
+    // The reload is asynchronous; wait until new connections see it.
+    for _ in 0..50 {
+        if one(dsn, "SHOW ssl") == "on" {
+            return dir.to_path_buf();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("PostgreSQL did not turn TLS on");
+}
+
+fn tls_follows_sslmode_and_verifies_with_a_ca_file(dsn: &str, dir: &Path) {
+    let certs = enable_server_tls(dsn, dir);
+    let tls_dsn = format!("{dsn}?sslmode=require");
+    let ssl_sessions = "SELECT count(*)::text FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) WHERE ssl AND application_name = 'otelstore'";
+
+    let verified = exporter_with(serde_json::json!({"postgres": {"dsn": tls_dsn, "schema": "tls", "ca_file": certs.join("ca.pem")}}));
+    verified.export(Signal::Traces, &request("tls", vec![span(110)]), WAIT).expect("export over verified TLS");
+    assert_ne!(one(dsn, ssl_sessions), "0", "the exporter's connection should use TLS");
+
+    let encrypted = exporter_with(serde_json::json!({"postgres": {"dsn": tls_dsn, "schema": "tls"}}));
+    encrypted.export(Signal::Traces, &request("tls", vec![span(111)]), WAIT).expect("export over unverified TLS");
+    assert_eq!(one(dsn, "SELECT count(*)::text FROM tls.spans"), "2");
+
+    let wrong_ca = exporter_with(serde_json::json!({"postgres": {"dsn": tls_dsn, "schema": "tls", "ca_file": certs.join("other-ca.pem")}}));
+    let error = wrong_ca.export(Signal::Traces, &request("tls", vec![span(112)]), Some(Duration::from_secs(1))).expect_err("unknown issuer");
+    assert_eq!(error.kind(), ErrorKind::Retryable);
+    assert!(error.to_string().contains("invalid peer certificate"), "{error}");
+    assert_eq!(one(dsn, "SELECT count(*)::text FROM tls.spans"), "2");
 }
 
 fn concurrent_exports_share_writes(dsn: &str) {

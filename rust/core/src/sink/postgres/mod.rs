@@ -4,6 +4,7 @@
 mod copy;
 mod migrate;
 pub mod spans;
+mod tls;
 
 use std::collections::HashSet;
 use std::str::FromStr;
@@ -15,11 +16,12 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use futures_util::SinkExt;
 use tokio::sync::OnceCell;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{NoTls, Transaction};
+use tokio_postgres::Transaction;
 
 use crate::config::{ConfigError, PostgresConfig};
 use crate::error::{Error, ErrorKind};
 pub use copy::{Chunk, CopyRows};
+pub use tls::root_certificates;
 
 /// How long an export waits for a free connection before reporting the database as unavailable.
 const POOL_WAIT: Duration = Duration::from_secs(30);
@@ -70,7 +72,8 @@ impl PostgresSink {
         if pg_config.get_application_name().is_none() {
             pg_config.application_name("otelstore");
         }
-        let manager = Manager::from_config(pg_config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let tls = tls::connector(&config.ca_file)?;
+        let manager = Manager::from_config(pg_config, tls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager)
             .max_size(config.pool_size)
             .runtime(Runtime::Tokio1)
