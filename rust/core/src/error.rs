@@ -1,7 +1,7 @@
 //! Errors of the core, and the one decision every caller needs from them: retry or not.
 
 use crate::config::ConfigError;
-use crate::decode::Signal;
+use crate::signal::Signal;
 
 /// What a caller should do with data that was not written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,7 +22,7 @@ pub enum Error {
     Config(#[from] ConfigError),
 
     #[error("malformed OTLP {signal} request ({len} bytes): {source}")]
-    Decode { signal: Signal, len: usize, source: prost::DecodeError },
+    Decode { signal: Signal, len: usize, source: crate::wire::WireError },
 
     #[error("{signal} are not supported yet: only traces are stored")]
     UnsupportedSignal { signal: Signal },

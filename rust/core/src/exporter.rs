@@ -10,7 +10,7 @@ use tokio::sync::{oneshot, Notify};
 
 use crate::batch::{BatchWriter, Job, WriterSettings};
 use crate::config::{Acknowledge, Config};
-use crate::decode::{self, Signal};
+use crate::signal::Signal;
 use crate::error::Error;
 use crate::limiter::MemoryLimiter;
 use crate::sink::postgres::{spans, PostgresSink};
@@ -70,10 +70,7 @@ impl Exporter {
     }
 
     fn export_traces(&self, otlp: &[u8], deadline: Option<Instant>) -> Result<Written, Error> {
-        let encoded = {
-            let request = decode::traces(otlp)?;
-            spans::encode(&request)
-        };
+        let encoded = spans::encode(otlp).map_err(|source| Error::Decode { signal: Signal::Traces, len: otlp.len(), source })?;
         let chunk = encoded.rows.finish();
         let stored = if chunk.rows == 0 {
             Default::default()
@@ -100,12 +97,15 @@ impl Exporter {
         }
     }
 
-    /// Waits for the writer's answer, but not past the caller's deadline: a request still queued
-    /// then is reported as not written (and, if it is written later, its retry is recognized).
+    /// Waits for the writer's answer, but not much past the caller's deadline: a request still
+    /// queued then is reported as not written (and, if it is written later, its retry is
+    /// recognized). The writer answers at the deadline itself, with the last error it saw; the
+    /// grace lets that answer win over the bare timeout.
     fn wait<T>(&self, answer: oneshot::Receiver<Result<T, Error>>, deadline: Option<Instant>) -> Result<T, Error> {
+        const GRACE: Duration = Duration::from_millis(50);
         self.runtime.block_on(async {
             let answered = match deadline {
-                Some(deadline) => tokio::time::timeout_at(deadline.into(), answer).await.map_err(|_| Error::DeadlineExceeded {
+                Some(deadline) => tokio::time::timeout_at((deadline + GRACE).into(), answer).await.map_err(|_| Error::DeadlineExceeded {
                     last_error: "still queued behind other writes".to_owned(),
                 })?,
                 None => answer.await,

@@ -10,9 +10,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::decode::Signal;
 use crate::error::{Error, ErrorKind};
 use crate::exporter::Exporter;
+use crate::signal::Signal;
 
 /// Outcome of a call. Every function that can fail returns one.
 #[repr(C)]

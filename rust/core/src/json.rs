@@ -1,47 +1,115 @@
-//! JSON text for jsonb columns, written straight into the COPY buffer: attribute lists, events,
-//! links. The encoding keeps every OTLP value kind apart; schema/README.md documents it.
+//! JSON text for jsonb columns, written straight from the protobuf bytes of a request into the
+//! COPY buffer: attribute lists, events, links. The encoding keeps every OTLP value kind apart;
+//! schema/README.md documents it.
 
 use std::io::Write as _;
 
 use base64::Engine;
-use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
-use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
 
-/// `{"key": value, ...}` for a top-level attribute list. Duplicate keys are written as sent;
-/// PostgreSQL keeps the last one.
-pub fn write_attributes(out: &mut Vec<u8>, attributes: &[KeyValue]) {
+use crate::wire::{Fields, WireError};
+
+/// Arrays and maps nest at most this deep inside one attribute value.
+const MAX_DEPTH: usize = 64;
+
+/// `{"key": value, ...}` for the attribute list in field `field` of `message`. Duplicate keys are
+/// written as sent; PostgreSQL keeps the last one.
+pub fn write_attributes(out: &mut Vec<u8>, message: &[u8], field: u32, path: &'static str) -> Result<(), WireError> {
     out.push(b'{');
-    for (i, attribute) in attributes.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
+    let mut first = true;
+    for entry in Fields::new(message, path) {
+        let (number, value) = entry?;
+        if number == field {
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            write_key_value(out, value.bytes(path)?, false, 0)?;
         }
-        write_string(out, &attribute.key);
-        out.push(b':');
-        write_value(out, attribute.value.as_ref());
     }
     out.push(b'}');
+    Ok(())
 }
 
-fn write_value(out: &mut Vec<u8>, value: Option<&AnyValue>) {
-    match value.and_then(|v| v.value.as_ref()) {
-        None => out.extend_from_slice(b"null"),
-        Some(Value::StringValue(s)) => write_string(out, s),
-        Some(Value::BoolValue(b)) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
-        Some(Value::IntValue(i)) => write_int(out, *i),
-        Some(Value::DoubleValue(d)) if d.is_finite() => write_double(out, *d),
-        Some(Value::DoubleValue(d)) => {
-            let name = if d.is_nan() { "NaN" } else if *d > 0.0 { "Infinity" } else { "-Infinity" };
-            out.extend_from_slice(b"{\"$double\":\"");
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(b"\"}");
+/// The key and value of one KeyValue. Inside a map value (`nested`), a key starting with '$' gets
+/// one more, so `{"$bytes": ...}` and the other tagged forms can only ever mean a tagged value.
+fn write_key_value(out: &mut Vec<u8>, key_value: &[u8], nested: bool, depth: usize) -> Result<(), WireError> {
+    let mut key = "";
+    let mut value = None;
+    for entry in Fields::new(key_value, "KeyValue") {
+        match entry? {
+            (1, v) => key = v.string("KeyValue.key")?,
+            (2, v) => value = Some(v.bytes("KeyValue.value")?),
+            _ => {}
         }
-        // Only meaningful inside a profile's string table; kept as the index it is.
-        Some(Value::StringValueStrindex(index)) => {
-            out.extend_from_slice(b"{\"$strindex\":");
-            write_int(out, i64::from(*index));
-            out.push(b'}');
+    }
+    if nested && key.starts_with('$') {
+        write_string_parts(out, "$", key);
+    } else {
+        write_string(out, key);
+    }
+    out.push(b':');
+    write_value(out, value, depth)
+}
+
+fn write_value(out: &mut Vec<u8>, value: Option<&[u8]>, depth: usize) -> Result<(), WireError> {
+    // AnyValue is a oneof: the last variant on the wire wins.
+    let mut variant = None;
+    if let Some(bytes) = value {
+        for entry in Fields::new(bytes, "AnyValue") {
+            let (number, v) = entry?;
+            if (1..=8).contains(&number) {
+                variant = Some((number, v));
+            }
         }
-        Some(Value::BytesValue(bytes)) => {
+    }
+    let Some((number, v)) = variant else {
+        out.extend_from_slice(b"null");
+        return Ok(());
+    };
+    match number {
+        1 => write_string(out, v.string("AnyValue.string_value")?),
+        2 => out.extend_from_slice(if v.varint("AnyValue.bool_value")? != 0 { b"true" } else { b"false" }),
+        3 => write_int(out, v.varint("AnyValue.int_value")? as i64),
+        4 => {
+            let double = f64::from_bits(v.fixed64("AnyValue.double_value")?);
+            if double.is_finite() {
+                write_double(out, double);
+            } else {
+                // JSON has no such numbers.
+                let name = if double.is_nan() { "NaN" } else if double > 0.0 { "Infinity" } else { "-Infinity" };
+                out.extend_from_slice(b"{\"$double\":\"");
+                out.extend_from_slice(name.as_bytes());
+                out.extend_from_slice(b"\"}");
+            }
+        }
+        5 | 6 => {
+            if depth >= MAX_DEPTH {
+                return Err(WireError { path: "AnyValue", reason: "arrays and maps nest deeper than 64 levels" });
+            }
+            let map = number == 6;
+            let path = if map { "AnyValue.kvlist_value" } else { "AnyValue.array_value" };
+            out.push(if map { b'{' } else { b'[' });
+            let mut first = true;
+            for entry in Fields::new(v.bytes(path)?, path) {
+                let (element_number, element) = entry?;
+                if element_number != 1 {
+                    continue;
+                }
+                if !first {
+                    out.push(b',');
+                }
+                first = false;
+                let element = element.bytes(path)?;
+                if map {
+                    write_key_value(out, element, true, depth + 1)?;
+                } else {
+                    write_value(out, Some(element), depth + 1)?;
+                }
+            }
+            out.push(if map { b'}' } else { b']' });
+        }
+        7 => {
+            let bytes = v.bytes("AnyValue.bytes_value")?;
             out.extend_from_slice(b"{\"$bytes\":\"");
             let start = out.len();
             out.resize(start + base64::encoded_len(bytes.len(), true).unwrap_or(0), 0);
@@ -49,77 +117,96 @@ fn write_value(out: &mut Vec<u8>, value: Option<&AnyValue>) {
             out.truncate(start + written);
             out.extend_from_slice(b"\"}");
         }
-        Some(Value::ArrayValue(array)) => {
-            out.push(b'[');
-            for (i, element) in array.values.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_value(out, Some(element));
-            }
-            out.push(b']');
-        }
-        Some(Value::KvlistValue(map)) => {
-            out.push(b'{');
-            for (i, entry) in map.values.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                // A map key starting with '$' gets one more, so `{"$bytes": ...}` and the other
-                // tagged forms can only ever mean a tagged value.
-                if entry.key.starts_with('$') {
-                    write_string_parts(out, "$", &entry.key);
-                } else {
-                    write_string(out, &entry.key);
-                }
-                out.push(b':');
-                write_value(out, entry.value.as_ref());
-            }
+        // Only meaningful inside a profile's string table; kept as the index it is.
+        _ => {
+            out.extend_from_slice(b"{\"$strindex\":");
+            write_int(out, i64::from(v.int32("AnyValue.string_value_strindex")?));
             out.push(b'}');
         }
     }
+    Ok(())
 }
 
-pub fn write_events(out: &mut Vec<u8>, events: &[Event]) {
+/// `[{"time_unix_nano", "name", "attributes", "dropped_attributes_count"}, ...]` for the events in
+/// field `field` of a span.
+pub fn write_events(out: &mut Vec<u8>, span: &[u8], field: u32) -> Result<(), WireError> {
     out.push(b'[');
-    for (i, event) in events.iter().enumerate() {
-        if i > 0 {
+    let mut first = true;
+    for entry in Fields::new(span, "Span") {
+        let (number, value) = entry?;
+        if number != field {
+            continue;
+        }
+        let event = value.bytes("Span.events")?;
+        let (mut time, mut name, mut dropped) = (0, "", 0);
+        for entry in Fields::new(event, "Event") {
+            match entry? {
+                (1, v) => time = v.fixed64("Event.time_unix_nano")?,
+                (2, v) => name = v.string("Event.name")?,
+                (4, v) => dropped = v.uint32("Event.dropped_attributes_count")?,
+                _ => {}
+            }
+        }
+        if !first {
             out.push(b',');
         }
+        first = false;
         out.extend_from_slice(b"{\"time_unix_nano\":");
-        write_uint(out, event.time_unix_nano);
+        write_uint(out, time);
         out.extend_from_slice(b",\"name\":");
-        write_string(out, &event.name);
+        write_string(out, name);
         out.extend_from_slice(b",\"attributes\":");
-        write_attributes(out, &event.attributes);
+        write_attributes(out, event, 3, "Event.attributes")?;
         out.extend_from_slice(b",\"dropped_attributes_count\":");
-        write_uint(out, u64::from(event.dropped_attributes_count));
+        write_uint(out, u64::from(dropped));
         out.push(b'}');
     }
     out.push(b']');
+    Ok(())
 }
 
-pub fn write_links(out: &mut Vec<u8>, links: &[Link]) {
+/// `[{"trace_id", "span_id", "trace_state", "flags", "attributes", "dropped_attributes_count"}, ...]`
+/// for the links in field `field` of a span.
+pub fn write_links(out: &mut Vec<u8>, span: &[u8], field: u32) -> Result<(), WireError> {
     out.push(b'[');
-    for (i, link) in links.iter().enumerate() {
-        if i > 0 {
+    let mut first = true;
+    for entry in Fields::new(span, "Span") {
+        let (number, value) = entry?;
+        if number != field {
+            continue;
+        }
+        let link = value.bytes("Span.links")?;
+        let (mut trace_id, mut span_id, mut trace_state, mut dropped, mut flags) = (&[][..], &[][..], "", 0, 0);
+        for entry in Fields::new(link, "Link") {
+            match entry? {
+                (1, v) => trace_id = v.bytes("Link.trace_id")?,
+                (2, v) => span_id = v.bytes("Link.span_id")?,
+                (3, v) => trace_state = v.string("Link.trace_state")?,
+                (5, v) => dropped = v.uint32("Link.dropped_attributes_count")?,
+                (6, v) => flags = v.fixed32("Link.flags")?,
+                _ => {}
+            }
+        }
+        if !first {
             out.push(b',');
         }
+        first = false;
         out.extend_from_slice(b"{\"trace_id\":");
-        write_hex(out, &link.trace_id);
+        write_hex(out, trace_id);
         out.extend_from_slice(b",\"span_id\":");
-        write_hex(out, &link.span_id);
+        write_hex(out, span_id);
         out.extend_from_slice(b",\"trace_state\":");
-        write_string(out, &link.trace_state);
+        write_string(out, trace_state);
         out.extend_from_slice(b",\"flags\":");
-        write_uint(out, u64::from(link.flags));
+        write_uint(out, u64::from(flags));
         out.extend_from_slice(b",\"attributes\":");
-        write_attributes(out, &link.attributes);
+        write_attributes(out, link, 4, "Link.attributes")?;
         out.extend_from_slice(b",\"dropped_attributes_count\":");
-        write_uint(out, u64::from(link.dropped_attributes_count));
+        write_uint(out, u64::from(dropped));
         out.push(b'}');
     }
     out.push(b']');
+    Ok(())
 }
 
 /// A double always keeps a fraction in jsonb, so it never reads back as an int: ryu's shortest form
@@ -164,6 +251,13 @@ fn write_string_parts(out: &mut Vec<u8>, prefix: &str, s: &str) {
     out.push(b'"');
     out.extend_from_slice(prefix.as_bytes());
     let bytes = s.as_bytes();
+    // Most strings need no escape. This scan has no early exit so that it vectorizes; the loop
+    // below does not.
+    if !bytes.iter().fold(false, |special, &b| special | (b < 0x20) | (b == b'"') | (b == b'\\')) {
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
+    }
     let mut copied = 0;
     for (i, &byte) in bytes.iter().enumerate() {
         let escape: &[u8] = match byte {
@@ -195,11 +289,16 @@ fn write_string_parts(out: &mut Vec<u8>, prefix: &str, s: &str) {
 mod tests {
     use super::*;
     use crate::testdata::{kv, value};
-    use opentelemetry_proto::tonic::common::v1::{ArrayValue, KeyValueList};
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, KeyValue, KeyValueList};
+    use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
+    use opentelemetry_proto::tonic::trace::v1::Span;
+    use prost::Message;
 
     fn attributes_json(attributes: &[KeyValue]) -> String {
+        let span = Span { attributes: attributes.to_vec(), ..Default::default() }.encode_to_vec();
         let mut out = Vec::new();
-        write_attributes(&mut out, attributes);
+        write_attributes(&mut out, &span, 9, "Span.attributes").expect("valid");
         String::from_utf8(out).expect("UTF-8")
     }
 
@@ -228,6 +327,32 @@ mod tests {
             r#"{"s":"text","b":true,"i":-9223372036854775808,"d":1.0,"e":2.5e-300,"nan":{"$double":"NaN"},"inf":{"$double":"-Infinity"},"bytes":{"$bytes":"AAH+/w=="},"arr":[1,null],"map":{"$$bytes":"not bytes","k":false},"unset":null}"#
         );
         serde_json::from_str::<serde_json::Value>(&json).expect("valid JSON");
+    }
+
+    #[test]
+    fn nesting_is_bounded() {
+        let mut nested = AnyValue { value: Some(Value::IntValue(1)) };
+        for _ in 0..MAX_DEPTH {
+            nested = AnyValue { value: Some(Value::ArrayValue(ArrayValue { values: vec![nested] })) };
+        }
+        let json = attributes_json(&[kv("deep", Some(nested.clone()))]);
+        assert!(json.ends_with(&format!("1{}}}", "]".repeat(MAX_DEPTH))), "{json}");
+
+        let deeper = AnyValue { value: Some(Value::ArrayValue(ArrayValue { values: vec![nested] })) };
+        let span = Span { attributes: vec![kv("deep", Some(deeper))], ..Default::default() }.encode_to_vec();
+        let error = write_attributes(&mut Vec::new(), &span, 9, "Span.attributes").expect_err("too deep");
+        assert_eq!(error.to_string(), "AnyValue: arrays and maps nest deeper than 64 levels");
+    }
+
+    #[test]
+    fn the_last_variant_of_a_oneof_wins() {
+        // AnyValue{string_value: "a", int_value: 7} as two fields on the wire.
+        let key_value = [0x0a, 0x01, b'k', 0x12, 0x05, 0x0a, 0x01, b'a', 0x18, 0x07];
+        let mut span = vec![0x4a, key_value.len() as u8];
+        span.extend_from_slice(&key_value);
+        let mut out = Vec::new();
+        write_attributes(&mut out, &span, 9, "Span.attributes").expect("valid");
+        assert_eq!(String::from_utf8(out).expect("UTF-8"), r#"{"k":7}"#);
     }
 
     #[test]
@@ -264,19 +389,19 @@ mod tests {
 
     #[test]
     fn events_and_links_carry_every_field() {
+        let span = Span {
+            events: vec![Event { time_unix_nano: u64::MAX, name: "ev".into(), attributes: vec![kv("a", value(Value::IntValue(1)))], dropped_attributes_count: 3 }],
+            ..Default::default()
+        }
+        .encode_to_vec();
         let mut out = Vec::new();
-        write_events(
-            &mut out,
-            &[Event { time_unix_nano: u64::MAX, name: "ev".into(), attributes: vec![kv("a", value(Value::IntValue(1)))], dropped_attributes_count: 3 }],
-        );
+        write_events(&mut out, &span, 11).expect("valid");
         assert_eq!(
             String::from_utf8(out).expect("UTF-8"),
             r#"[{"time_unix_nano":18446744073709551615,"name":"ev","attributes":{"a":1},"dropped_attributes_count":3}]"#
         );
-        let mut out = Vec::new();
-        write_links(
-            &mut out,
-            &[Link {
+        let span = Span {
+            links: vec![Link {
                 trace_id: vec![0xab; 16],
                 span_id: vec![0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef],
                 trace_state: "k=v".into(),
@@ -284,7 +409,11 @@ mod tests {
                 dropped_attributes_count: 0,
                 flags: 257,
             }],
-        );
+            ..Default::default()
+        }
+        .encode_to_vec();
+        let mut out = Vec::new();
+        write_links(&mut out, &span, 13).expect("valid");
         assert_eq!(
             String::from_utf8(out).expect("UTF-8"),
             r#"[{"trace_id":"abababababababababababababababab","span_id":"0123456789abcdef","trace_state":"k=v","flags":257,"attributes":{},"dropped_attributes_count":0}]"#

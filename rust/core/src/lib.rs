@@ -1,10 +1,9 @@
-//! otelstore's core: decodes OTLP requests and writes them to PostgreSQL with binary COPY.
+//! otelstore's core: reads OTLP requests and writes them to PostgreSQL with binary COPY.
 //!
 //! The collector's Go component calls it through the C ABI in [`ffi`]; Rust programs use
 //! [`Exporter`] directly.
 
 pub mod config;
-pub mod decode;
 pub mod error;
 pub mod batch;
 pub mod exporter;
@@ -13,10 +12,12 @@ mod json;
 pub mod limiter;
 #[cfg(test)]
 mod proptests;
+pub mod signal;
 pub mod sink;
 pub mod telemetry;
 #[cfg(test)]
 mod testdata;
+pub mod wire;
 
 pub use config::Config;
 pub use error::{Error, ErrorKind};

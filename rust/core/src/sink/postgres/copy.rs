@@ -26,7 +26,11 @@ pub struct CopyRows {
 
 impl CopyRows {
     pub fn new(columns: i16) -> Self {
-        Self { buf: Vec::with_capacity(64 * 1024), rows: 0, columns }
+        Self::with_capacity(columns, 64 * 1024)
+    }
+
+    pub fn with_capacity(columns: i16, bytes: usize) -> Self {
+        Self { buf: Vec::with_capacity(bytes), rows: 0, columns }
     }
 
     pub fn rows(&self) -> u64 {
@@ -99,12 +103,15 @@ impl CopyRows {
         self.int8(unix_nanos.div_euclid(1000) - POSTGRES_EPOCH_MICROS);
     }
 
-    /// A jsonb value whose JSON text `write` appends.
-    pub fn jsonb(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
+    /// A jsonb value whose JSON text `write` appends. If `write` fails, the caller abandons the
+    /// whole buffer, so what was written is never sent.
+    pub fn jsonb<E>(&mut self, write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>) -> Result<(), E> {
+        let mut result = Ok(());
         self.variable(|out| {
             out.push(JSONB_VERSION);
-            write(out);
+            result = write(out);
         });
+        result
     }
 
     pub fn finish(self) -> Chunk {
@@ -201,7 +208,11 @@ mod tests {
         rows.int2(-2);
         rows.int4(7);
         rows.timestamptz_from_unix_nanos(946_684_800_000_001_999);
-        rows.jsonb(|out| out.extend_from_slice(b"{}"));
+        rows.jsonb(|out| {
+            out.extend_from_slice(b"{}");
+            Ok::<_, ()>(())
+        })
+        .expect("infallible");
         assert_eq!(rows.rows(), 1);
         let parsed = parse::rows(&rows.finish().data);
         assert_eq!(

@@ -1,11 +1,10 @@
 //! The `spans` table: one COPY row per OTLP span, written straight from the decoded request.
 
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value::Value, KeyValue};
-use opentelemetry_proto::tonic::trace::v1::Span;
+use std::ops::Range;
 
 use super::copy::CopyRows;
 use crate::json;
+use crate::wire::{Fields, WireError};
 
 /// Column order of every row, as named in the COPY statement.
 pub const COLUMNS: &[&str] = &[
@@ -46,118 +45,264 @@ pub struct EncodedSpans {
     pub first_rejection: Option<String>,
 }
 
-pub fn encode(request: &ExportTraceServiceRequest) -> EncodedSpans {
-    let mut rows = CopyRows::new(COLUMNS.len() as i16);
-    let mut rejected = 0;
-    let mut first_rejection = None;
-    // Resource and scope JSON is built once per group and copied into each of its spans' rows.
-    let mut resource_json = Vec::new();
-    let mut scope_json = Vec::new();
-
-    for resource_spans in &request.resource_spans {
-        let resource = resource_spans.resource.as_ref();
-        let resource_attributes = resource.map_or(&[][..], |r| &r.attributes[..]);
-        resource_json.clear();
-        json::write_attributes(&mut resource_json, resource_attributes);
-        let service_name = service_name(resource_attributes);
-
-        for scope_spans in &resource_spans.scope_spans {
-            let scope = scope_spans.scope.as_ref();
-            scope_json.clear();
-            json::write_attributes(&mut scope_json, scope.map_or(&[][..], |s| &s.attributes[..]));
-            let group = Group {
-                service_name,
-                resource_json: &resource_json,
-                resource_schema_url: &resource_spans.schema_url,
-                scope_name: scope.map_or("", |s| &s.name),
-                scope_version: scope.map_or("", |s| &s.version),
-                scope_json: &scope_json,
-                scope_schema_url: &scope_spans.schema_url,
-            };
-            for span in &scope_spans.spans {
-                if let Err(reason) = write_row(&mut rows, &group, span) {
-                    rejected += 1;
-                    first_rejection.get_or_insert_with(|| {
-                        format!("span {} of trace {}: {reason}", hex(&span.span_id), hex(&span.trace_id))
-                    });
-                }
-            }
+/// Encodes every span of a serialized `ExportTraceServiceRequest` as a row, reading the protobuf
+/// bytes in place. A request that is not valid protobuf, or holds a string that is not UTF-8, is an
+/// error as a whole; a span whose values do not fit the table is left out and counted.
+pub fn encode(otlp: &[u8]) -> Result<EncodedSpans, WireError> {
+    let mut encoder = Encoder {
+        // Rows take up to about twice the bytes of the protobuf they come from (jsonb spells out
+        // keys and quotes); reserving that once saves copying a large buffer as it grows.
+        rows: CopyRows::with_capacity(COLUMNS.len() as i16, otlp.len() * 2),
+        rejected: 0,
+        first_rejection: None,
+        resource_json: Vec::new(),
+        scope_json: Vec::new(),
+    };
+    for entry in Fields::new(otlp, "ExportTraceServiceRequest") {
+        if let (1, value) = entry? {
+            encoder.resource_spans(value.bytes("ExportTraceServiceRequest.resource_spans")?)?;
         }
     }
-    EncodedSpans { rows, rejected, first_rejection }
+    Ok(EncodedSpans { rows: encoder.rows, rejected: encoder.rejected, first_rejection: encoder.first_rejection })
+}
+
+struct Encoder {
+    rows: CopyRows,
+    rejected: u64,
+    first_rejection: Option<String>,
+    // Resource and scope JSON is built once per group and copied into each of its spans' rows.
+    resource_json: Vec<u8>,
+    scope_json: Vec<u8>,
 }
 
 /// What the spans of one resource and scope share.
 struct Group<'a> {
     service_name: &'a str,
-    resource_json: &'a [u8],
     resource_schema_url: &'a str,
     scope_name: &'a str,
     scope_version: &'a str,
-    scope_json: &'a [u8],
     scope_schema_url: &'a str,
 }
 
-/// Writes one row, or nothing and the reason when a value does not fit its column.
-fn write_row(rows: &mut CopyRows, group: &Group<'_>, span: &Span) -> Result<(), String> {
-    let start_nanos = unix_nanos("start_time_unix_nano", span.start_time_unix_nano)?;
-    let end_nanos = unix_nanos("end_time_unix_nano", span.end_time_unix_nano)?;
-    let kind = small_int("kind", span.kind)?;
-    let status = span.status.as_ref();
-    let status_code = small_int("status.code", status.map_or(0, |s| s.code))?;
-
-    let row = rows.start_row();
-    rows.bytea(&span.trace_id);
-    rows.bytea(&span.span_id);
-    if span.parent_span_id.is_empty() {
-        rows.null();
-    } else {
-        rows.bytea(&span.parent_span_id);
+impl Encoder {
+    fn resource_spans(&mut self, message: &[u8]) -> Result<(), WireError> {
+        let mut resource: &[u8] = &[];
+        let mut schema_url = "";
+        for entry in Fields::new(message, "ResourceSpans") {
+            match entry? {
+                (1, v) => resource = v.bytes("ResourceSpans.resource")?,
+                (3, v) => schema_url = v.string("ResourceSpans.schema_url")?,
+                _ => {}
+            }
+        }
+        self.resource_json.clear();
+        json::write_attributes(&mut self.resource_json, resource, 1, "Resource.attributes")?;
+        let service_name = service_name(resource)?;
+        for entry in Fields::new(message, "ResourceSpans") {
+            if let (2, v) = entry? {
+                self.scope_spans(v.bytes("ResourceSpans.scope_spans")?, service_name, schema_url)?;
+            }
+        }
+        Ok(())
     }
-    rows.text(&span.trace_state);
-    // fixed32 flags keep their bit pattern in a signed integer column.
-    rows.int4(span.flags as i32);
-    rows.text(&span.name);
-    rows.int2(kind);
-    rows.timestamptz_from_unix_nanos(start_nanos);
-    rows.int8(start_nanos);
-    // Both are in 0..=i64::MAX, so the difference cannot overflow.
-    rows.int8(end_nanos - start_nanos);
-    rows.int2(status_code);
-    rows.text(status.map_or("", |s| &s.message));
-    rows.text(group.service_name);
-    rows.jsonb(|out| out.extend_from_slice(group.resource_json));
-    rows.text(group.resource_schema_url);
-    rows.text(group.scope_name);
-    rows.text(group.scope_version);
-    rows.jsonb(|out| out.extend_from_slice(group.scope_json));
-    rows.text(group.scope_schema_url);
-    rows.jsonb(|out| json::write_attributes(out, &span.attributes));
-    rows.jsonb(|out| json::write_events(out, &span.events));
-    rows.jsonb(|out| json::write_links(out, &span.links));
-    rows.int4(saturating_count(span.dropped_attributes_count));
-    rows.int4(saturating_count(span.dropped_events_count));
-    rows.int4(saturating_count(span.dropped_links_count));
 
-    let row_len = rows.row_len(row);
-    if row_len > MAX_ROW_BYTES {
-        rows.discard_row(row);
-        return Err(format!("its row of {row_len} bytes exceeds PostgreSQL's 1 GB field limit"));
+    fn scope_spans(&mut self, message: &[u8], service_name: &str, resource_schema_url: &str) -> Result<(), WireError> {
+        let mut scope: &[u8] = &[];
+        let mut scope_schema_url = "";
+        for entry in Fields::new(message, "ScopeSpans") {
+            match entry? {
+                (1, v) => scope = v.bytes("ScopeSpans.scope")?,
+                (3, v) => scope_schema_url = v.string("ScopeSpans.schema_url")?,
+                _ => {}
+            }
+        }
+        let (mut scope_name, mut scope_version) = ("", "");
+        for entry in Fields::new(scope, "InstrumentationScope") {
+            match entry? {
+                (1, v) => scope_name = v.string("InstrumentationScope.name")?,
+                (2, v) => scope_version = v.string("InstrumentationScope.version")?,
+                _ => {}
+            }
+        }
+        self.scope_json.clear();
+        json::write_attributes(&mut self.scope_json, scope, 3, "InstrumentationScope.attributes")?;
+        let group = Group { service_name, resource_schema_url, scope_name, scope_version, scope_schema_url };
+        for entry in Fields::new(message, "ScopeSpans") {
+            if let (2, v) = entry? {
+                let span = v.bytes("ScopeSpans.spans")?;
+                let fields = SpanFields::read(span)?;
+                if let Err(reason) = self.row(&group, span, &fields)? {
+                    self.rejected += 1;
+                    self.first_rejection.get_or_insert_with(|| {
+                        format!("span {} of trace {}: {reason}", hex(fields.span_id), hex(fields.trace_id))
+                    });
+                }
+            }
+        }
+        Ok(())
     }
-    Ok(())
+
+    /// Writes one row. The outer error is a malformed request; the inner one a span whose values
+    /// do not fit the table, of which nothing is written.
+    fn row(&mut self, group: &Group<'_>, span: &[u8], fields: &SpanFields<'_>) -> Result<Result<(), String>, WireError> {
+        let checked = (|| {
+            Ok::<_, String>((
+                unix_nanos("start_time_unix_nano", fields.start_time_unix_nano)?,
+                unix_nanos("end_time_unix_nano", fields.end_time_unix_nano)?,
+                small_int("kind", fields.kind)?,
+                small_int("status.code", fields.status_code)?,
+            ))
+        })();
+        let (start_nanos, end_nanos, kind, status_code) = match checked {
+            Ok(values) => values,
+            Err(reason) => return Ok(Err(reason)),
+        };
+        let rows = &mut self.rows;
+        let row = rows.start_row();
+        rows.bytea(fields.trace_id);
+        rows.bytea(fields.span_id);
+        if fields.parent_span_id.is_empty() {
+            rows.null();
+        } else {
+            rows.bytea(fields.parent_span_id);
+        }
+        rows.text(fields.trace_state);
+        // fixed32 flags keep their bit pattern in a signed integer column.
+        rows.int4(fields.flags as i32);
+        rows.text(fields.name);
+        rows.int2(kind);
+        rows.timestamptz_from_unix_nanos(start_nanos);
+        rows.int8(start_nanos);
+        // Both are in 0..=i64::MAX, so the difference cannot overflow.
+        rows.int8(end_nanos - start_nanos);
+        rows.int2(status_code);
+        rows.text(fields.status_message);
+        rows.text(group.service_name);
+        rows.jsonb(|out| {
+            out.extend_from_slice(&self.resource_json);
+            Ok(())
+        })?;
+        rows.text(group.resource_schema_url);
+        rows.text(group.scope_name);
+        rows.text(group.scope_version);
+        rows.jsonb(|out| {
+            out.extend_from_slice(&self.scope_json);
+            Ok(())
+        })?;
+        rows.text(group.scope_schema_url);
+        rows.jsonb(|out| json::write_attributes(out, &span[fields.attributes.clone()], 9, "Span.attributes"))?;
+        rows.jsonb(|out| json::write_events(out, &span[fields.events.clone()], 11))?;
+        rows.jsonb(|out| json::write_links(out, &span[fields.links.clone()], 13))?;
+        rows.int4(saturating_count(fields.dropped_attributes_count));
+        rows.int4(saturating_count(fields.dropped_events_count));
+        rows.int4(saturating_count(fields.dropped_links_count));
+
+        let row_len = rows.row_len(row);
+        if row_len > MAX_ROW_BYTES {
+            rows.discard_row(row);
+            return Ok(Err(format!("its row of {row_len} bytes exceeds PostgreSQL's 1 GB field limit")));
+        }
+        Ok(Ok(()))
+    }
 }
 
-/// `service.name` from the resource; the last one wins, as it does in the jsonb column.
-fn service_name(attributes: &[KeyValue]) -> &str {
-    attributes
-        .iter()
-        .rev()
-        .find(|a| a.key == "service.name")
-        .and_then(|a| match a.value.as_ref()?.value.as_ref()? {
-            Value::StringValue(s) => Some(s.as_str()),
-            _ => None,
-        })
-        .unwrap_or("")
+/// The scalar fields of a span. Attributes, events and links are read from the span's bytes when
+/// their columns are written, within the range from the first to the last field of each, so those
+/// passes skip the rest of the span.
+#[derive(Default)]
+struct SpanFields<'a> {
+    attributes: Range<usize>,
+    events: Range<usize>,
+    links: Range<usize>,
+    trace_id: &'a [u8],
+    span_id: &'a [u8],
+    trace_state: &'a str,
+    parent_span_id: &'a [u8],
+    flags: u32,
+    name: &'a str,
+    kind: i32,
+    start_time_unix_nano: u64,
+    end_time_unix_nano: u64,
+    dropped_attributes_count: u32,
+    dropped_events_count: u32,
+    dropped_links_count: u32,
+    status_message: &'a str,
+    status_code: i32,
+}
+
+impl<'a> SpanFields<'a> {
+    fn read(span: &'a [u8]) -> Result<Self, WireError> {
+        let mut fields = SpanFields::default();
+        let mut reader = Fields::new(span, "Span");
+        loop {
+            let start = reader.offset();
+            let Some(entry) = reader.next() else { break };
+            let field = start..reader.offset();
+            match entry? {
+                (9, _) => cover(&mut fields.attributes, field),
+                (11, _) => cover(&mut fields.events, field),
+                (13, _) => cover(&mut fields.links, field),
+                (1, v) => fields.trace_id = v.bytes("Span.trace_id")?,
+                (2, v) => fields.span_id = v.bytes("Span.span_id")?,
+                (3, v) => fields.trace_state = v.string("Span.trace_state")?,
+                (4, v) => fields.parent_span_id = v.bytes("Span.parent_span_id")?,
+                (5, v) => fields.name = v.string("Span.name")?,
+                (6, v) => fields.kind = v.int32("Span.kind")?,
+                (7, v) => fields.start_time_unix_nano = v.fixed64("Span.start_time_unix_nano")?,
+                (8, v) => fields.end_time_unix_nano = v.fixed64("Span.end_time_unix_nano")?,
+                (10, v) => fields.dropped_attributes_count = v.uint32("Span.dropped_attributes_count")?,
+                (12, v) => fields.dropped_events_count = v.uint32("Span.dropped_events_count")?,
+                (14, v) => fields.dropped_links_count = v.uint32("Span.dropped_links_count")?,
+                (15, v) => {
+                    for entry in Fields::new(v.bytes("Span.status")?, "Status") {
+                        match entry? {
+                            (2, v) => fields.status_message = v.string("Status.message")?,
+                            (3, v) => fields.status_code = v.int32("Status.code")?,
+                            _ => {}
+                        }
+                    }
+                }
+                (16, v) => fields.flags = v.fixed32("Span.flags")?,
+                _ => {}
+            }
+        }
+        Ok(fields)
+    }
+}
+
+/// Grows `range` to take in `field`; an empty range is replaced.
+fn cover(range: &mut Range<usize>, field: Range<usize>) {
+    *range = if range.start == range.end { field } else { range.start..field.end };
+}
+
+/// `service.name` from the resource; the last one wins, as it does in the jsonb column. A value
+/// that is not a string is no name.
+fn service_name(resource: &[u8]) -> Result<&str, WireError> {
+    let mut name = "";
+    for entry in Fields::new(resource, "Resource") {
+        let (1, attribute) = entry? else { continue };
+        let mut key = "";
+        let mut value: &[u8] = &[];
+        for entry in Fields::new(attribute.bytes("Resource.attributes")?, "KeyValue") {
+            match entry? {
+                (1, v) => key = v.string("KeyValue.key")?,
+                (2, v) => value = v.bytes("KeyValue.value")?,
+                _ => {}
+            }
+        }
+        if key != "service.name" {
+            continue;
+        }
+        name = "";
+        for entry in Fields::new(value, "AnyValue") {
+            match entry? {
+                (1, v) => name = v.string("AnyValue.string_value")?,
+                (2..=8, _) => name = "",
+                _ => {}
+            }
+        }
+    }
+    Ok(name)
 }
 
 fn unix_nanos(field: &str, value: u64) -> Result<i64, String> {
@@ -182,14 +327,17 @@ mod tests {
     use super::*;
     use crate::sink::postgres::copy::parse;
     use crate::testdata::{kv, request_with, span, string_kv, value};
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
     use opentelemetry_proto::tonic::trace::v1::{span::Event, ResourceSpans, ScopeSpans, Status};
+    use prost::Message;
 
     type Row = Vec<Option<Vec<u8>>>;
 
     fn encode_rows(request: &ExportTraceServiceRequest) -> (Vec<Row>, EncodedSpans) {
-        let encoded = encode(request);
-        let rows = parse::rows(&encode(request).rows.finish().data);
-        (rows, encoded)
+        let otlp = request.encode_to_vec();
+        let rows = parse::rows(&encode(&otlp).expect("valid request").rows.finish().data);
+        (rows, encode(&otlp).expect("valid request"))
     }
 
     fn column<'r>(row: &'r Row, name: &str) -> &'r Option<Vec<u8>> {
@@ -335,6 +483,30 @@ mod tests {
         with_nul.name = "a\0b".into();
         let (rows, _) = encode_rows(&request_with(vec![with_nul]));
         assert_eq!(text(&rows[0], "name"), "a\u{fffd}b");
+    }
+
+    #[test]
+    fn an_empty_request_has_no_rows() {
+        let encoded = encode(&[]).expect("empty is valid");
+        assert_eq!((encoded.rows.rows(), encoded.rejected), (0, 0));
+    }
+
+    #[test]
+    fn garbage_and_truncation_are_errors() {
+        assert_eq!(encode(&[0xff, 0xff, 0xff]).err().map(|e| e.to_string()), Some("ExportTraceServiceRequest: truncated varint".into()));
+        let otlp = request_with(vec![span(1)]).encode_to_vec();
+        let error = encode(&otlp[..otlp.len() - 3]).err().expect("truncated");
+        assert_eq!(error.reason, "field runs past the end of its message");
+    }
+
+    #[test]
+    fn invalid_utf8_names_the_field() {
+        let mut bad = span(1);
+        bad.name = "MARKER".to_owned();
+        let mut otlp = request_with(vec![bad]).encode_to_vec();
+        let at = otlp.windows(6).position(|w| w == b"MARKER").expect("marker present");
+        otlp[at] = 0xff;
+        assert_eq!(encode(&otlp).err().map(|e| e.to_string()), Some("Span.name: string is not valid UTF-8".into()));
     }
 
     #[test]
