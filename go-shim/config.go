@@ -11,16 +11,27 @@ import (
 	"go.opentelemetry.io/collector/exporter/exporterhelper"
 )
 
-// Config is the otelstore exporter's section of the collector configuration.
+// Config is the otelstore exporter's section of the collector configuration: exporterhelper's
+// sections, which the collector handles, and the core's keys, which are sent to the Rust core.
 type Config struct {
 	TimeoutConfig exporterhelper.TimeoutConfig                             `mapstructure:",squash"`
 	QueueConfig   configoptional.Optional[exporterhelper.QueueBatchConfig] `mapstructure:"sending_queue"`
 	BackOffConfig configretry.BackOffConfig                                `mapstructure:"retry_on_failure"`
-	Postgres      PostgresConfig                                           `mapstructure:"postgres"`
+	CoreConfig    `mapstructure:",squash"`
 }
 
-// PostgresConfig mirrors the Rust core's PostgresConfig, which owns the defaults and the validation
-// rules; Go only carries the values across.
+// CoreConfig mirrors the Rust core's Config (rust/core/src/config.rs), which owns the defaults and
+// the validation rules; Go only carries the values across.
+type CoreConfig struct {
+	// Acknowledge is when an export call reports success: "committed" or "accepted".
+	Acknowledge    string         `mapstructure:"acknowledge" json:"acknowledge"`
+	MemoryLimitMiB int            `mapstructure:"memory_limit_mib" json:"memory_limit_mib"`
+	MaxBatchRows   int            `mapstructure:"max_batch_rows" json:"max_batch_rows"`
+	WriteTimeout   Duration       `mapstructure:"write_timeout" json:"write_timeout"`
+	Postgres       PostgresConfig `mapstructure:"postgres" json:"postgres"`
+}
+
+// PostgresConfig mirrors the Rust core's PostgresConfig.
 type PostgresConfig struct {
 	// DSN is a libpq-style connection string. It usually holds a password, so it is redacted
 	// wherever the collector prints its configuration.
@@ -29,6 +40,7 @@ type PostgresConfig struct {
 	CreateSchema   bool                `mapstructure:"create_schema" json:"create_schema"`
 	PoolSize       int                 `mapstructure:"pool_size" json:"pool_size"`
 	ConnectTimeout Duration            `mapstructure:"connect_timeout" json:"connect_timeout"`
+	CAFile         string              `mapstructure:"ca_file" json:"ca_file"`
 }
 
 // Duration is a time.Duration written as a Go duration string ("10s", "1m30s", "500ms") both in the
@@ -48,9 +60,11 @@ func (d *Duration) UnmarshalText(text []byte) error {
 	return nil
 }
 
-// coreConfig is the JSON document the Rust core parses. configopaque.String marshals as
+// coreDocument is the JSON document the Rust core parses. configopaque.String marshals as
 // "[REDACTED]", so the DSN is shadowed by a plain string: the core must see the real value.
-type coreConfig struct {
+// (encoding/json prefers the shallower field, so Postgres and DSN here win over the embedded ones.)
+type coreDocument struct {
+	CoreConfig
 	Postgres corePostgresConfig `json:"postgres"`
 }
 
@@ -60,26 +74,30 @@ type corePostgresConfig struct {
 }
 
 func (cfg *Config) coreJSON() ([]byte, error) {
-	return json.Marshal(coreConfig{Postgres: corePostgresConfig{PostgresConfig: cfg.Postgres, DSN: string(cfg.Postgres.DSN)}})
+	return json.Marshal(coreDocument{
+		CoreConfig: cfg.CoreConfig,
+		Postgres:   corePostgresConfig{PostgresConfig: cfg.Postgres, DSN: string(cfg.Postgres.DSN)},
+	})
 }
 
-// defaultPostgresConfig asks the core for its defaults, so they are written down only once.
-func defaultPostgresConfig() (PostgresConfig, error) {
+// defaultCoreConfig asks the core for its defaults, so they are written down only once.
+func defaultCoreConfig() (CoreConfig, error) {
 	defaults, err := coreDefaults()
 	if err != nil {
-		return PostgresConfig{}, err
+		return CoreConfig{}, err
 	}
-	var parsed coreConfig
+	var parsed coreDocument
 	if err := json.Unmarshal(defaults, &parsed); err != nil {
-		return PostgresConfig{}, fmt.Errorf("otelstore core returned default configuration that does not decode: %w", err)
+		return CoreConfig{}, fmt.Errorf("otelstore core returned default configuration that does not decode: %w", err)
 	}
-	postgres := parsed.Postgres.PostgresConfig
-	postgres.DSN = configopaque.String(parsed.Postgres.DSN)
-	return postgres, nil
+	core := parsed.CoreConfig
+	core.Postgres = parsed.Postgres.PostgresConfig
+	core.Postgres.DSN = configopaque.String(parsed.Postgres.DSN)
+	return core, nil
 }
 
-// Validate checks the postgres section with the core's own rules; the exporterhelper sections
-// validate themselves.
+// Validate checks the core's keys with the core's own rules; the exporterhelper sections validate
+// themselves.
 func (cfg *Config) Validate() error {
 	configJSON, err := cfg.coreJSON()
 	if err != nil {

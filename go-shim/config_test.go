@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/config/configopaque"
 	"go.opentelemetry.io/collector/confmap"
 	"go.opentelemetry.io/collector/confmap/confmaptest"
 	"go.opentelemetry.io/collector/confmap/xconfmap"
@@ -27,28 +28,47 @@ func loadConfig(t *testing.T, name string) (*Config, error) {
 	return cfg, sub.Unmarshal(cfg)
 }
 
+// defaultCore is the core's defaults (rust/core/src/config.rs) with a DSN: Go writes none of them.
+func defaultCore(dsn configopaque.String) CoreConfig {
+	return CoreConfig{
+		Acknowledge:    "committed",
+		MemoryLimitMiB: 256,
+		MaxBatchRows:   50000,
+		WriteTimeout:   Duration(30 * time.Second),
+		Postgres: PostgresConfig{
+			DSN:            dsn,
+			Schema:         "otel",
+			CreateSchema:   true,
+			PoolSize:       4,
+			ConnectTimeout: Duration(10 * time.Second),
+			CAFile:         "",
+		},
+	}
+}
+
 func TestLoadConfig(t *testing.T) {
 	cfg, err := loadConfig(t, "")
 	require.NoError(t, err)
 	require.NoError(t, xconfmap.Validate(cfg))
-	assert.Equal(t, PostgresConfig{
-		DSN:            testDSN,
-		Schema:         "otel",
-		CreateSchema:   true,
-		PoolSize:       4,
-		ConnectTimeout: Duration(10 * time.Second),
-	}, cfg.Postgres)
+	assert.Equal(t, defaultCore(testDSN), cfg.CoreConfig)
 
 	cfg, err = loadConfig(t, "custom")
 	require.NoError(t, err)
 	require.NoError(t, xconfmap.Validate(cfg))
-	assert.Equal(t, PostgresConfig{
-		DSN:            "postgres://otel:secret@db.example:5432/otel?sslmode=disable",
-		Schema:         "telemetry",
-		CreateSchema:   false,
-		PoolSize:       16,
-		ConnectTimeout: Duration(90 * time.Second),
-	}, cfg.Postgres)
+	assert.Equal(t, CoreConfig{
+		Acknowledge:    "accepted",
+		MemoryLimitMiB: 64,
+		MaxBatchRows:   1000,
+		WriteTimeout:   Duration(45 * time.Second),
+		Postgres: PostgresConfig{
+			DSN:            "postgres://otel:secret@db.example:5432/otel?sslmode=require",
+			Schema:         "telemetry",
+			CreateSchema:   false,
+			PoolSize:       16,
+			ConnectTimeout: Duration(90 * time.Second),
+			CAFile:         "testdata/ca.pem",
+		},
+	}, cfg.CoreConfig)
 	assert.Equal(t, 7*time.Second, cfg.TimeoutConfig.Timeout)
 	require.True(t, cfg.QueueConfig.HasValue())
 	assert.Equal(t, int64(50), cfg.QueueConfig.Get().QueueSize)
@@ -59,6 +79,10 @@ func TestLoadConfigErrorsNameTheField(t *testing.T) {
 	_, err := loadConfig(t, "bad_duration")
 	require.ErrorContains(t, err, "connect_timeout")
 	require.ErrorContains(t, err, `invalid duration "ten seconds"`)
+
+	_, err = loadConfig(t, "bad_write_timeout")
+	require.ErrorContains(t, err, "write_timeout")
+	require.ErrorContains(t, err, `invalid duration "half a minute"`)
 
 	_, err = loadConfig(t, "unknown_key")
 	require.ErrorContains(t, err, "poolsize")
@@ -72,30 +96,54 @@ func TestMarshalRedactsDSNAndWritesGoDurations(t *testing.T) {
 	require.NoError(t, conf.Marshal(cfg))
 	assert.Equal(t, "[REDACTED]", fmt.Sprint(conf.Get("postgres::dsn")))
 	assert.Equal(t, "1m30s", conf.Get("postgres::connect_timeout"))
+	assert.Equal(t, "45s", conf.Get("write_timeout"))
+	assert.Equal(t, "accepted", conf.Get("acknowledge"))
+	assert.Equal(t, "testdata/ca.pem", conf.Get("postgres::ca_file"))
 
 	// What the collector prints can be read back, apart from the redacted secret.
 	again := NewFactory().CreateDefaultConfig().(*Config)
 	require.NoError(t, conf.Unmarshal(again))
 	again.Postgres.DSN = cfg.Postgres.DSN
-	assert.Equal(t, cfg.Postgres, again.Postgres)
+	assert.Equal(t, cfg.CoreConfig, again.CoreConfig)
 }
 
 func TestCoreJSONCarriesExactlyTheCoreKeys(t *testing.T) {
-	cfg := NewFactory().CreateDefaultConfig().(*Config)
-	cfg.Postgres.DSN = testDSN
-	cfg.Postgres.ConnectTimeout = Duration(1500 * time.Millisecond)
+	cfg, err := loadConfig(t, "custom")
+	require.NoError(t, err)
 
 	configJSON, err := cfg.coreJSON()
 	require.NoError(t, err)
-	var doc map[string]map[string]any
+	var doc map[string]any
 	require.NoError(t, json.Unmarshal(configJSON, &doc))
-	assert.Equal(t, map[string]map[string]any{"postgres": {
-		"dsn":             testDSN,
-		"schema":          "otel",
-		"create_schema":   true,
-		"pool_size":       float64(4),
-		"connect_timeout": "1.5s",
-	}}, doc)
+	assert.Equal(t, map[string]any{
+		"acknowledge":      "accepted",
+		"memory_limit_mib": float64(64),
+		"max_batch_rows":   float64(1000),
+		"write_timeout":    "45s",
+		"postgres": map[string]any{
+			"dsn":             "postgres://otel:secret@db.example:5432/otel?sslmode=require",
+			"schema":          "telemetry",
+			"create_schema":   false,
+			"pool_size":       float64(16),
+			"connect_timeout": "1m30s",
+			"ca_file":         "testdata/ca.pem",
+		},
+	}, doc)
+}
+
+// Go must mirror every key of the core: one the core added and Go lacks would silently keep its
+// default, whatever the user wrote.
+func TestGoMirrorsEveryCoreKey(t *testing.T) {
+	defaults, err := coreDefaults()
+	require.NoError(t, err)
+	var want map[string]any
+	require.NoError(t, json.Unmarshal(defaults, &want))
+
+	configJSON, err := NewFactory().CreateDefaultConfig().(*Config).coreJSON()
+	require.NoError(t, err)
+	var got map[string]any
+	require.NoError(t, json.Unmarshal(configJSON, &got))
+	assert.Equal(t, want, got)
 }
 
 func TestValidate(t *testing.T) {
@@ -103,46 +151,93 @@ func TestValidate(t *testing.T) {
 	// tying these tests to the core's wording around them.
 	tests := []struct {
 		name   string
-		modify func(*PostgresConfig)
+		modify func(*Config)
 		want   string
 	}{
-		{name: "defaults with a dsn", modify: func(*PostgresConfig) {}},
+		{name: "defaults with a dsn", modify: func(*Config) {}},
 		{
 			name:   "pool size zero",
-			modify: func(p *PostgresConfig) { p.PoolSize = 0 },
+			modify: func(c *Config) { c.Postgres.PoolSize = 0 },
 			want:   "postgres.pool_size: must be between 1 and 64, got 0",
 		},
 		{
 			name:   "negative pool size",
-			modify: func(p *PostgresConfig) { p.PoolSize = -1 },
+			modify: func(c *Config) { c.Postgres.PoolSize = -1 },
 			want:   "postgres.pool_size: invalid value: integer `-1`",
 		},
 		{
 			name:   "schema that is not a plain name",
-			modify: func(p *PostgresConfig) { p.Schema = "bad;name" },
+			modify: func(c *Config) { c.Postgres.Schema = "bad;name" },
 			want:   `postgres.schema: must be a plain SQL name matching [A-Za-z_][A-Za-z0-9_]{0,62}, got "bad;name"`,
 		},
 		{
 			name:   "empty dsn",
-			modify: func(p *PostgresConfig) { p.DSN = "" },
+			modify: func(c *Config) { c.Postgres.DSN = "" },
 			want:   "postgres.dsn: must be set",
 		},
 		{
 			name:   "zero connect timeout",
-			modify: func(p *PostgresConfig) { p.ConnectTimeout = 0 },
+			modify: func(c *Config) { c.Postgres.ConnectTimeout = 0 },
 			want:   "postgres.connect_timeout: must be more than 0s and at most 10m, got 0s",
 		},
 		{
 			name:   "negative connect timeout",
-			modify: func(p *PostgresConfig) { p.ConnectTimeout = Duration(-time.Second) },
+			modify: func(c *Config) { c.Postgres.ConnectTimeout = Duration(-time.Second) },
 			want:   `postgres.connect_timeout: invalid duration "-1s"`,
+		},
+		{
+			name:   "a ca_file that does not exist",
+			modify: func(c *Config) { c.Postgres.CAFile = "/nonexistent/ca.pem" },
+			want:   `postgres.ca_file: cannot read "/nonexistent/ca.pem": No such file or directory`,
+		},
+		{
+			name:   "a ca_file without a certificate",
+			modify: func(c *Config) { c.Postgres.CAFile = "testdata/config.yaml" },
+			want:   `postgres.ca_file: "testdata/config.yaml" holds no PEM certificate`,
+		},
+		{name: "a ca_file with a certificate", modify: func(c *Config) { c.Postgres.CAFile = "testdata/ca.pem" }},
+		{name: "acknowledge accepted", modify: func(c *Config) { c.Acknowledge = "accepted" }},
+		{
+			name:   "unknown acknowledge",
+			modify: func(c *Config) { c.Acknowledge = "maybe" },
+			want:   "acknowledge: unknown variant `maybe`, expected `committed` or `accepted`",
+		},
+		{
+			name:   "memory limit too small",
+			modify: func(c *Config) { c.MemoryLimitMiB = 4 },
+			want:   "memory_limit_mib: must be between 8 and 1048576, got 4",
+		},
+		{
+			name:   "negative memory limit",
+			modify: func(c *Config) { c.MemoryLimitMiB = -1 },
+			want:   "memory_limit_mib: invalid value: integer `-1`",
+		},
+		{
+			name:   "zero max batch rows",
+			modify: func(c *Config) { c.MaxBatchRows = 0 },
+			want:   "max_batch_rows: must be between 1 and 1000000, got 0",
+		},
+		{
+			name:   "too many max batch rows",
+			modify: func(c *Config) { c.MaxBatchRows = 1000001 },
+			want:   "max_batch_rows: must be between 1 and 1000000, got 1000001",
+		},
+		{
+			name:   "zero write timeout",
+			modify: func(c *Config) { c.WriteTimeout = 0 },
+			want:   "write_timeout: must be more than 0s and at most 10m, got 0s",
+		},
+		{
+			name:   "write timeout above 10m",
+			modify: func(c *Config) { c.WriteTimeout = Duration(11 * time.Minute) },
+			want:   "write_timeout: must be more than 0s and at most 10m, got 660s",
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := NewFactory().CreateDefaultConfig().(*Config)
 			cfg.Postgres.DSN = testDSN
-			tt.modify(&cfg.Postgres)
+			tt.modify(cfg)
 			err := cfg.Validate()
 			if tt.want == "" {
 				require.NoError(t, err)

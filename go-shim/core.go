@@ -103,6 +103,17 @@ func coreExportTraces(handle uint64, otlp []byte, timeout time.Duration) error {
 	return result(status(C.otelstore_exporter_export(C.uint64_t(handle), C.OTELSTORE_SIGNAL_TRACES, data, size, C.uint64_t(timeout.Milliseconds()), &message)), message)
 }
 
+// coreDrain returns the core's telemetry since the previous call, as JSON (see telemetry.go).
+func coreDrain(handle uint64) ([]byte, error) {
+	var json *C.char
+	st := status(C.otelstore_exporter_drain(C.uint64_t(handle), &json))
+	if st != statusOK {
+		takeMessage(json)
+		return nil, &coreError{status: st, message: fmt.Sprintf("otelstore core could not report its telemetry (status %d)", st)}
+	}
+	return []byte(takeMessage(json)), nil
+}
+
 func coreShutdown(handle uint64, timeout time.Duration) error {
 	var message *C.char
 	return result(status(C.otelstore_exporter_shutdown(C.uint64_t(handle), C.uint64_t(timeout.Milliseconds()), &message)), message)

@@ -8,24 +8,36 @@ import (
 
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/consumer/consumererror"
+	"go.opentelemetry.io/collector/exporter"
 	"go.opentelemetry.io/collector/pdata/ptrace"
+	"go.uber.org/zap"
 )
 
 // defaultShutdownTimeout bounds the final flush when the collector gives Shutdown no deadline.
 const defaultShutdownTimeout = 30 * time.Second
 
+// drainInterval is how often the core's telemetry is read (see telemetry.go).
+const drainInterval = time.Second
+
 // tracesExporter owns one core exporter handle between Start and Shutdown.
 type tracesExporter struct {
-	config *Config
-	handle uint64
-	open   bool
+	config    *Config
+	telemetry *telemetry
+	handle    uint64
+	open      bool
+	stopDrain chan struct{}
+	drainDone chan struct{}
 }
 
-func newTracesExporter(cfg *Config) *tracesExporter {
-	return &tracesExporter{config: cfg}
+func newTracesExporter(cfg *Config, set exporter.Settings) (*tracesExporter, error) {
+	tel, err := newTelemetry(set)
+	if err != nil {
+		return nil, err
+	}
+	return &tracesExporter{config: cfg, telemetry: tel}, nil
 }
 
-func (e *tracesExporter) start(context.Context, component.Host) error {
+func (e *tracesExporter) start(_ context.Context, host component.Host) error {
 	configJSON, err := e.config.coreJSON()
 	if err != nil {
 		return err
@@ -35,7 +47,34 @@ func (e *tracesExporter) start(context.Context, component.Host) error {
 		return err
 	}
 	e.handle, e.open = handle, true
+	e.telemetry.host = host
+	e.stopDrain, e.drainDone = make(chan struct{}), make(chan struct{})
+	go e.drainEvery(drainInterval)
 	return nil
+}
+
+// drainEvery reads the core's telemetry every interval until shutdown closes stopDrain.
+func (e *tracesExporter) drainEvery(interval time.Duration) {
+	defer close(e.drainDone)
+	ticker := time.NewTicker(interval)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-e.stopDrain:
+			return
+		case <-ticker.C:
+			e.drain(true)
+		}
+	}
+}
+
+func (e *tracesExporter) drain(reportStatus bool) {
+	document, err := coreDrain(e.handle)
+	if err != nil {
+		e.telemetry.logger.Warn("reading the otelstore core's telemetry failed", zap.Error(err))
+		return
+	}
+	e.telemetry.record(document, reportStatus)
 }
 
 func (e *tracesExporter) pushTraces(ctx context.Context, td ptrace.Traces) error {
@@ -65,7 +104,12 @@ func (e *tracesExporter) shutdown(ctx context.Context) error {
 		return nil
 	}
 	e.open = false
-	return errors.Join(coreShutdown(e.handle, shutdownTimeout(ctx)), coreFree(e.handle))
+	close(e.stopDrain)
+	<-e.drainDone
+	shutdownErr := coreShutdown(e.handle, shutdownTimeout(ctx))
+	// What the final flush did; a component may no longer report status once Shutdown has begun.
+	e.drain(false)
+	return errors.Join(shutdownErr, coreFree(e.handle))
 }
 
 // exportTimeout is the time left before exporterhelper's timeout, so the core stops retrying when

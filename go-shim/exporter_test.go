@@ -71,7 +71,7 @@ func TestStartRejectsInvalidConfig(t *testing.T) {
 }
 
 func TestShutdownWithoutStartIsANoOp(t *testing.T) {
-	exp := newTracesExporter(&Config{})
+	exp := nopExporter(t, &Config{})
 	// Freeing a handle the core never issued would fail, so an error here means the core was called.
 	require.NoError(t, exp.shutdown(context.Background()))
 }
@@ -79,7 +79,7 @@ func TestShutdownWithoutStartIsANoOp(t *testing.T) {
 func TestShutdownReleasesTheHandleOnce(t *testing.T) {
 	cfg := NewFactory().CreateDefaultConfig().(*Config)
 	cfg.Postgres.DSN = unreachableDSN
-	exp := newTracesExporter(cfg)
+	exp := nopExporter(t, cfg)
 	require.NoError(t, exp.start(context.Background(), componenttest.NewNopHost()))
 	handle := exp.handle
 
@@ -93,7 +93,7 @@ func TestShutdownReleasesTheHandleOnce(t *testing.T) {
 
 func TestEmptyRequestsNeverReachTheCore(t *testing.T) {
 	// A never-started exporter holds no valid handle: any call into the core fails.
-	exp := newTracesExporter(&Config{})
+	exp := nopExporter(t, &Config{})
 
 	require.NoError(t, exp.pushTraces(context.Background(), ptrace.NewTraces()))
 	noSpans := ptrace.NewTraces()
@@ -130,4 +130,12 @@ func TestShutdownTimeout(t *testing.T) {
 	expired, cancelExpired := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
 	defer cancelExpired()
 	assert.Equal(t, time.Duration(0), shutdownTimeout(expired))
+}
+
+// nopExporter is a tracesExporter outside exporterhelper, whose telemetry goes nowhere.
+func nopExporter(t *testing.T, cfg *Config) *tracesExporter {
+	t.Helper()
+	exp, err := newTracesExporter(cfg, exportertest.NewNopSettings(componentType))
+	require.NoError(t, err)
+	return exp
 }

@@ -27,7 +27,7 @@ func NewFactory() exporter.Factory {
 }
 
 func createDefaultConfig() component.Config {
-	postgres, err := defaultPostgresConfig()
+	core, err := defaultCoreConfig()
 	if err != nil {
 		// The defaults are compiled into the core that is linked into this binary; not getting
 		// them means the build is broken, which no configuration can fix.
@@ -37,13 +37,16 @@ func createDefaultConfig() component.Config {
 		TimeoutConfig: exporterhelper.NewDefaultTimeoutConfig(),
 		QueueConfig:   configoptional.Some(exporterhelper.NewDefaultQueueConfig()),
 		BackOffConfig: configretry.NewDefaultBackOffConfig(),
-		Postgres:      postgres,
+		CoreConfig:    core,
 	}
 }
 
 func createTraces(ctx context.Context, set exporter.Settings, cfg component.Config) (exporter.Traces, error) {
 	c := cfg.(*Config)
-	exp := newTracesExporter(c)
+	exp, err := newTracesExporter(c, set)
+	if err != nil {
+		return nil, err
+	}
 	return exporterhelper.NewTraces(ctx, set, cfg, exp.pushTraces,
 		exporterhelper.WithTimeout(c.TimeoutConfig),
 		exporterhelper.WithRetry(c.BackOffConfig),

@@ -32,13 +32,7 @@ func TestDefaultConfigComesFromTheCore(t *testing.T) {
 	require.NoError(t, componenttest.CheckConfigStruct(cfg))
 
 	// These are the Rust core's defaults (rust/core/src/config.rs); Go writes none of them itself.
-	assert.Equal(t, PostgresConfig{
-		DSN:            "",
-		Schema:         "otel",
-		CreateSchema:   true,
-		PoolSize:       4,
-		ConnectTimeout: Duration(10 * time.Second),
-	}, cfg.Postgres)
+	assert.Equal(t, defaultCore(""), cfg.CoreConfig)
 
 	assert.Equal(t, 5*time.Second, cfg.TimeoutConfig.Timeout)
 	assert.True(t, cfg.QueueConfig.HasValue(), "the sending queue is on by default")

@@ -51,7 +51,9 @@ else
 	psql_shown="psql '$OTELSTORE_PG_DSN'"
 fi
 
-"$collector" --config "$config" &
+# The gate makes health_check report component status, so the health endpoint follows the database
+# (examples/postgres.yaml's health_check section needs it).
+"$collector" --config "$config" --feature-gates=+extension.healthcheck.useComponentStatus &
 collector_pid=$!
 
 health=http://$OTELSTORE_HEALTH_ENDPOINT/
@@ -76,7 +78,7 @@ cat >&2 <<INFO
 otelstore is running (Ctrl-C to stop)
   OTLP gRPC   $OTELSTORE_OTLP_GRPC_ENDPOINT
   OTLP HTTP   http://$OTELSTORE_OTLP_HTTP_ENDPOINT/v1/traces
-  health      $health
+  health      $health (500 once the database has been unreachable for 5s)
   metrics     http://$OTELSTORE_METRICS_HOST:$OTELSTORE_METRICS_PORT/metrics
   PostgreSQL  $dsn_shown
   psql        $psql_shown

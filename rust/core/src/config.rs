@@ -117,7 +117,13 @@ impl Config {
         let config: Config = serde_path_to_error::deserialize(&mut de).map_err(|e| {
             let path = e.path().to_string();
             let field = if path == "." { "config".to_owned() } else { path };
-            ConfigError { field, reason: e.into_inner().to_string() }
+            let reason = e.into_inner().to_string();
+            // The position inside the generated JSON means nothing to whoever wrote the YAML.
+            let reason = match reason.rfind(" at line ") {
+                Some(at) => reason[..at].to_owned(),
+                None => reason,
+            };
+            ConfigError { field, reason }
         })?;
         config.validate()?;
         Ok(config)
@@ -322,7 +328,7 @@ mod tests {
         assert_eq!(top(r#""memory_limit_mib":4"#), "memory_limit_mib: must be between 8 and 1048576, got 4");
         assert_eq!(top(r#""max_batch_rows":0"#), "max_batch_rows: must be between 1 and 1000000, got 0");
         assert_eq!(top(r#""write_timeout":"11m""#), "write_timeout: must be more than 0s and at most 10m, got 660s");
-        assert!(top(r#""acknowledge":"maybe""#).starts_with("acknowledge: unknown variant `maybe`, expected `committed` or `accepted`"));
+        assert_eq!(top(r#""acknowledge":"maybe""#), "acknowledge: unknown variant `maybe`, expected `committed` or `accepted`");
         assert!(error_of(&with_dsn(r#","poolsize":4"#)).starts_with("postgres.poolsize: unknown field `poolsize`"));
         assert!(error_of(r#"{"postgress":{}}"#).starts_with("postgress: unknown field"));
         let message = error_of("not json");

@@ -14,7 +14,7 @@ use crate::signal::Signal;
 use crate::error::Error;
 use crate::limiter::MemoryLimiter;
 use crate::sink::postgres::{spans, PostgresSink};
-use crate::telemetry::Telemetry;
+use crate::telemetry::{Counter, Telemetry};
 
 pub struct Exporter {
     runtime: Runtime,
@@ -90,6 +90,8 @@ impl Exporter {
                 }
             }
         };
+        // Spans the table cannot take never reach the writer, which counts the database's refusals.
+        self.telemetry.add(Counter::RowsRejected, self.postgres.spans.name, encoded.rejected);
         let rejected = encoded.rejected + stored.rejected;
         match encoded.first_rejection.or(stored.first_rejection) {
             Some(first) if rejected > 0 => Err(Error::RowsRejected { written: stored.written, rejected, first }),

@@ -313,6 +313,7 @@ fn rejected_spans_do_not_stop_the_others(dsn: &str) {
     assert_eq!(error.kind(), ErrorKind::Permanent);
     assert!(matches!(error, Error::RowsRejected { written: 2, rejected: 1, .. }), "{error}");
     assert_eq!(one(dsn, "SELECT string_agg(name, ',' ORDER BY name) FROM partial.spans"), "op-41,op-42");
+    assert_eq!(counters(&exporter)["rows_rejected/spans"], 1);
 }
 
 fn export_after_shutdown_is_refused(dsn: &str) {
