@@ -48,6 +48,8 @@ struct Shared {
     write_timeout: Duration,
     /// Rows accepted and not yet answered.
     rows_held: AtomicU64,
+    /// Rows accepted without a caller waiting (fire and forget) whose write was given up at shutdown.
+    rows_abandoned: AtomicU64,
     /// Set at shutdown: retrying stops then.
     give_up_at: Mutex<Option<Instant>>,
 }
@@ -76,6 +78,7 @@ impl BatchWriter {
             max_batch_rows: settings.max_batch_rows as u64,
             write_timeout: settings.write_timeout,
             rows_held: AtomicU64::new(0),
+            rows_abandoned: AtomicU64::new(0),
             give_up_at: Mutex::new(None),
         });
         let workers = (0..settings.workers)
@@ -96,7 +99,8 @@ impl BatchWriter {
     }
 
     /// Takes no new requests, writes every queued one until `deadline` (retrying until then), and
-    /// reports how many rows were left unwritten, if any.
+    /// reports how many accepted rows were left unwritten, if any: those still queued or cut off
+    /// mid-write, and those of fire-and-forget requests whose write was given up.
     pub async fn shutdown(&self, deadline: Instant) -> Result<(), Error> {
         *self.shared.give_up_at.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(deadline);
         self.sender.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
@@ -112,7 +116,7 @@ impl BatchWriter {
         let mut receiver = self.shared.receiver.lock().await;
         receiver.close();
         while receiver.try_recv().is_ok() {}
-        let unwritten = self.shared.rows_held.load(Ordering::SeqCst);
+        let unwritten = self.shared.rows_held.load(Ordering::SeqCst) + self.shared.rows_abandoned.load(Ordering::SeqCst);
         if unwritten > 0 {
             tracing::error!(rows = unwritten, "shutdown deadline passed before every accepted row was written");
             return Err(Error::ShutdownTimedOut { rows: unwritten });
@@ -186,6 +190,9 @@ impl Shared {
                     tracing::warn!(table = table.name, requests = batch.len(), %error, retry_in = ?backoff, "write failed, retrying");
                     if give_up_at.is_some_and(|at| Instant::now() + backoff >= at) {
                         for job in batch {
+                            if job.ack.is_none() {
+                                self.rows_abandoned.fetch_add(job.chunk.rows, Ordering::SeqCst);
+                            }
                             self.answer(job, Err(error.for_each_call()));
                         }
                         return;

@@ -143,3 +143,65 @@ fn an_unreachable_database_is_retryable() {
     assert!(message.contains("Connection refused"), "{message}");
     assert_eq!(otelstore_exporter_free(handle), OtelstoreStatus::Ok);
 }
+
+/// A request of `spans` spans with distinct ids, each carrying a `filler`-byte attribute.
+fn spans_request(first_id: u64, spans: u64, filler: usize) -> Vec<u8> {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    use prost::Message;
+
+    let attribute = KeyValue { key: "filler".into(), value: Some(AnyValue { value: Some(Value::StringValue("x".repeat(filler))) }), ..Default::default() };
+    let spans = (first_id..first_id + spans)
+        .map(|id| Span { trace_id: vec![1; 16], span_id: id.to_be_bytes().to_vec(), attributes: vec![attribute.clone()], ..Default::default() })
+        .collect();
+    ExportTraceServiceRequest { resource_spans: vec![ResourceSpans { scope_spans: vec![ScopeSpans { spans, ..Default::default() }], ..Default::default() }] }
+        .encode_to_vec()
+}
+
+fn exporter_with(config: &str) -> u64 {
+    let mut handle = 0;
+    let mut message = ptr::null_mut();
+    let status = unsafe { otelstore_exporter_new(config.as_ptr(), config.len(), &mut handle, &mut message) };
+    assert_eq!(status, OtelstoreStatus::Ok, "{}", if message.is_null() { String::new() } else { take(message) });
+    handle
+}
+
+#[test]
+fn the_memory_limit_refuses_with_a_retryable_error_and_shutdown_counts_what_was_left() {
+    // Fire and forget against a database that is down: accepted rows pile up in the core.
+    let handle = exporter_with(r#"{"acknowledge":"accepted","memory_limit_mib":8,"postgres":{"dsn":"postgres://otel@127.0.0.1:1/otel","connect_timeout":"1s"}}"#);
+    let mut accepted_rows = 0;
+    let refusal = (0..100u64).find_map(|i| {
+        let request = spans_request(i * 100, 100, 10_000);
+        let mut message = ptr::null_mut();
+        let status = unsafe { otelstore_exporter_export(handle, OtelstoreSignal::Traces as u32, request.as_ptr(), request.len(), 0, &mut message) };
+        if status == OtelstoreStatus::Ok {
+            accepted_rows += 100;
+            None
+        } else {
+            Some((status, take(message)))
+        }
+    });
+    let (status, message) = refusal.expect("8 MiB fill up within 100 requests of 1 MB");
+    assert_eq!(status, OtelstoreStatus::Retryable);
+    assert!(message.starts_with("memory limit reached: "), "{message}");
+    assert!(message.ends_with("(limit 8388608 bytes)"), "{message}");
+    assert!((500..=800).contains(&accepted_rows), "{accepted_rows} rows of ~10 KB should fit in 8 MiB");
+
+    let mut message = ptr::null_mut();
+    assert_eq!(unsafe { otelstore_exporter_shutdown(handle, 500, &mut message) }, OtelstoreStatus::Retryable);
+    assert_eq!(take(message), format!("shutdown timed out: {accepted_rows} rows were not written"));
+    assert_eq!(otelstore_exporter_free(handle), OtelstoreStatus::Ok);
+}
+
+#[test]
+fn a_request_larger_than_the_whole_memory_limit_is_permanent() {
+    let handle = exporter_with(r#"{"memory_limit_mib":8,"postgres":{"dsn":"postgres://otel@127.0.0.1:1/otel"}}"#);
+    let request = spans_request(0, 10, 1 << 20);
+    let mut message = ptr::null_mut();
+    let status = unsafe { otelstore_exporter_export(handle, OtelstoreSignal::Traces as u32, request.as_ptr(), request.len(), 1000, &mut message) };
+    assert_eq!(status, OtelstoreStatus::Permanent);
+    assert!(take(message).contains("can never fit the memory limit of 8388608 bytes"));
+    assert_eq!(otelstore_exporter_free(handle), OtelstoreStatus::Ok);
+}
