@@ -34,6 +34,12 @@ func oneSpan() ptrace.Traces {
 // synchronousExporter returns errors from ConsumeTraces directly: no queue, no collector retries.
 func synchronousExporter(t *testing.T, modify func(*Config)) exporter.Traces {
 	t.Helper()
+	return synchronousExporterWith(t, exportertest.NewNopSettings(componentType), modify)
+}
+
+// synchronousExporterWith is synchronousExporter reporting its telemetry through set.
+func synchronousExporterWith(t *testing.T, set exporter.Settings, modify func(*Config)) exporter.Traces {
+	t.Helper()
 	factory := NewFactory()
 	cfg := factory.CreateDefaultConfig().(*Config)
 	cfg.Postgres.DSN = unreachableDSN
@@ -43,7 +49,7 @@ func synchronousExporter(t *testing.T, modify func(*Config)) exporter.Traces {
 	// The core retries within this deadline, then reports its last error.
 	cfg.TimeoutConfig.Timeout = 2 * time.Second
 	modify(cfg)
-	exp, err := factory.CreateTraces(context.Background(), exportertest.NewNopSettings(factory.Type()), cfg)
+	exp, err := factory.CreateTraces(context.Background(), set, cfg)
 	require.NoError(t, err)
 	return exp
 }

@@ -17,9 +17,7 @@ import (
 	"go.opentelemetry.io/collector/component/componentstatus"
 	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/config/configopaque"
-	"go.opentelemetry.io/collector/config/configoptional"
 	"go.opentelemetry.io/collector/exporter"
-	"go.opentelemetry.io/collector/exporter/exporterhelper"
 	"go.opentelemetry.io/collector/exporter/exportertest"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.opentelemetry.io/otel/attribute"
@@ -93,17 +91,7 @@ func (o *observed) settings() exporter.Settings {
 // exporter is a synchronousExporter (no queue, no collector retries) whose telemetry goes to o.
 func (o *observed) exporter(t *testing.T, modify func(*Config)) exporter.Traces {
 	t.Helper()
-	factory := NewFactory()
-	cfg := factory.CreateDefaultConfig().(*Config)
-	cfg.Postgres.DSN = unreachableDSN
-	cfg.Postgres.ConnectTimeout = Duration(time.Second)
-	cfg.QueueConfig = configoptional.None[exporterhelper.QueueBatchConfig]()
-	cfg.BackOffConfig.Enabled = false
-	cfg.TimeoutConfig.Timeout = 2 * time.Second
-	modify(cfg)
-	exp, err := factory.CreateTraces(context.Background(), o.settings(), cfg)
-	require.NoError(t, err)
-	return exp
+	return synchronousExporterWith(t, o.settings(), modify)
 }
 
 // sum is the value of a counter's point with the given table attribute ("" for none), 0 when the
