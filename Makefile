@@ -12,7 +12,13 @@ COLLECTOR   := $(ROOT)/build/otelcol-otelstore/otelcol-otelstore
 RUST_LIB    := $(ROOT)/target/release/libotelstore.a
 export PATH := $(TOOLS):/usr/lib/postgresql/15/bin:$(PATH)
 
-.PHONY: build rust header tools venv run test test-rust test-go test-e2e clean FORCE
+# Go caches cgo packages by their sources and flags, not by the static library they link, and skips
+# linking a binary it thinks current: naming the library's hash in the flags makes a new core
+# recompile the shim and relink the collector and the test binaries. Expanded when a recipe runs,
+# after the library is built.
+GO_CGO_ENV   = CGO_ENABLED=1 CGO_CFLAGS="-g -O2 -DOTELSTORE_CORE_HASH=$(shell sha256sum $(RUST_LIB) | cut -c1-16)"
+
+.PHONY: build rust header tools venv run test test-rust test-go test-e2e bench clean FORCE
 
 ## build: the Rust core (release staticlib) and the collector distribution
 build: $(COLLECTOR)
@@ -48,7 +54,7 @@ venv: $(VENV)/.installed
 # The collector is rebuilt whenever the Rust core, the shim or the manifest changes.
 $(COLLECTOR): $(RUST_LIB) $(OCB) builder-config.yaml $(shell find go-shim -name '*.go' -o -name go.mod -o -name go.sum 2>/dev/null)
 	mkdir -p $(ROOT)/build
-	CGO_ENABLED=1 $(OCB) --config builder-config.yaml
+	$(GO_CGO_ENV) $(OCB) --config builder-config.yaml
 
 ## run: build, start a throwaway PostgreSQL (or use OTELSTORE_PG_DSN) and the collector
 run: build
@@ -61,10 +67,14 @@ test-rust: $(RUST_LIB)
 	cargo test --workspace
 
 test-go: $(RUST_LIB)
-	cd go-shim && CGO_ENABLED=1 go test -v -count=1 ./...
+	cd go-shim && $(GO_CGO_ENV) go test -v -count=1 ./...
 
 test-e2e: build venv $(TOOLS)/telemetrygen
 	$(VENV)/bin/pytest -v tests/e2e
+
+## bench: ingest benchmark (bench/run.py), results in docs/BENCHMARKS.md; BENCH_SPANS=100000 for a quick run
+bench: build venv $(TOOLS)/telemetrygen
+	$(VENV)/bin/python bench/run.py
 
 clean:
 	rm -rf target build .tools .venv .run

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # A throwaway PostgreSQL on 127.0.0.1, one cluster per directory, for `make run` and the tests.
 #
-#   pg.sh start DIR   create the cluster in DIR/pgdata unless it exists, start it on a free port,
-#                     make sure database "otelstore" exists, and print its DSN on stdout
-#                     (a cluster already running is left as it is and its DSN printed)
+#   pg.sh start DIR   create the cluster in DIR/pgdata unless it exists, start it, make sure
+#                     database "otelstore" exists, and print its DSN on stdout (a cluster already
+#                     running is left as it is and its DSN printed). The first start picks a free
+#                     port and records it in DIR/port; every later start in DIR uses that port
+#                     again, so a DSN stays valid across a stop and a start.
 #   pg.sh stop DIR    stop the cluster (fast shutdown); one that is not running is no error
 #
 # Authentication is "trust" for superuser "postgres", reachable only from this machine. The socket
@@ -62,6 +64,30 @@ free_port() {
 	python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
+# Succeeds when nothing listens on 127.0.0.1:$1. SO_REUSEADDR, as PostgreSQL sets it, so that the
+# TIME_WAIT connections a server just stopped leaves behind do not count.
+port_free() {
+	python3 -c 'import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1])))' "$1" 2>/dev/null
+}
+
+# The port recorded by the first start in DIR, or a free one, which is then recorded.
+cluster_port() {
+	local port_file=$dir/port port
+	if [[ -s $port_file ]]; then
+		port=$(<"$port_file")
+		[[ $port =~ ^[0-9]+$ ]] || die "$port_file does not hold a port number: $port"
+		port_free "$port" ||
+			die "port $port (recorded in $port_file) is in use by another program: stop it, or delete $port_file to pick a new port"
+	else
+		port=$(free_port)
+		echo "$port" >"$port_file"
+	fi
+	echo "$port"
+}
+
 init() {
 	mkdir -p "$data" "$run"
 	chmod 700 "$data"
@@ -86,7 +112,7 @@ start() {
 	if ! running; then
 		[[ -f $data/PG_VERSION ]] || init
 		local port
-		port=$(free_port)
+		port=$(cluster_port)
 		as_owner "$PG_BIN/pg_ctl" start --pgdata="$data" --log="$run/server.log" --wait --timeout=60 \
 			--options="-p $port" >/dev/null ||
 			die "PostgreSQL did not start, see $run/server.log"

@@ -115,6 +115,115 @@ def http_post(url: str, body: bytes, content_type: str, timeout: float = 10.0) -
 # --------------------------------------------------------------------------- PostgreSQL
 
 
+class PgCluster:
+    """A throwaway PostgreSQL cluster run by scripts/pg.sh in a directory of its own.
+
+    pg.sh records the port on the first start, so the DSN stays valid across stop() and start(),
+    which is what the fault tests need to take the database away and bring it back.
+    """
+
+    def __init__(self, prefix: str = "otelstore-e2e-pg-") -> None:
+        # Directly under /tmp (not pytest's 0700 per-user tmp tree): pg.sh may hand the directory to
+        # an unprivileged user because initdb refuses to run as root.
+        self.dir = Path(tempfile.mkdtemp(prefix=prefix))
+        self.dir.chmod(0o755)  # searchable by the cluster's owner
+        self.dsn: str | None = None
+        self._paused: list[int] = []
+
+    def _pg_sh(self, command: str, timeout: float) -> subprocess.CompletedProcess:
+        try:
+            return subprocess.run(
+                ["bash", str(PG_SH), command, str(self.dir)],
+                capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+            )
+        except subprocess.TimeoutExpired as e:
+            pytest.fail(f"pg.sh {command} timed out after {timeout}s\nstdout:\n{e.stdout}\nstderr:\n{e.stderr}")
+
+    def start(self) -> str:
+        """Starts (creating it on first use) the cluster, waits until it answers, returns the DSN."""
+        r = self._pg_sh("start", PG_START_TIMEOUT)
+        lines = [ln.strip() for ln in r.stdout.splitlines() if ln.strip()]
+        if r.returncode != 0 or not lines:
+            pytest.fail(f"pg.sh start failed (rc={r.returncode})\nstdout:\n{r.stdout}\nstderr:\n{r.stderr}")
+        dsn = lines[-1]
+        if self.dsn is not None and dsn != self.dsn:
+            pytest.fail(f"pg.sh restarted the cluster in {self.dir} on a new address: {self.dsn} -> {dsn}")
+        self.dsn = dsn
+        # Bounded readiness check, whatever pg.sh already waited for.
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with psycopg.connect(dsn, connect_timeout=5) as c:
+                    c.execute("SELECT 1")
+                break
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        return dsn
+
+    def stop(self) -> None:
+        """Fast shutdown (pg.sh stop): open connections are terminated."""
+        self.resume()  # a SIGSTOPped server cannot shut down
+        r = self._pg_sh("stop", PG_STOP_TIMEOUT)
+        if r.returncode != 0:
+            pytest.fail(f"pg.sh stop failed (rc={r.returncode})\nstdout:\n{r.stdout}\nstderr:\n{r.stderr}")
+
+    def postmaster_pid(self) -> int | None:
+        try:
+            return int((self.dir / "pgdata/postmaster.pid").read_text().split("\n", 1)[0])
+        except (OSError, ValueError):
+            return None
+
+    def pids(self) -> list[int]:
+        """The postmaster and every process it forked (the backends hold the client connections)."""
+        pm = self.postmaster_pid()
+        if pm is None:
+            return []
+        children = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+                if int(fields[1]) == pm:
+                    children.append(int(stat.parent.name))
+            except (OSError, IndexError, ValueError):
+                continue
+        return [pm, *sorted(children)]
+
+    def pause(self) -> list[int]:
+        """SIGSTOP the postmaster first (so that it forks nothing new), then all its children.
+        Connections stay open; every query on them hangs. Returns the pids stopped."""
+        pm = self.postmaster_pid()
+        assert pm is not None, f"no postmaster.pid in {self.dir}: is the cluster running?"
+        os.kill(pm, signal.SIGSTOP)
+        self._paused = [pm]
+        for pid in self.pids()[1:]:
+            try:
+                os.kill(pid, signal.SIGSTOP)
+                self._paused.append(pid)
+            except ProcessLookupError:
+                pass
+        return list(self._paused)
+
+    def resume(self) -> None:
+        """SIGCONT everything pause() stopped; a no-op when nothing is paused."""
+        paused, self._paused = self._paused, []
+        for pid in reversed(paused):
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+
+    def destroy(self) -> None:
+        """Stops the cluster (whatever state it is in) and deletes its directory."""
+        try:
+            self.stop()
+        except BaseException:  # pytest.fail raises a BaseException; go on and remove the directory
+            pass
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def pg_dsn() -> str:
     """DSN of a PostgreSQL database the tests may create schemas in.
@@ -128,49 +237,11 @@ def pg_dsn() -> str:
         return
     if not PG_SH.exists():
         pytest.fail(f"{PG_SH} is missing; it starts the test cluster (or set OTELSTORE_PG_DSN)")
-    # Directly under /tmp (not pytest's 0700 per-user tmp tree): pg.sh may hand the directory to an
-    # unprivileged user because initdb refuses to run as root.
-    pg_dir = Path(tempfile.mkdtemp(prefix="otelstore-e2e-pg-"))
-    pg_dir.chmod(0o755)  # searchable by the cluster's owner
+    cluster = PgCluster()
     try:
-        r = subprocess.run(
-            ["bash", str(PG_SH), "start", str(pg_dir)],
-            capture_output=True, text=True, timeout=PG_START_TIMEOUT, cwd=ROOT,
-        )
-    except subprocess.TimeoutExpired as e:
-        _pg_stop(pg_dir)
-        pytest.fail(f"pg.sh start timed out after {PG_START_TIMEOUT}s\nstdout:\n{e.stdout}\nstderr:\n{e.stderr}")
-    lines = [ln.strip() for ln in r.stdout.splitlines() if ln.strip()]
-    if r.returncode != 0 or not lines:
-        _pg_stop(pg_dir)
-        pytest.fail(f"pg.sh start failed (rc={r.returncode})\nstdout:\n{r.stdout}\nstderr:\n{r.stderr}")
-    dsn = lines[-1]
-    try:
-        # Bounded readiness check, whatever pg.sh already waited for.
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with psycopg.connect(dsn, connect_timeout=5) as c:
-                    c.execute("SELECT 1")
-                break
-            except psycopg.OperationalError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
-        yield dsn
+        yield cluster.start()
     finally:
-        _pg_stop(pg_dir)
-
-
-def _pg_stop(pg_dir: Path) -> None:
-    try:
-        subprocess.run(
-            ["bash", str(PG_SH), "stop", str(pg_dir)],
-            capture_output=True, text=True, timeout=PG_STOP_TIMEOUT, cwd=ROOT,
-        )
-    except subprocess.TimeoutExpired:
-        pass
-    shutil.rmtree(pg_dir, ignore_errors=True)
+        cluster.destroy()
 
 
 @pytest.fixture(scope="session")
@@ -261,6 +332,8 @@ class Collector:
     proc: subprocess.Popen | None = None
     log_path: Path = field(init=False)
     returncode: int | None = None
+    failed_to_start: bool = False  # the test has already failed with the reason
+    metrics_port: int | None = None  # the collector's own metrics (Prometheus text)
 
     def __post_init__(self) -> None:
         self.log_path = self.workdir / "collector.log"
@@ -288,6 +361,28 @@ class Collector:
     def log(self) -> str:
         return tail(self.log_path)
 
+    def metrics(self) -> dict[str, float]:
+        """The collector's own metrics, each name summed over its label sets ({} if unreachable)."""
+        if self.metrics_port is None:
+            return {}
+        try:
+            status, body = http_get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5)
+        except OSError:
+            return {}
+        if status != 200:
+            return {}
+        totals: dict[str, float] = {}
+        for line in body.decode(errors="replace").splitlines():
+            if not line or line.startswith("#"):
+                continue
+            name_labels, _, value = line.rpartition(" ")
+            name = name_labels.split("{", 1)[0]
+            try:
+                totals[name] = totals.get(name, 0.0) + float(value)
+            except ValueError:
+                continue
+        return totals
+
     def describe(self) -> str:
         return f"--- collector {self.name} log ({self.log_path}) ---\n{self.log()}"
 
@@ -301,14 +396,32 @@ class Collector:
             return False
         return status == 200
 
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    def rss_kib(self) -> int | None:
+        """The collector's resident set size (VmRSS), or None once it has exited."""
+        try:
+            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        except (OSError, ValueError, TypeError):
+            pass
+        return None
+
     def start(self) -> None:
+        """Starts the collector with self.config (again, after stop() or kill(): same ports, same
+        working directory, the log appended to) and waits until it is healthy."""
+        self.failed_to_start = False
         config_path = self.workdir / "config.yaml"
         # JSON is YAML, so no YAML library is needed.
         config_path.write_text(json.dumps(self.config, indent=2))
-        logf = open(self.log_path, "wb")
+        logf = open(self.log_path, "ab")
         try:
             self.proc = subprocess.Popen(
-                [str(COLLECTOR_BIN), "--config", str(config_path)],
+                [str(COLLECTOR_BIN), "--config", str(config_path),
+                 "--feature-gates=+extension.healthcheck.useComponentStatus"],
                 stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
                 cwd=self.workdir, start_new_session=True,
             )
@@ -318,6 +431,7 @@ class Collector:
         while not self.healthy():
             if self.proc.poll() is not None:
                 self.returncode = self.proc.returncode
+                self.failed_to_start = True
                 pytest.fail(
                     f"collector exited with {self.proc.returncode} before becoming healthy\n"
                     f"config:\n{config_path.read_text()}\n{self.describe()}"
@@ -329,6 +443,16 @@ class Collector:
                     f"config:\n{config_path.read_text()}\n{self.describe()}"
                 )
             time.sleep(0.1)
+
+    def kill(self) -> int | None:
+        """SIGKILL, as a crash would: nothing is flushed. Returns the exit code (-9)."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self.returncode = self.proc.returncode
+        return self.returncode
 
     def stop(self) -> int | None:
         """SIGTERM, bounded wait, then SIGKILL. Returns the exit code (negative: killed by signal)."""
@@ -357,8 +481,12 @@ def collector_config(
     health_port: int,
     metrics_port: int,
     exporter_overrides: dict | None = None,
+    processors: list[str] | None = None,
 ) -> dict:
-    """The shape of examples/postgres.yaml, on the given ports and schema."""
+    """The shape of examples/postgres.yaml, on the given ports and schema.
+
+    `processors` replaces the traces pipeline's processors (default: memory_limiter, as the example).
+    """
     exporter: dict[str, Any] = {
         "postgres": {
             "dsn": dsn,
@@ -383,7 +511,12 @@ def collector_config(
         else:
             exporter[k] = v
     return {
-        "extensions": {"health_check": {"endpoint": f"127.0.0.1:{health_port}"}},
+        # As examples/postgres.yaml: component status (the feature gate on the command line), so the
+        # health endpoint turns 500 once the database has been unreachable for recovery_duration.
+        "extensions": {"health_check": {
+            "http": {"endpoint": f"127.0.0.1:{health_port}", "status": {"enabled": True, "path": "/"}},
+            "component_health": {"include_recoverable_errors": True, "recovery_duration": "5s"},
+        }},
         "receivers": {
             "otlp": {
                 "protocols": {
@@ -394,7 +527,6 @@ def collector_config(
         },
         "processors": {
             "memory_limiter": {"check_interval": "1s", "limit_percentage": 80, "spike_limit_percentage": 20},
-            "batch": {"timeout": "200ms"},
         },
         "exporters": {EXPORTER_TYPE: exporter},
         "service": {
@@ -411,7 +543,7 @@ def collector_config(
             "pipelines": {
                 "traces": {
                     "receivers": ["otlp"],
-                    "processors": ["memory_limiter", "batch"],
+                    "processors": ["memory_limiter"] if processors is None else processors,
                     "exporters": [EXPORTER_TYPE],
                 }
             },
@@ -420,22 +552,43 @@ def collector_config(
 
 
 @pytest.fixture
-def start_collector(pg_dsn: str, request: pytest.FixtureRequest, tmp_path: Path):
-    """Factory: start_collector(schema=None, exporter_overrides=None) -> a healthy Collector.
+def start_collector(request: pytest.FixtureRequest, tmp_path: Path):
+    """Factory: start_collector(schema=None, exporter_overrides=None, ...) -> a healthy Collector.
 
     Each collector gets free ports and (unless given) a fresh schema. All are stopped with SIGTERM at
     the end of the test, and a collector that did not exit cleanly fails the test's teardown.
+    Optional: `dsn` (another database than pg_dsn's), `processors` (see collector_config) and
+    `configure`, called with the config dict and the collector's working directory before the start,
+    to change anything else (extensions, receiver settings).
     """
     if not COLLECTOR_BIN.exists():
         pytest.fail(f"collector binary {COLLECTOR_BIN} is missing; run `make build`")
     started: list[Collector] = []
+    on_pg_dsn: set[str] = set()  # schemas written to pg_dsn's database
     request.node.stash[_COLLECTORS_KEY] = started
 
-    def start(schema: str | None = None, exporter_overrides: dict | None = None) -> Collector:
+    def start(
+        schema: str | None = None,
+        exporter_overrides: dict | None = None,
+        *,
+        dsn: str | None = None,
+        processors: list[str] | None = None,
+        configure: Callable[[dict, Path], None] | None = None,
+    ) -> Collector:
         schema = schema or unique_name(f"e2e_{request.node.originalname}"[:40])
         grpc_port, http_port, health_port, metrics_port = free_ports(4)
         workdir = tmp_path / f"collector{len(started)}"
         workdir.mkdir()
+        if dsn is None:
+            # Asked for only here, so that tests with a database of their own start no other.
+            dsn = request.getfixturevalue("pg_dsn")
+            on_pg_dsn.add(schema)
+        config = collector_config(
+            dsn, schema, grpc_port, http_port, health_port, metrics_port, exporter_overrides,
+            processors=processors,
+        )
+        if configure is not None:
+            configure(config, workdir)
         c = Collector(
             name=f"{request.node.name}#{len(started)}",
             schema=schema,
@@ -443,9 +596,8 @@ def start_collector(pg_dsn: str, request: pytest.FixtureRequest, tmp_path: Path)
             http_port=http_port,
             health_port=health_port,
             workdir=workdir,
-            config=collector_config(
-                pg_dsn, schema, grpc_port, http_port, health_port, metrics_port, exporter_overrides
-            ),
+            config=config,
+            metrics_port=metrics_port,
         )
         started.append(c)
         c.start()
@@ -460,13 +612,13 @@ def start_collector(pg_dsn: str, request: pytest.FixtureRequest, tmp_path: Path)
         except AssertionError as e:
             problems.append(str(e))
             continue
-        if rc not in (0, None):
+        if rc not in (0, None) and not c.failed_to_start:
             problems.append(f"collector {c.name} exited with {rc} after SIGTERM\n{c.describe()}")
-    if os.environ.get("OTELSTORE_PG_DSN"):
+    if os.environ.get("OTELSTORE_PG_DSN") and on_pg_dsn:
         # A database someone else owns: leave no test schemas behind. (The throwaway cluster is
         # deleted whole at the end of the session.)
-        with psycopg.connect(pg_dsn, autocommit=True, connect_timeout=10) as conn:
-            for schema in sorted({c.schema for c in started}):
+        with psycopg.connect(request.getfixturevalue("pg_dsn"), autocommit=True, connect_timeout=10) as conn:
+            for schema in sorted(on_pg_dsn):
                 conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
     if problems:
         pytest.fail("\n\n".join(problems))
@@ -488,3 +640,17 @@ def pytest_runtest_makereport(item, call):
     if report.failed:
         for c in item.stash.get(_COLLECTORS_KEY, []):
             report.sections.append((f"collector {c.name} log", c.log()))
+
+
+# --------------------------------------------------------------------------- figures
+
+# One-line summaries that tests want in the run's output even when pytest captures stdout (the
+# fault tests' "[reliability] ..." lines): repeated in a section at the end of the run.
+SUMMARY_LINES: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if SUMMARY_LINES:
+        terminalreporter.section("reliability figures")
+        for line in SUMMARY_LINES:
+            terminalreporter.write_line(line)

@@ -27,7 +27,8 @@ pub struct Config {
     /// When an export call reports success.
     pub acknowledge: Acknowledge,
     /// Most bytes of encoded rows the core holds (queued or being written); above it, new data is
-    /// refused with a retryable error so the collector pushes back on its clients.
+    /// refused with a retryable error so the collector pushes back on its clients. A single request
+    /// larger than the limit is still taken when nothing else is held.
     pub memory_limit_mib: usize,
     /// Export calls waiting together are merged into one COPY of at most this many rows.
     pub max_batch_rows: usize,

@@ -45,9 +45,6 @@ pub enum Error {
     #[error("memory limit reached: {bytes} bytes do not fit beside the {held} held (limit {limit} bytes)")]
     MemoryLimit { bytes: usize, held: usize, limit: usize },
 
-    #[error("a request of {bytes} bytes of rows can never fit the memory limit of {limit} bytes: raise memory_limit_mib or send smaller batches")]
-    LargerThanMemoryLimit { bytes: usize, limit: usize },
-
     #[error("a write attempt took longer than {0:?}")]
     WriteTimeout(std::time::Duration),
 
@@ -82,7 +79,6 @@ impl Error {
             | Error::WriteTimeout(_)
             | Error::ConcurrentDuplicate
             | Error::DeadlineExceeded { .. } => ErrorKind::Retryable,
-            Error::LargerThanMemoryLimit { .. } => ErrorKind::Permanent,
             Error::BatchFailed { retryable: true, .. } => ErrorKind::Retryable,
             Error::BatchFailed { retryable: false, .. } => ErrorKind::Permanent,
             Error::ShutDown => ErrorKind::ShutDown,

@@ -29,13 +29,13 @@ impl MemoryLimiter {
         self.limit
     }
 
+    /// Reserves `bytes`, or refuses with a retryable error when they do not fit beside what is
+    /// held. A request larger than the whole limit is admitted when nothing else is held, so every
+    /// valid request can be written eventually: the core then holds at most the limit or the
+    /// largest single request, whichever is more.
     pub fn try_reserve(self: &Arc<Self>, bytes: usize) -> Result<Reservation, Error> {
-        if bytes > self.limit {
-            self.telemetry.add(Counter::RequestsRefused, "", 1);
-            return Err(Error::LargerThanMemoryLimit { bytes, limit: self.limit });
-        }
         let reserved = self.held.fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
-            (held + bytes <= self.limit).then_some(held + bytes)
+            (held == 0 || held + bytes <= self.limit).then_some(held + bytes)
         });
         match reserved {
             Ok(before) => {
@@ -74,9 +74,13 @@ mod tests {
     }
 
     #[test]
-    fn a_request_larger_than_the_whole_limit_is_permanent() {
+    fn a_request_larger_than_the_whole_limit_is_admitted_alone() {
         let limiter = MemoryLimiter::new(100, Arc::new(Telemetry::default()));
-        let error = limiter.try_reserve(101).err().expect("can never fit");
-        assert_eq!(error.kind(), ErrorKind::Permanent);
+        let alone = limiter.try_reserve(150).expect("nothing else held");
+        assert_eq!(limiter.try_reserve(1).err().map(|e| e.kind()), Some(ErrorKind::Retryable));
+        drop(alone);
+        let small = limiter.try_reserve(10).expect("fits");
+        assert_eq!(limiter.try_reserve(150).err().map(|e| e.kind()), Some(ErrorKind::Retryable));
+        drop(small);
     }
 }
