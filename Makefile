@@ -74,6 +74,10 @@ test-e2e: build venv $(TOOLS)/telemetrygen
 
 ## bench: ingest benchmark (bench/run.py), results in docs/BENCHMARKS.md; BENCH_SPANS=100000 for a quick run
 bench: build venv $(TOOLS)/telemetrygen
+	@echo "== exporter CPU per span: the Rust core (read OTLP, write COPY rows) =="
+	cargo bench -p otelstore --bench encode
+	@echo "== exporter CPU per span: Go marshal of pdata to OTLP (ns/op for 1000 realistic spans) =="
+	cd go-shim && $(GO_CGO_ENV) go test -run '^$$' -bench BenchmarkMarshalTraces -benchtime 3s .
 	$(VENV)/bin/python bench/run.py
 
 clean:

@@ -343,13 +343,13 @@ class Postgres:
 
 
 def collector_config(dsn: str, schema: str, grpc: int | str, health: int | str, metrics: int | str) -> dict:
-    """examples/postgres.yaml's pipeline (memory_limiter, then otelstore batching in its sending
-    queue) on our ports and schema. The exporter keeps every other default (pool_size,
+    """examples/postgres.yaml's pipeline (memory_limiter, then otelstore with its sending queue of
+    50,000 spans that batches) on our ports and schema. The exporter keeps every other default (pool_size,
     max_batch_rows, timeout, ...) unless BENCH_EXPORTER overrides it."""
     exporter = merge(
         {
             "postgres": {"dsn": dsn, "schema": schema},
-            "sending_queue": {"batch": {"flush_timeout": "200ms", "min_size": 8192}},
+            "sending_queue": {"sizer": "items", "queue_size": 50000, "batch": {"flush_timeout": "200ms", "min_size": 8192}},
         },
         EXPORTER_OVERRIDES,
     )
@@ -876,7 +876,7 @@ def markdown(started: dt.datetime, m: dict, pg_version: str, settings: list[tupl
             f"| table + indexes per span | {r['heap_bytes'] / r['spans']:.0f} + {r['index_bytes'] / r['spans']:.0f} bytes |",
             f"| COPY transactions (rows per transaction p50 / max) | {r['transactions']} ({r['rows_per_tx_p50']} / {r['rows_per_tx_max']}) |",
             f"| exporter writes, average duration (otelstore_write_duration) | {r['otelstore_writes']:.0f}, {r['otelstore_write_seconds_avg']:.2f} s |",
-            f"| sending queue, most requests queued (sampled every 2 s) | {r['metrics_pipeline']['exporter_queue_size_max']:.0f} |",
+            f"| sending queue, most spans queued (sampled every 2 s) | {r['metrics_pipeline']['exporter_queue_size_max']:.0f} |",
             f"| autovacuum of the table during the run (its CPU is in PostgreSQL's) | {r['autovacuum']} |",
             f"| calls retried by the load generator | {r['retries']} |",
             f"| CPU used by other processes meanwhile | {100 * r['other_cpu_share']:.1f} % of the machine (most: {r['others_top']}) |",

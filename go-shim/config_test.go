@@ -33,7 +33,7 @@ func defaultCore(dsn configopaque.String) CoreConfig {
 	return CoreConfig{
 		Acknowledge:    "committed",
 		MemoryLimitMiB: 256,
-		MaxBatchRows:   50000,
+		MaxBatchRows:   20000,
 		WriteTimeout:   Duration(30 * time.Second),
 		Postgres: PostgresConfig{
 			DSN:            dsn,

@@ -42,7 +42,7 @@ impl Default for Config {
         Self {
             acknowledge: Acknowledge::Committed,
             memory_limit_mib: 256,
-            max_batch_rows: 50_000,
+            max_batch_rows: 20_000,
             write_timeout: GoDuration(Duration::from_secs(30)),
             postgres: PostgresConfig::default(),
         }
@@ -305,7 +305,7 @@ mod tests {
         assert_eq!(config.postgres.connect_timeout.0, Duration::from_secs(10));
         assert_eq!(config.acknowledge, Acknowledge::Committed);
         assert_eq!(config.memory_limit_bytes(), 256 << 20);
-        assert_eq!(config.max_batch_rows, 50_000);
+        assert_eq!(config.max_batch_rows, 20_000);
         assert_eq!(config.write_timeout.0, Duration::from_secs(30));
     }
 
