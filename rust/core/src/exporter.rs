@@ -47,7 +47,8 @@ impl Exporter {
         let telemetry = Arc::new(Telemetry::default());
         let dispatch = telemetry.dispatch();
         let limiter = MemoryLimiter::new(config.memory_limit_bytes(), Arc::clone(&telemetry));
-        let _entered = runtime.enter();
+        // The pool's timers and the writer tasks belong to this runtime.
+        let entered = runtime.enter();
         let postgres = Arc::new(PostgresSink::new(&config.postgres)?);
         let settings = WriterSettings {
             workers: config.postgres.pool_size,
@@ -55,7 +56,7 @@ impl Exporter {
             write_timeout: config.write_timeout.0,
         };
         let spans = BatchWriter::start(Arc::clone(&postgres), |sink| &sink.spans, Arc::clone(&telemetry), settings, &dispatch);
-        drop(_entered);
+        drop(entered);
         Ok(Self { runtime, postgres, spans, limiter, telemetry, dispatch, acknowledge: config.acknowledge, calls: CallGate::default() })
     }
 
