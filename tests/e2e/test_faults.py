@@ -277,26 +277,40 @@ def finish_and_count(load: OtlpLoad, pg_dsn: str, collector: Collector, timeout:
 
 def test_database_stopped_10s_under_load(pg: PgCluster, start_collector):
     """PostgreSQL goes away for 10 s (fast shutdown: sessions and COPYs in flight are cut) and comes
-    back on the same port. The sending queue holds what arrives meanwhile; the exporter retries."""
+    back on the same port. The sending queue holds what arrives meanwhile; the exporter retries. The
+    health check reports the outage and the recovery."""
     c = start_collector(dsn=pg.dsn, processors=FAULT_PROCESSORS)
     rss = RssSampler(c).start()
     load = OtlpLoad(c.traces_url, unique_name("dbstop"), rate=20, spans_per_request=SPANS_PER_REQUEST).start()
+    unhealthy_after = healthy_again_after = None
     try:
         time.sleep(3)
         t_down = time.monotonic()
         pg.stop()
-        time.sleep(10)
+        # The health check turns 500 once writes have failed for its recovery_duration (5 s).
+        while time.monotonic() - t_down < 10:
+            if unhealthy_after is None and not c.healthy():
+                unhealthy_after = round(time.monotonic() - t_down, 1)
+            time.sleep(0.5)
         pg.start()
         t_up = time.monotonic()
-        time.sleep(4)
+        # ...and 200 again after the next successful write.
+        while time.monotonic() - t_up < 15 and healthy_again_after is None:
+            if c.healthy():
+                healthy_again_after = round(time.monotonic() - t_up, 1)
+            time.sleep(0.5)
+        time.sleep(max(0.0, 4 - (time.monotonic() - t_up)))
     finally:
         all_acked, stored, duration = finish_and_count(load, pg.dsn, c)
     fig = report(
         "database_stopped_10s", load, stored, duration_s=duration,
         db_down_s=round(t_up - t_down, 1), statuses_while_down=dict(load.statuses(t_down, t_up)),
+        health_500_after_s=unhealthy_after, health_200_again_after_s=healthy_again_after,
         core=core_counters(c), peak_rss_mib=rss.stop_and_peak(),
     )
     assert c.alive(), c.describe()
+    assert unhealthy_after is not None, f"the health check stayed 200 for 10 s with the database down\n{c.describe()}"
+    assert healthy_again_after is not None, f"the health check was not 200 within 15 s of the database's return\n{c.describe()}"
     assert_exactly_once(fig, all_acked, c)
 
 
