@@ -675,7 +675,7 @@ fn string(json: Json) -> String {
 
 fn hex_bytes(json: Json) -> Vec<u8> {
     let text = string(json);
-    assert!(text.len() % 2 == 0 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')), "not lower-case hex: {text:?}");
+    assert!(text.len().is_multiple_of(2) && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')), "not lower-case hex: {text:?}");
     (0..text.len()).step_by(2).map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex")).collect()
 }
 

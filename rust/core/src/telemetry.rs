@@ -113,14 +113,18 @@ impl Telemetry {
     }
 
     fn push_log(&self, record: LogRecord) {
-        let mut logs = lock(&self.logs);
-        if logs.len() == MAX_LOGS {
-            logs.pop_front();
-            drop(logs);
+        let dropped = {
+            let mut logs = lock(&self.logs);
+            let full = logs.len() == MAX_LOGS;
+            if full {
+                logs.pop_front();
+            }
+            logs.push_back(record);
+            full
+        };
+        if dropped {
             self.add(Counter::LogRecordsDropped, "", 1);
-            logs = lock(&self.logs);
         }
-        logs.push_back(record);
     }
 
     /// Everything since the previous drain, as JSON: counter deltas, current gauges, the duration of

@@ -25,11 +25,8 @@ pub struct CopyRows {
 }
 
 impl CopyRows {
-    pub fn new(columns: i16) -> Self {
-        Self::with_capacity(columns, 64 * 1024)
-    }
-
-    pub fn with_capacity(columns: i16, bytes: usize) -> Self {
+    /// Rows of `columns` fields, with room for `bytes` of them before the buffer grows.
+    pub fn new(columns: i16, bytes: usize) -> Self {
         Self { buf: Vec::with_capacity(bytes), rows: 0, columns }
     }
 
@@ -200,7 +197,7 @@ mod tests {
 
     #[test]
     fn writes_header_fields_and_trailer() {
-        let mut rows = CopyRows::new(7);
+        let mut rows = CopyRows::new(7, 0);
         rows.start_row();
         rows.null();
         rows.bytea(&[1, 2]);
@@ -231,7 +228,7 @@ mod tests {
 
     #[test]
     fn row_ranges_split_a_chunk_into_its_rows() {
-        let mut rows = CopyRows::new(2);
+        let mut rows = CopyRows::new(2, 0);
         rows.start_row();
         rows.text("first");
         rows.null();
@@ -254,7 +251,7 @@ mod tests {
 
     #[test]
     fn timestamps_before_2000_and_at_the_epoch() {
-        let mut rows = CopyRows::new(1);
+        let mut rows = CopyRows::new(1, 0);
         rows.start_row();
         rows.timestamptz_from_unix_nanos(0);
         let parsed = parse::rows(&rows.finish().data);

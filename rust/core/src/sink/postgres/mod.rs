@@ -239,7 +239,9 @@ async fn isolate_refused_rows(
         }
         let rows = p.chunk.row_ranges();
         let mut stored = Stored::default();
-        let mut todo = vec![0..rows.len()];
+        // A stack of row ranges still to write: the whole request first, halves after a refusal.
+        let mut todo = Vec::new();
+        todo.push(0..rows.len());
         while let Some(span) = todo.pop() {
             if span.is_empty() {
                 continue;

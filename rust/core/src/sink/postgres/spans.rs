@@ -52,7 +52,7 @@ pub fn encode(otlp: &[u8]) -> Result<EncodedSpans, WireError> {
     let mut encoder = Encoder {
         // Rows take up to about twice the bytes of the protobuf they come from (jsonb spells out
         // keys and quotes); reserving that once saves copying a large buffer as it grows.
-        rows: CopyRows::with_capacity(COLUMNS.len() as i16, otlp.len() * 2),
+        rows: CopyRows::new(COLUMNS.len() as i16, otlp.len() * 2),
         rejected: 0,
         first_rejection: None,
         resource_json: Vec::new(),
@@ -145,15 +145,7 @@ impl Encoder {
     /// Writes one row. The outer error is a malformed request; the inner one a span whose values
     /// do not fit the table, of which nothing is written.
     fn row(&mut self, group: &Group<'_>, span: &[u8], fields: &SpanFields<'_>) -> Result<Result<(), String>, WireError> {
-        let checked = (|| {
-            Ok::<_, String>((
-                unix_nanos("start_time_unix_nano", fields.start_time_unix_nano)?,
-                unix_nanos("end_time_unix_nano", fields.end_time_unix_nano)?,
-                small_int("kind", fields.kind)?,
-                small_int("status.code", fields.status_code)?,
-            ))
-        })();
-        let (start_nanos, end_nanos, kind, status_code) = match checked {
+        let (start_nanos, end_nanos, kind, status_code) = match fields.column_values() {
             Ok(values) => values,
             Err(reason) => return Ok(Err(reason)),
         };
@@ -231,6 +223,16 @@ struct SpanFields<'a> {
 }
 
 impl<'a> SpanFields<'a> {
+    /// Start and end nanoseconds, kind and status code as their columns take them, or why they don't fit.
+    fn column_values(&self) -> Result<(i64, i64, i16, i16), String> {
+        Ok((
+            unix_nanos("start_time_unix_nano", self.start_time_unix_nano)?,
+            unix_nanos("end_time_unix_nano", self.end_time_unix_nano)?,
+            small_int("kind", self.kind)?,
+            small_int("status.code", self.status_code)?,
+        ))
+    }
+
     fn read(span: &'a [u8]) -> Result<Self, WireError> {
         let mut fields = SpanFields::default();
         let mut reader = Fields::new(span, "Span");
