@@ -34,6 +34,7 @@ pub struct Config {
     pub max_batch_rows: usize,
     /// How long one write attempt (a COPY and its commit) may take before it is abandoned and retried.
     pub write_timeout: GoDuration,
+    pub retention: Retention,
     pub postgres: PostgresConfig,
 }
 
@@ -44,6 +45,7 @@ impl Default for Config {
             memory_limit_mib: 256,
             max_batch_rows: 20_000,
             write_timeout: GoDuration(Duration::from_secs(30)),
+            retention: Retention::default(),
             postgres: PostgresConfig::default(),
         }
     }
@@ -57,6 +59,43 @@ pub enum Acknowledge {
     /// Success once the core holds the data (fire and forget): faster, but what is held when the
     /// process dies is lost.
     Accepted,
+}
+
+/// How long each kind of data is kept. Data lives in time partitions, and a partition is dropped as
+/// a whole once everything in it is older than its retention.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Retention {
+    /// Spans, logs and metric points as received.
+    pub raw: GoDuration,
+    /// Metric rollups at 5-minute resolution.
+    pub rollup_5m: GoDuration,
+    /// Hourly rollups: metrics, span statistics, service dependencies, error-log counts.
+    pub rollup_1h: GoDuration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            raw: GoDuration(DAY * 30),
+            rollup_5m: GoDuration(DAY * 90),
+            rollup_1h: GoDuration(DAY * 365),
+        }
+    }
+}
+
+const DAY: Duration = Duration::from_secs(86_400);
+
+impl Retention {
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (field, value) in [("retention.raw", self.raw), ("retention.rollup_5m", self.rollup_5m), ("retention.rollup_1h", self.rollup_1h)] {
+            // Partitions are a day wide: a shorter retention could not be honoured.
+            if value.0 < DAY || value.0 > DAY * 3660 {
+                return Err(ConfigError::new(field, format!("must be between 24h and 87840h (about 10 years), got {value}")));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
@@ -76,6 +115,9 @@ pub struct PostgresConfig {
     /// (per the DSN's sslmode) verify the server's chain and host name; when empty, they are
     /// encrypted without verifying the server, as libpq does without a root certificate.
     pub ca_file: String,
+    /// How often the exporter creates upcoming partitions, drops expired ones, and links spans whose
+    /// parent arrived in another batch into service dependencies.
+    pub maintenance_interval: GoDuration,
 }
 
 impl Default for PostgresConfig {
@@ -87,6 +129,7 @@ impl Default for PostgresConfig {
             pool_size: 4,
             connect_timeout: GoDuration(Duration::from_secs(10)),
             ca_file: String::new(),
+            maintenance_interval: GoDuration(Duration::from_secs(60)),
         }
     }
 }
@@ -101,6 +144,7 @@ impl fmt::Debug for PostgresConfig {
             .field("pool_size", &self.pool_size)
             .field("connect_timeout", &self.connect_timeout)
             .field("ca_file", &self.ca_file)
+            .field("maintenance_interval", &self.maintenance_interval)
             .finish()
     }
 }
@@ -149,6 +193,7 @@ impl Config {
             ));
         }
         validate_timeout("write_timeout", self.write_timeout)?;
+        self.retention.validate()?;
         self.postgres.validate()
     }
 
@@ -176,6 +221,12 @@ impl PostgresConfig {
             ));
         }
         validate_timeout("postgres.connect_timeout", self.connect_timeout)?;
+        if self.maintenance_interval.0 < Duration::from_secs(1) || self.maintenance_interval.0 > Duration::from_secs(3600) {
+            return Err(ConfigError::new(
+                "postgres.maintenance_interval",
+                format!("must be between 1s and 1h, got {}", self.maintenance_interval),
+            ));
+        }
         if !self.ca_file.is_empty() {
             crate::sink::postgres::root_certificates(&self.ca_file)?;
         }
@@ -221,7 +272,11 @@ impl fmt::Debug for GoDuration {
 impl fmt::Display for GoDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let nanos = self.0.as_nanos();
-        if nanos.is_multiple_of(1_000_000_000) {
+        if nanos > 0 && nanos.is_multiple_of(3_600_000_000_000) {
+            write!(f, "{}h", nanos / 3_600_000_000_000)
+        } else if nanos > 0 && nanos.is_multiple_of(60_000_000_000) {
+            write!(f, "{}m", nanos / 60_000_000_000)
+        } else if nanos.is_multiple_of(1_000_000_000) {
             write!(f, "{}s", nanos / 1_000_000_000)
         } else if nanos.is_multiple_of(1_000_000) {
             write!(f, "{}ms", nanos / 1_000_000)
@@ -307,6 +362,10 @@ mod tests {
         assert_eq!(config.memory_limit_bytes(), 256 << 20);
         assert_eq!(config.max_batch_rows, 20_000);
         assert_eq!(config.write_timeout.0, Duration::from_secs(30));
+        assert_eq!(config.retention.raw.0, DAY * 30);
+        assert_eq!(config.retention.rollup_5m.0, DAY * 90);
+        assert_eq!(config.retention.rollup_1h.0, DAY * 365);
+        assert_eq!(config.postgres.maintenance_interval.0, Duration::from_secs(60));
     }
 
     #[test]
@@ -328,8 +387,13 @@ mod tests {
         let top = |extra: &str| error_of(&format!(r#"{{{extra},"postgres":{{"dsn":"postgres://u@h/db"}}}}"#));
         assert_eq!(top(r#""memory_limit_mib":4"#), "memory_limit_mib: must be between 8 and 1048576, got 4");
         assert_eq!(top(r#""max_batch_rows":0"#), "max_batch_rows: must be between 1 and 1000000, got 0");
-        assert_eq!(top(r#""write_timeout":"11m""#), "write_timeout: must be more than 0s and at most 10m, got 660s");
+        assert_eq!(top(r#""write_timeout":"11m""#), "write_timeout: must be more than 0s and at most 10m, got 11m");
         assert_eq!(top(r#""acknowledge":"maybe""#), "acknowledge: unknown variant `maybe`, expected `committed` or `accepted`");
+        assert_eq!(top(r#""retention":{"raw":"12h"}"#), "retention.raw: must be between 24h and 87840h (about 10 years), got 12h");
+        assert_eq!(
+            error_of(&with_dsn(r#","maintenance_interval":"2h""#)),
+            "postgres.maintenance_interval: must be between 1s and 1h, got 2h"
+        );
         assert!(error_of(&with_dsn(r#","poolsize":4"#)).starts_with("postgres.poolsize: unknown field `poolsize`"));
         assert!(error_of(r#"{"postgress":{}}"#).starts_with("postgress: unknown field"));
         let message = error_of("not json");
@@ -372,6 +436,8 @@ mod tests {
             assert!(parse(bad).is_err(), "{bad:?} should not parse");
         }
         assert_eq!(GoDuration(Duration::from_secs(90)).to_string(), "90s");
+        assert_eq!(GoDuration(Duration::from_secs(120)).to_string(), "2m");
+        assert_eq!(GoDuration(DAY * 30).to_string(), "720h");
         assert_eq!(GoDuration(Duration::from_millis(1500)).to_string(), "1500ms");
         assert_eq!(GoDuration(Duration::from_nanos(7)).to_string(), "7ns");
     }

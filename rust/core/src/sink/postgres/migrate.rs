@@ -8,6 +8,9 @@ use crate::error::Error;
 const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "spans", include_str!("../../../../../schema/postgres/0001_spans.sql")),
     (2, "request_ids", include_str!("../../../../../schema/postgres/0002_request_ids.sql")),
+    (3, "partitioned_spans", include_str!("../../../../../schema/postgres/0003_partitioned_spans.sql")),
+    (4, "logs", include_str!("../../../../../schema/postgres/0004_logs.sql")),
+    (5, "metrics", include_str!("../../../../../schema/postgres/0005_metrics.sql")),
 ];
 
 /// Any fixed number works: all otelstore exporters take the same lock while they migrate.

@@ -3,6 +3,8 @@
 
 mod copy;
 mod migrate;
+pub mod logs;
+pub mod metrics;
 pub mod spans;
 mod tls;
 

@@ -1,0 +1,1 @@
+//! The `logs` table: one COPY row per OTLP log record.
