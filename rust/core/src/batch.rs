@@ -16,7 +16,7 @@ use tracing::instrument::WithSubscriber;
 
 use crate::error::{Error, ErrorKind};
 use crate::limiter::Reservation;
-use crate::sink::postgres::{Chunk, Pending, PostgresSink, Stored, Table};
+use crate::sink::postgres::{Pending, PostgresSink, RequestRows, Stored};
 use crate::telemetry::{Counter, Telemetry};
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -25,7 +25,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// One export request's rows on their way to the database.
 pub struct Job {
     pub request_id: [u8; 16],
-    pub chunk: Chunk,
+    pub rows: RequestRows,
     /// When the caller stops waiting; `None` in fire-and-forget mode.
     pub deadline: Option<Instant>,
     /// Where the outcome goes; `None` in fire-and-forget mode.
@@ -42,7 +42,8 @@ pub struct BatchWriter {
 struct Shared {
     receiver: tokio::sync::Mutex<mpsc::UnboundedReceiver<Job>>,
     sink: Arc<PostgresSink>,
-    table: fn(&PostgresSink) -> &Table,
+    /// What telemetry calls this writer's data: "spans", "logs" or "metrics".
+    name: &'static str,
     telemetry: Arc<Telemetry>,
     max_batch_rows: u64,
     write_timeout: Duration,
@@ -54,6 +55,7 @@ struct Shared {
     give_up_at: Mutex<Option<Instant>>,
 }
 
+#[derive(Clone, Copy)]
 pub struct WriterSettings {
     pub workers: usize,
     pub max_batch_rows: usize,
@@ -64,7 +66,7 @@ impl BatchWriter {
     /// Starts the workers on the current runtime, logging through `dispatch`.
     pub fn start(
         sink: Arc<PostgresSink>,
-        table: fn(&PostgresSink) -> &Table,
+        name: &'static str,
         telemetry: Arc<Telemetry>,
         settings: WriterSettings,
         dispatch: &tracing::Dispatch,
@@ -73,7 +75,7 @@ impl BatchWriter {
         let shared = Arc::new(Shared {
             receiver: tokio::sync::Mutex::new(receiver),
             sink,
-            table,
+            name,
             telemetry,
             max_batch_rows: settings.max_batch_rows as u64,
             write_timeout: settings.write_timeout,
@@ -87,8 +89,12 @@ impl BatchWriter {
         Self { sender: Mutex::new(Some(sender)), workers: Mutex::new(workers), shared }
     }
 
+    pub fn name(&self) -> &'static str {
+        self.shared.name
+    }
+
     pub fn submit(&self, job: Job) -> Result<(), Error> {
-        let rows = job.chunk.rows;
+        let rows = job.rows.rows();
         let sender = self.sender.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let sender = sender.as_ref().ok_or(Error::ShutDown)?;
         self.shared.rows_held.fetch_add(rows, Ordering::SeqCst);
@@ -136,12 +142,12 @@ impl Shared {
     async fn next_batch(&self) -> Option<Vec<Job>> {
         let mut receiver = self.receiver.lock().await;
         let first = receiver.recv().await?;
-        let mut rows = first.chunk.rows;
+        let mut rows = first.rows.rows();
         let mut batch = vec![first];
         while rows < self.max_batch_rows {
             match receiver.try_recv() {
                 Ok(job) => {
-                    rows += job.chunk.rows;
+                    rows += job.rows.rows();
                     batch.push(job);
                 }
                 Err(_) => break,
@@ -151,7 +157,7 @@ impl Shared {
     }
 
     async fn write_with_retries(&self, mut batch: Vec<Job>) {
-        let table = (self.table)(&self.sink);
+        let table = self.name;
         let mut backoff = FIRST_BACKOFF;
         let mut last_error: Option<Error> = None;
         loop {
@@ -171,27 +177,27 @@ impl Shared {
             let give_up_at = *self.give_up_at.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             let nearest_deadline = batch.iter().filter_map(|j| j.deadline).min();
             let attempt_ends = [give_up_at, nearest_deadline].into_iter().flatten().fold(now + self.write_timeout, Instant::min);
-            let pending: Vec<Pending<'_>> = batch.iter().map(|job| Pending { request_id: job.request_id, chunk: &job.chunk }).collect();
+            let pending: Vec<Pending<'_>> = batch.iter().map(|job| Pending { request_id: job.request_id, rows: &job.rows }).collect();
             let started = Instant::now();
-            let attempt = tokio::time::timeout_at(attempt_ends.into(), self.sink.write(table, &pending)).await;
+            let attempt = tokio::time::timeout_at(attempt_ends.into(), self.sink.write(&pending)).await;
             drop(pending);
             let result = attempt.unwrap_or_else(|_| Err(Error::WriteTimeout(attempt_ends - now)));
             match result {
                 Ok(outcomes) => {
-                    self.record_success(table.name, started.elapsed(), &outcomes, batch.iter().map(|j| j.chunk.data.len()).sum());
+                    self.record_success(table, started.elapsed(), &outcomes, batch.iter().map(|j| j.rows.bytes()).sum());
                     for (job, stored) in batch.into_iter().zip(outcomes) {
                         self.answer(job, Ok(stored));
                     }
                     return;
                 }
                 Err(error) if error.kind() == ErrorKind::Retryable => {
-                    self.telemetry.add(Counter::WriteRetries, table.name, 1);
+                    self.telemetry.add(Counter::WriteRetries, table, 1);
                     self.telemetry.set_database_error(Some(error.to_string()));
-                    tracing::warn!(table = table.name, requests = batch.len(), %error, retry_in = ?backoff, "write failed, retrying");
+                    tracing::warn!(table = table, requests = batch.len(), %error, retry_in = ?backoff, "write failed, retrying");
                     if give_up_at.is_some_and(|at| Instant::now() + backoff >= at) {
                         for job in batch {
                             if job.ack.is_none() {
-                                self.rows_abandoned.fetch_add(job.chunk.rows, Ordering::SeqCst);
+                                self.rows_abandoned.fetch_add(job.rows.rows(), Ordering::SeqCst);
                             }
                             self.answer(job, Err(error.for_each_call()));
                         }
@@ -204,8 +210,8 @@ impl Shared {
                     last_error = Some(error);
                 }
                 Err(error) => {
-                    self.telemetry.add(Counter::RowsRejected, table.name, batch.iter().map(|j| j.chunk.rows).sum());
-                    tracing::error!(table = table.name, requests = batch.len(), %error, "write failed permanently");
+                    self.telemetry.add(Counter::RowsRejected, table, batch.iter().map(|j| j.rows.rows()).sum());
+                    tracing::error!(table = table, requests = batch.len(), %error, "write failed permanently");
                     for job in batch {
                         self.answer(job, Err(error.for_each_call()));
                     }
@@ -227,15 +233,16 @@ impl Shared {
     }
 
     fn answer(&self, job: Job, outcome: Result<Stored, Error>) {
-        let Job { chunk, ack, reservation, .. } = job;
+        let Job { rows, ack, reservation, .. } = job;
         drop(reservation);
-        self.rows_held.fetch_sub(chunk.rows, Ordering::SeqCst);
+        let rows = rows.rows();
+        self.rows_held.fetch_sub(rows, Ordering::SeqCst);
         match ack {
             // The caller may have given up already; then nobody needs the answer.
             Some(ack) => drop(ack.send(outcome)),
             None => {
                 if let Err(error) = outcome {
-                    tracing::error!(%error, rows = chunk.rows, "accepted rows were not written");
+                    tracing::error!(%error, rows, "accepted rows were not written");
                 }
             }
         }

@@ -24,11 +24,8 @@ pub enum Error {
     #[error("malformed OTLP {signal} request ({len} bytes): {source}")]
     Decode { signal: Signal, len: usize, source: crate::wire::WireError },
 
-    #[error("{signal} are not supported yet: only traces are stored")]
-    UnsupportedSignal { signal: Signal },
-
-    #[error("{written} spans written, {rejected} rejected; first rejection: {first}")]
-    RowsRejected { written: u64, rejected: u64, first: String },
+    #[error("{written} {} written, {rejected} rejected; first rejection: {first}", signal.items())]
+    RowsRejected { signal: Signal, written: u64, rejected: u64, first: String },
 
     #[error("PostgreSQL: {action}: {}", chain(source))]
     Postgres { action: &'static str, source: tokio_postgres::Error },
@@ -69,7 +66,7 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::Config(_) => ErrorKind::InvalidConfig,
-            Error::Decode { .. } | Error::UnsupportedSignal { .. } | Error::RowsRejected { .. } => ErrorKind::Permanent,
+            Error::Decode { .. } | Error::RowsRejected { .. } => ErrorKind::Permanent,
             Error::Postgres { source, .. } => postgres_kind(source),
             Error::Pool(_)
             | Error::Runtime(_)

@@ -1,5 +1,6 @@
-//! An exporter: one configuration, one runtime, one sink with its batch writer. Export calls come
-//! from any thread; decoding and encoding run on the caller's thread, I/O on the runtime.
+//! An exporter: one configuration, one runtime, one sink with a batch writer per signal and a
+//! maintenance task. Export calls come from any thread; decoding and encoding run on the caller's
+//! thread, I/O on the runtime.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -7,19 +8,24 @@ use std::time::{Duration, Instant};
 
 use tokio::runtime::Runtime;
 use tokio::sync::{oneshot, Notify};
+use tokio::task::JoinHandle;
+use tracing::instrument::WithSubscriber;
 
 use crate::batch::{BatchWriter, Job, WriterSettings};
 use crate::config::{Acknowledge, Config};
 use crate::signal::Signal;
 use crate::error::Error;
 use crate::limiter::MemoryLimiter;
-use crate::sink::postgres::{spans, PostgresSink};
+use crate::sink::postgres::{self, PostgresSink, Stored};
 use crate::telemetry::{Counter, Telemetry};
 
 pub struct Exporter {
     runtime: Runtime,
     postgres: Arc<PostgresSink>,
     spans: BatchWriter,
+    logs: BatchWriter,
+    metrics: BatchWriter,
+    maintenance: JoinHandle<()>,
     limiter: Arc<MemoryLimiter>,
     telemetry: Arc<Telemetry>,
     dispatch: tracing::Dispatch,
@@ -49,53 +55,70 @@ impl Exporter {
         let limiter = MemoryLimiter::new(config.memory_limit_bytes(), Arc::clone(&telemetry));
         // The pool's timers and the writer tasks belong to this runtime.
         let entered = runtime.enter();
-        let postgres = Arc::new(PostgresSink::new(&config.postgres)?);
+        let postgres = Arc::new(PostgresSink::new(&config.postgres, &config.retention)?);
         let settings = WriterSettings {
             workers: config.postgres.pool_size,
             max_batch_rows: config.max_batch_rows,
             write_timeout: config.write_timeout.0,
         };
-        let spans = BatchWriter::start(Arc::clone(&postgres), |sink| &sink.spans, Arc::clone(&telemetry), settings, &dispatch);
+        let writer = |name| BatchWriter::start(Arc::clone(&postgres), name, Arc::clone(&telemetry), settings, &dispatch);
+        let (spans, logs, metrics) = (writer("spans"), writer("logs"), writer("metrics"));
+        let maintenance = tokio::spawn(maintain(Arc::clone(&postgres), config.postgres.maintenance_interval.0).with_subscriber(dispatch.clone()));
         drop(entered);
-        Ok(Self { runtime, postgres, spans, limiter, telemetry, dispatch, acknowledge: config.acknowledge, calls: CallGate::default() })
-    }
-
-    /// Decodes one OTLP request and hands its rows to the writer. With `acknowledge: committed`
-    /// this returns once they are committed, or with the last error when `timeout` runs out first.
-    pub fn export(&self, signal: Signal, otlp: &[u8], timeout: Option<Duration>) -> Result<Written, Error> {
-        let _call = self.calls.enter()?;
-        tracing::dispatcher::with_default(&self.dispatch, || match signal {
-            Signal::Traces => self.export_traces(otlp, timeout.map(|t| Instant::now() + t)),
-            Signal::Logs | Signal::Metrics => Err(Error::UnsupportedSignal { signal }),
+        Ok(Self {
+            runtime,
+            postgres,
+            spans,
+            logs,
+            metrics,
+            maintenance,
+            limiter,
+            telemetry,
+            dispatch,
+            acknowledge: config.acknowledge,
+            calls: CallGate::default(),
         })
     }
 
-    fn export_traces(&self, otlp: &[u8], deadline: Option<Instant>) -> Result<Written, Error> {
-        let encoded = spans::encode(otlp).map_err(|source| Error::Decode { signal: Signal::Traces, len: otlp.len(), source })?;
-        let chunk = encoded.rows.finish();
-        let stored = if chunk.rows == 0 {
-            Default::default()
+    /// Decodes one OTLP request and hands its rows to the signal's writer. With `acknowledge:
+    /// committed` this returns once they are committed, or with the last error when `timeout` runs
+    /// out first.
+    pub fn export(&self, signal: Signal, otlp: &[u8], timeout: Option<Duration>) -> Result<Written, Error> {
+        let _call = self.calls.enter()?;
+        let deadline = timeout.map(|t| Instant::now() + t);
+        tracing::dispatcher::with_default(&self.dispatch, || self.export_signal(signal, otlp, deadline))
+    }
+
+    fn export_signal(&self, signal: Signal, otlp: &[u8], deadline: Option<Instant>) -> Result<Written, Error> {
+        let writer = match signal {
+            Signal::Traces => &self.spans,
+            Signal::Logs => &self.logs,
+            Signal::Metrics => &self.metrics,
+        };
+        let encoded = postgres::encode(signal, otlp).map_err(|source| Error::Decode { signal, len: otlp.len(), source })?;
+        let rows = encoded.rows.rows();
+        let stored = if encoded.rows.tables.is_empty() {
+            Stored::default()
         } else {
-            let reservation = self.limiter.try_reserve(chunk.data.len())?;
-            let request_id = request_id(Signal::Traces, otlp);
+            let reservation = self.limiter.try_reserve(encoded.rows.bytes())?;
+            let request_id = request_id(signal, otlp);
             match self.acknowledge {
                 Acknowledge::Accepted => {
-                    let rows = chunk.rows;
-                    self.spans.submit(Job { request_id, chunk, deadline: None, ack: None, reservation })?;
-                    crate::sink::postgres::Stored { written: rows, ..Default::default() }
+                    writer.submit(Job { request_id, rows: encoded.rows, deadline: None, ack: None, reservation })?;
+                    Stored { written: rows, ..Default::default() }
                 }
                 Acknowledge::Committed => {
                     let (ack, answer) = oneshot::channel();
-                    self.spans.submit(Job { request_id, chunk, deadline, ack: Some(ack), reservation })?;
+                    writer.submit(Job { request_id, rows: encoded.rows, deadline, ack: Some(ack), reservation })?;
                     self.wait(answer, deadline)?
                 }
             }
         };
-        // Spans the table cannot take never reach the writer, which counts the database's refusals.
-        self.telemetry.add(Counter::RowsRejected, self.postgres.spans.name, encoded.rejected);
+        // Items the tables cannot take never reach the writer, which counts the database's refusals.
+        self.telemetry.add(Counter::RowsRejected, writer.name(), encoded.rejected);
         let rejected = encoded.rejected + stored.rejected;
         match encoded.first_rejection.or(stored.first_rejection) {
-            Some(first) if rejected > 0 => Err(Error::RowsRejected { written: stored.written, rejected, first }),
+            Some(first) if rejected > 0 => Err(Error::RowsRejected { signal, written: stored.written, rejected, first }),
             _ => Ok(Written { rows: stored.written }),
         }
     }
@@ -124,10 +147,12 @@ impl Exporter {
         self.calls.close();
         tracing::dispatcher::with_default(&self.dispatch, || {
             self.runtime.block_on(async {
-                let flushed = self.spans.shutdown(deadline).await;
+                self.maintenance.abort();
+                let (spans, logs, metrics) =
+                    tokio::join!(self.spans.shutdown(deadline), self.logs.shutdown(deadline), self.metrics.shutdown(deadline));
                 let _ = tokio::time::timeout_at(deadline.into(), self.calls.drained()).await;
                 self.postgres.close();
-                flushed
+                unwritten_rows([spans, logs, metrics])
             })
         })
     }
@@ -135,6 +160,35 @@ impl Exporter {
     /// Telemetry since the previous call, as JSON (see [`Telemetry::drain`]).
     pub fn drain_telemetry(&self) -> String {
         self.telemetry.drain(self.limiter.limit())
+    }
+}
+
+/// The writers' shutdown results as one: the rows none of them could write.
+fn unwritten_rows(results: [Result<(), Error>; 3]) -> Result<(), Error> {
+    let mut rows = 0;
+    for result in results {
+        match result {
+            Ok(()) => {}
+            Err(Error::ShutdownTimedOut { rows: unwritten }) => rows += unwritten,
+            Err(other) => return Err(other),
+        }
+    }
+    if rows > 0 {
+        return Err(Error::ShutdownTimedOut { rows });
+    }
+    Ok(())
+}
+
+/// Runs the sink's maintenance every `interval`, the first time at once. A failure is logged and
+/// the next run tries again.
+async fn maintain(postgres: Arc<PostgresSink>, interval: Duration) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        if let Err(error) = postgres.maintain().await {
+            tracing::warn!(%error, "maintenance failed; it runs again in {interval:?}");
+        }
     }
 }
 

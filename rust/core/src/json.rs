@@ -51,6 +51,11 @@ fn write_key_value(out: &mut Vec<u8>, key_value: &[u8], nested: bool, depth: usi
     write_value(out, value, depth)
 }
 
+/// One AnyValue (its message bytes) as a JSON value, encoded as attribute values are.
+pub fn write_any_value(out: &mut Vec<u8>, value: &[u8]) -> Result<(), WireError> {
+    write_value(out, Some(value), 0)
+}
+
 fn write_value(out: &mut Vec<u8>, value: Option<&[u8]>, depth: usize) -> Result<(), WireError> {
     // AnyValue is a oneof: the last variant on the wire wins.
     let mut variant = None;
@@ -207,6 +212,68 @@ pub fn write_links(out: &mut Vec<u8>, span: &[u8], field: u32) -> Result<(), Wir
     }
     out.push(b']');
     Ok(())
+}
+
+/// `[{"time_unix_nano", "value", "trace_id", "span_id", "filtered_attributes"}, ...]` for the
+/// exemplars in field `field` of a metric data point. The value is an int or a double as in
+/// attributes, null when unset; the ids are lower-case hex as in links.
+pub(crate) fn write_exemplars(out: &mut Vec<u8>, point: &[u8], field: u32, path: &'static str) -> Result<(), WireError> {
+    out.push(b'[');
+    let mut first = true;
+    for entry in Fields::new(point, path) {
+        let (number, value) = entry?;
+        if number != field {
+            continue;
+        }
+        let exemplar = value.bytes(path)?;
+        let (mut time, mut trace_id, mut span_id) = (0, &[][..], &[][..]);
+        // A oneof: the last variant on the wire wins.
+        let mut int_or_double = None;
+        for entry in Fields::new(exemplar, "Exemplar") {
+            match entry? {
+                (2, v) => time = v.fixed64("Exemplar.time_unix_nano")?,
+                (3, v) => int_or_double = Some(Err(v.double("Exemplar.as_double")?)),
+                (4, v) => span_id = v.bytes("Exemplar.span_id")?,
+                (5, v) => trace_id = v.bytes("Exemplar.trace_id")?,
+                (6, v) => int_or_double = Some(Ok(v.sfixed64("Exemplar.as_int")?)),
+                _ => {}
+            }
+        }
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        out.extend_from_slice(b"{\"time_unix_nano\":");
+        write_uint(out, time);
+        out.extend_from_slice(b",\"value\":");
+        match int_or_double {
+            Some(Ok(int)) => write_int(out, int),
+            Some(Err(double)) => write_any_double(out, double),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"trace_id\":");
+        write_hex(out, trace_id);
+        out.extend_from_slice(b",\"span_id\":");
+        write_hex(out, span_id);
+        out.extend_from_slice(b",\"filtered_attributes\":");
+        write_attributes(out, exemplar, 7, "Exemplar.filtered_attributes")?;
+        out.push(b'}');
+    }
+    out.push(b']');
+    Ok(())
+}
+
+/// A double as an attribute's double_value is written: a number, or `{"$double": "NaN"}` and the
+/// infinities, which JSON has no numbers for.
+fn write_any_double(out: &mut Vec<u8>, value: f64) {
+    if value.is_finite() {
+        write_double(out, value);
+    } else {
+        let name = if value.is_nan() { "NaN" } else if value > 0.0 { "Infinity" } else { "-Infinity" };
+        out.extend_from_slice(b"{\"$double\":\"");
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b"\"}");
+    }
 }
 
 /// A double always keeps a fraction in jsonb, so it never reads back as an int: ryu's shortest form
@@ -417,6 +484,37 @@ mod tests {
         assert_eq!(
             String::from_utf8(out).expect("UTF-8"),
             r#"[{"trace_id":"abababababababababababababababab","span_id":"0123456789abcdef","trace_state":"k=v","flags":257,"attributes":{},"dropped_attributes_count":0}]"#
+        );
+    }
+
+    #[test]
+    fn exemplars_keep_int_and_double_apart() {
+        use opentelemetry_proto::tonic::metrics::v1::{exemplar, Exemplar, NumberDataPoint};
+        let exemplar = |value, filtered_attributes| Exemplar {
+            filtered_attributes,
+            time_unix_nano: u64::MAX,
+            span_id: vec![0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef],
+            trace_id: vec![0xab; 16],
+            value,
+        };
+        let point = NumberDataPoint {
+            exemplars: vec![
+                exemplar(Some(exemplar::Value::AsInt(-3)), vec![kv("a", value(Value::IntValue(1)))]),
+                exemplar(Some(exemplar::Value::AsDouble(2.0)), vec![]),
+                exemplar(Some(exemplar::Value::AsDouble(f64::NEG_INFINITY)), vec![]),
+                Exemplar::default(),
+            ],
+            ..Default::default()
+        }
+        .encode_to_vec();
+        let mut out = Vec::new();
+        write_exemplars(&mut out, &point, 5, "NumberDataPoint.exemplars").expect("valid");
+        let ids = r#""trace_id":"abababababababababababababababab","span_id":"0123456789abcdef""#;
+        assert_eq!(
+            String::from_utf8(out).expect("UTF-8"),
+            format!(
+                r#"[{{"time_unix_nano":18446744073709551615,"value":-3,{ids},"filtered_attributes":{{"a":1}}}},{{"time_unix_nano":18446744073709551615,"value":2.0,{ids},"filtered_attributes":{{}}}},{{"time_unix_nano":18446744073709551615,"value":{{"$double":"-Infinity"}},{ids},"filtered_attributes":{{}}}},{{"time_unix_nano":0,"value":null,"trace_id":"","span_id":"","filtered_attributes":{{}}}}]"#
+            )
         );
     }
 }

@@ -20,3 +20,14 @@ impl fmt::Display for Signal {
         })
     }
 }
+
+impl Signal {
+    /// What one item of the signal is called in messages.
+    pub fn items(self) -> &'static str {
+        match self {
+            Signal::Traces => "spans",
+            Signal::Logs => "log records",
+            Signal::Metrics => "data points",
+        }
+    }
+}

@@ -59,6 +59,78 @@ impl<'a> Value<'a> {
     pub fn uint32(self, path: &'static str) -> Result<u32, WireError> {
         self.varint(path).map(|v| v as u32)
     }
+
+    /// double fields: the IEEE 754 bits as fixed64.
+    pub fn double(self, path: &'static str) -> Result<f64, WireError> {
+        self.fixed64(path).map(f64::from_bits)
+    }
+
+    pub fn sfixed64(self, path: &'static str) -> Result<i64, WireError> {
+        self.fixed64(path).map(|v| v as i64)
+    }
+
+    /// sint32 fields, zigzag-encoded; the varint is cut to 32 bits first, as prost does.
+    pub fn sint32(self, path: &'static str) -> Result<i32, WireError> {
+        self.varint(path).map(|v| {
+            let v = v as u32;
+            ((v >> 1) as i32) ^ -((v & 1) as i32)
+        })
+    }
+
+    /// The elements in one occurrence of a repeated fixed64 or double field. Like prost, this takes
+    /// a packed run and a single element alike, whatever encoding the field is declared with.
+    pub fn packed_fixed64(self, path: &'static str) -> Result<Packed<'a>, WireError> {
+        match self {
+            Value::Fixed64(value) => Ok(Packed::single(value, path, true)),
+            Value::Bytes(run) => Ok(Packed::run(run, path, true)),
+            _ => Err(WireError { path, reason: "wrong wire type, expected fixed64 or a packed run" }),
+        }
+    }
+
+    /// The elements in one occurrence of a repeated varint field (uint64, int32, ...), packed or not.
+    pub fn packed_varint(self, path: &'static str) -> Result<Packed<'a>, WireError> {
+        match self {
+            Value::Varint(value) => Ok(Packed::single(value, path, false)),
+            Value::Bytes(run) => Ok(Packed::run(run, path, false)),
+            _ => Err(WireError { path, reason: "wrong wire type, expected varint or a packed run" }),
+        }
+    }
+}
+
+/// The elements of a repeated scalar field in one occurrence, as raw 64-bit values: the element of
+/// an unpacked field, or each element of a packed run. A run that ends inside an element is an error.
+pub struct Packed<'a> {
+    single: Option<u64>,
+    run: Fields<'a>,
+    fixed64: bool,
+}
+
+impl<'a> Packed<'a> {
+    fn single(value: u64, path: &'static str, fixed64: bool) -> Self {
+        Self { single: Some(value), run: Fields::new(&[], path), fixed64 }
+    }
+
+    fn run(run: &'a [u8], path: &'static str, fixed64: bool) -> Self {
+        Self { single: None, run: Fields::new(run, path), fixed64 }
+    }
+}
+
+impl Iterator for Packed<'_> {
+    type Item = Result<u64, WireError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if let Some(value) = self.single.take() {
+            return Some(Ok(value));
+        }
+        if self.run.pos >= self.run.buf.len() {
+            return None;
+        }
+        Some(if self.fixed64 {
+            Fields::take(&mut self.run, 8).map(|bytes| u64::from_le_bytes(bytes.try_into().unwrap_or([0; 8])))
+        } else {
+            self.run.varint()
+        })
+    }
 }
 
 /// The fields of one message, in wire order. Groups (a deprecated encoding no OTLP field uses) are
@@ -240,5 +312,37 @@ mod tests {
         assert_eq!(Value::Varint(1).bytes("Span.name"), Err(WireError { path: "Span.name", reason: "wrong wire type, expected length-delimited" }));
         assert_eq!(Value::Bytes(&[0xff]).string("Span.name").map_err(|e| e.to_string()), Err("Span.name: string is not valid UTF-8".into()));
         assert_eq!(Value::Varint(u64::MAX).int32("Span.kind"), Ok(-1));
+    }
+
+    #[test]
+    fn doubles_and_zigzag_integers() {
+        assert_eq!(Value::Fixed64(1.5f64.to_bits()).double("D"), Ok(1.5));
+        assert_eq!(Value::Fixed64((-2i64) as u64).sfixed64("I"), Ok(-2));
+        assert_eq!(Value::Varint(1).double("D"), Err(WireError { path: "D", reason: "wrong wire type, expected fixed64" }));
+        for (wire, value) in [(0, 0), (1, -1), (2, 1), (3, -2), (0xffff_fffe, i32::MAX), (0xffff_ffff, i32::MIN)] {
+            assert_eq!(Value::Varint(wire).sint32("S"), Ok(value), "{wire}");
+        }
+        // Bits past the 32nd are dropped, as prost drops them.
+        assert_eq!(Value::Varint(0x1_0000_0003).sint32("S"), Ok(-2));
+    }
+
+    #[test]
+    fn repeated_scalars_packed_or_one_per_field() {
+        let collect = |packed: Result<Packed<'_>, WireError>| packed.and_then(Iterator::collect::<Result<Vec<u64>, _>>);
+        let run: Vec<u8> = [1u64, u64::MAX].iter().flat_map(|v| v.to_le_bytes()).collect();
+        assert_eq!(collect(Value::Bytes(&run).packed_fixed64("F")), Ok(vec![1, u64::MAX]));
+        assert_eq!(collect(Value::Fixed64(7).packed_fixed64("F")), Ok(vec![7]));
+        assert_eq!(collect(Value::Bytes(&[]).packed_fixed64("F")), Ok(vec![]));
+        assert_eq!(collect(Value::Bytes(&run[..12]).packed_fixed64("F")), Err(WireError { path: "F", reason: "field runs past the end of its message" }));
+        assert_eq!(collect(Value::Varint(7).packed_fixed64("F")), Err(WireError { path: "F", reason: "wrong wire type, expected fixed64 or a packed run" }));
+
+        assert_eq!(collect(Value::Bytes(&[0x01, 0x96, 0x01, 0x00]).packed_varint("V")), Ok(vec![1, 150, 0]));
+        assert_eq!(collect(Value::Varint(9).packed_varint("V")), Ok(vec![9]));
+        assert_eq!(collect(Value::Bytes(&[0x01, 0x96]).packed_varint("V")), Err(WireError { path: "V", reason: "truncated varint" }));
+        assert_eq!(collect(Value::Fixed32(1).packed_varint("V")), Err(WireError { path: "V", reason: "wrong wire type, expected varint or a packed run" }));
+        // After an error the run ends rather than reading garbage.
+        let mut packed = Value::Bytes(&[0x80]).packed_varint("V").expect("a run");
+        assert!(matches!(packed.next(), Some(Err(_))));
+        assert!(packed.next().is_none());
     }
 }

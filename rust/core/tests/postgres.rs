@@ -53,7 +53,11 @@ fn exporter(dsn: &str, schema: &str, create_schema: bool) -> Exporter {
     exporter_with(serde_json::json!({"postgres": {"dsn": dsn, "schema": schema, "create_schema": create_schema}}))
 }
 
-fn exporter_with(config: serde_json::Value) -> Exporter {
+fn exporter_with(mut config: serde_json::Value) -> Exporter {
+    // Most test spans are from 2023: keep them past the default retention of 30 days.
+    if config.get("retention").is_none() {
+        config["retention"] = serde_json::json!({"raw": "87840h"});
+    }
     Exporter::new(Config::from_json(config.to_string().as_bytes()).expect("valid config")).expect("exporter")
 }
 
@@ -75,6 +79,16 @@ fn query(dsn: &str, sql: &str) -> Vec<Option<String>> {
         let (client, connection) = tokio_postgres::connect(dsn, tokio_postgres::NoTls).await.expect("connect");
         tokio::spawn(connection);
         client.query(sql, &[]).await.expect(sql).iter().map(|row| row.get::<_, Option<String>>(0)).collect()
+    })
+}
+
+/// Runs statements that return nothing, such as DDL, several at once.
+fn execute(dsn: &str, sql: &str) {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        let (client, connection) = tokio_postgres::connect(dsn, tokio_postgres::NoTls).await.expect("connect");
+        tokio::spawn(connection);
+        client.batch_execute(sql).await.expect(sql);
     })
 }
 
@@ -126,6 +140,11 @@ fn postgres_sink() {
     concurrent_exports_share_writes(dsn);
     a_retried_request_is_stored_once(dsn);
     rows_the_database_refuses_are_isolated(dsn);
+    partitions_are_made_ahead_and_dropped_after_retention(dsn);
+    an_unpartitioned_spans_table_is_upgraded_in_place(dsn);
+    span_statistics_agree_with_the_spans(dsn);
+    dependencies_are_found_across_requests(dsn);
+    logs_and_metrics_roll_up(dsn);
     match &cluster.dir {
         Some(dir) => tls_follows_sslmode_and_verifies_with_a_ca_file(dsn, dir),
         None => eprintln!("TLS scenario not run: OTELSTORE_TEST_PG_DSN names a server this test cannot configure"),
@@ -286,10 +305,10 @@ fn migrations_apply_once_for_concurrent_exporters(dsn: &str) {
         thread.join().expect("thread").expect("export");
     }
     assert_eq!(one(dsn, "SELECT count(*)::text FROM \"Concurrent_Schema\".spans"), "4");
-    assert_eq!(one(dsn, "SELECT string_agg(version::text || ':' || name, ',' ORDER BY version) FROM \"Concurrent_Schema\".otelstore_schema_migrations"), "1:spans,2:request_ids");
+    assert_eq!(one(dsn, "SELECT string_agg(version::text || ':' || name, ',' ORDER BY version) FROM \"Concurrent_Schema\".otelstore_schema_migrations"), "1:spans,2:request_ids,3:partitioned_spans,4:logs,5:metrics,6:rollups");
     // A restart re-applies nothing and keeps the data.
     exporter(dsn, "Concurrent_Schema", true).export(Signal::Traces, &request("c", vec![span(20)]), WAIT).expect("export after restart");
-    assert_eq!(one(dsn, "SELECT count(*)::text FROM \"Concurrent_Schema\".otelstore_schema_migrations"), "2");
+    assert_eq!(one(dsn, "SELECT count(*)::text FROM \"Concurrent_Schema\".otelstore_schema_migrations"), "6");
     assert_eq!(one(dsn, "SELECT count(*)::text FROM \"Concurrent_Schema\".spans"), "5");
 }
 
@@ -324,3 +343,187 @@ fn export_after_shutdown_is_refused(dsn: &str) {
     assert_eq!(error.kind(), ErrorKind::ShutDown);
     assert_eq!(one(dsn, "SELECT count(*)::text FROM shut.spans"), "1");
 }
+
+/// Unix nanoseconds `days` days from now.
+fn days_from_now(days: i64) -> u64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_nanos() as i64;
+    (now + days * 86_400_000_000_000) as u64
+}
+
+/// Polls `sql` until it returns `expected`, for up to 20 s (maintenance runs every second here).
+fn eventually(dsn: &str, sql: &str, expected: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = one(dsn, sql);
+        if got == expected {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{sql}: got {got:?}, expected {expected:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn span_at(id: u8, days: i64) -> Span {
+    let start = days_from_now(days);
+    Span { start_time_unix_nano: start, end_time_unix_nano: start + 1_000, ..span(id) }
+}
+
+fn partitions_are_made_ahead_and_dropped_after_retention(dsn: &str) {
+    let exporter = exporter_with(serde_json::json!({
+        "retention": {"raw": "720h"},
+        "postgres": {"dsn": dsn, "schema": "parts", "maintenance_interval": "1s"},
+    }));
+    exporter
+        .export(Signal::Traces, &request("p", vec![span_at(1, 0), span_at(2, -10), span_at(3, -40), span_at(4, 30)]), WAIT)
+        .expect("export");
+    let day = |offset: i64| one(dsn, &format!("SELECT to_char((now() + interval '{offset} days') AT TIME ZONE 'UTC', 'YYYYMMDD')"));
+    // Today's partitions and the next two days' exist before any data needs them.
+    for offset in [0, 1, 2] {
+        eventually(dsn, &format!("SELECT (to_regclass('parts.spans_p{}') IS NOT NULL)::text", day(offset)), "true");
+        eventually(dsn, &format!("SELECT (to_regclass('parts.logs_p{}') IS NOT NULL)::text", day(offset)), "true");
+    }
+    // The span from ten days ago gets a partition of its own; the one from 40 days ago is past
+    // the retention; the one 30 days ahead waits in the default partition.
+    eventually(dsn, "SELECT string_agg(name || '@' || tableoid::regclass::text, ',' ORDER BY name) FROM parts.spans",
+        &format!("op-1@parts.spans_p{},op-2@parts.spans_p{},op-4@parts.spans_default", day(0), day(-10)));
+    // An expired partition is dropped whole.
+    let old = day(-45);
+    execute(dsn, &format!("CREATE TABLE parts.spans_p{old} PARTITION OF parts.spans FOR VALUES FROM ('{old}') TO ('{old}'::date + 1)"));
+    eventually(dsn, &format!("SELECT (to_regclass('parts.spans_p{old}') IS NULL)::text"), "true");
+    assert_eq!(one(dsn, "SELECT count(*)::text FROM parts.spans"), "3");
+    // Hourly rollups are partitioned by week.
+    eventually(dsn, "SELECT (count(*) > 0)::text FROM pg_inherits WHERE inhparent = 'parts.span_stats_1h'::regclass", "true");
+    exporter.shutdown(Duration::from_secs(5)).expect("shutdown");
+}
+
+fn an_unpartitioned_spans_table_is_upgraded_in_place(dsn: &str) {
+    let root = repo_root();
+    for file in ["0001_spans.sql", "0002_request_ids.sql"] {
+        let sql = std::fs::read_to_string(root.join("schema/postgres").join(file)).expect("schema file");
+        execute(dsn, &format!("CREATE SCHEMA IF NOT EXISTS legacy; {}", sql.replace("{schema}", "legacy")));
+    }
+    execute(dsn, "CREATE TABLE legacy.otelstore_schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now());
+                INSERT INTO legacy.otelstore_schema_migrations (version, name) VALUES (1, 'spans'), (2, 'request_ids')");
+    // A span as the version-2 exporter stored it.
+    execute(dsn, "INSERT INTO legacy.spans VALUES ('\\x01', '\\x02', NULL, '', 0, 'op', 2, now(), 0, 1, 0, '', 'old',
+                  '{}', '', '', '', '{}', '', '{}', '[]', '[]', 0, 0, 0)");
+
+    let exporter = exporter(dsn, "legacy", true);
+    exporter.export(Signal::Traces, &request("new", vec![span_at(6, 0)]), WAIT).expect("export after the upgrade");
+    let today = one(dsn, "SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYYMMDD')");
+    eventually(dsn, "SELECT string_agg(service_name || '@' || tableoid::regclass::text, ',' ORDER BY service_name) FROM legacy.spans",
+        &format!("new@legacy.spans_p{today},old@legacy.spans_p{today}"));
+    assert_eq!(one(dsn, "SELECT max(version)::text FROM legacy.otelstore_schema_migrations"), "6");
+}
+
+fn span_statistics_agree_with_the_spans(dsn: &str) {
+    let exporter = exporter(dsn, "stats", true);
+    let mut spans: Vec<Span> = (0..60u8)
+        .map(|i| {
+            let mut s = span(i);
+            s.name = format!("op-{}", i % 3);
+            s.kind = 2;
+            s.end_time_unix_nano = s.start_time_unix_nano + 1_000_000 * (u64::from(i) + 1);
+            if i % 7 == 0 {
+                s.status = Some(opentelemetry_proto::tonic::trace::v1::Status { code: 2, ..Default::default() });
+            }
+            s
+        })
+        .collect();
+    let second = spans.split_off(25);
+    let first = request("stats-svc", spans);
+    exporter.export(Signal::Traces, &first, WAIT).expect("first");
+    exporter.export(Signal::Traces, &request("stats-svc", second), WAIT).expect("second");
+    assert_eq!(exporter.export(Signal::Traces, &first, WAIT).expect("retry").rows, 0);
+    let from_spans = one(
+        dsn,
+        "SELECT string_agg(concat_ws(':', name, n, e, s, mn, mx), ',' ORDER BY name) FROM (
+             SELECT name, count(*) n, count(*) FILTER (WHERE status_code = 2) e, sum(duration_ns) s, min(duration_ns) mn, max(duration_ns) mx
+             FROM stats.spans GROUP BY name) x",
+    );
+    let from_rollup = one(
+        dsn,
+        "SELECT string_agg(concat_ws(':', span_name, spans, errors, duration_sum_ns, duration_min_ns, duration_max_ns), ',' ORDER BY span_name)
+         FROM stats.span_stats_1h",
+    );
+    assert_eq!(from_rollup, from_spans);
+    // The p50 from the buckets is within 10 % of the exact median (op-0: 1, 4, 7, ... 58 ms).
+    let estimate: f64 = one(dsn, "SELECT stats.otelstore_duration_quantile(duration_buckets, 0.5)::text FROM stats.span_stats_1h WHERE span_name = 'op-0'").parse().expect("number");
+    let exact: f64 = one(dsn, "SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY duration_ns)::text FROM stats.spans WHERE name = 'op-0'").parse().expect("number");
+    assert!((estimate / exact - 1.0).abs() < 0.1, "p50 estimate {estimate} vs exact {exact}");
+}
+
+fn dependencies_are_found_across_requests(dsn: &str) {
+    let exporter = exporter_with(serde_json::json!({"postgres": {"dsn": dsn, "schema": "deps", "maintenance_interval": "1s"}}));
+    let trace = vec![7u8; 16];
+    let client = |id: u8| Span { trace_id: trace.clone(), span_id: vec![id; 8], kind: 3, ..span_at(id, 0) };
+    let server = |id: u8, parent: u8| Span { trace_id: trace.clone(), span_id: vec![id; 8], parent_span_id: vec![parent; 8], kind: 2, ..span_at(id, 0) };
+    // front -> back in one request; front -> db with the server span first, in another request.
+    exporter.export(Signal::Traces, &request("front", vec![client(1), client(2)]), WAIT).expect("front");
+    exporter.export(Signal::Traces, &request("back", vec![server(3, 1)]), WAIT).expect("back");
+    let mut failing = server(4, 2);
+    failing.status = Some(opentelemetry_proto::tonic::trace::v1::Status { code: 2, ..Default::default() });
+    exporter.export(Signal::Traces, &request("db", vec![failing]), WAIT).expect("db");
+    // A server span whose parent never arrives, and a call within one service, count nothing.
+    exporter.export(Signal::Traces, &request("back", vec![server(5, 99), client(6)]), WAIT).expect("orphan");
+    exporter.export(Signal::Traces, &request("same", vec![client(7)]), WAIT).expect("same-service caller");
+    exporter.export(Signal::Traces, &request("same", vec![server(8, 7)]), WAIT).expect("same-service callee");
+    eventually(dsn, "SELECT coalesce(string_agg(concat_ws(':', parent_service, child_service, calls, errors), ',' ORDER BY child_service), '') FROM deps.service_dependencies_1h",
+        "front:back:1:0,front:db:1:1");
+    eventually(dsn, "SELECT count(*)::text FROM deps.otelstore_pending_dependencies", "1");
+    exporter.shutdown(Duration::from_secs(5)).expect("shutdown");
+}
+
+fn logs_and_metrics_roll_up(dsn: &str) {
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+    use opentelemetry_proto::tonic::metrics::v1::{metric::Data, number_data_point, Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics};
+
+    let exporter = exporter(dsn, "rolled", true);
+    let resource = Some(Resource { attributes: vec![kv("service.name", Value::StringValue("r".into()))], ..Default::default() });
+    let now = days_from_now(0);
+    let records = (0..30u64).map(|i| LogRecord { time_unix_nano: now + i, severity_number: (i % 24 + 1) as i32, ..Default::default() }).collect();
+    let logs = ExportLogsServiceRequest { resource_logs: vec![ResourceLogs { resource: resource.clone(), scope_logs: vec![ScopeLogs { log_records: records, ..Default::default() }], ..Default::default() }] };
+    assert_eq!(exporter.export(Signal::Logs, &logs.encode_to_vec(), WAIT).expect("logs").rows, 30);
+    assert_eq!(
+        one(dsn, "SELECT error_logs::text FROM rolled.error_logs_1h"),
+        one(dsn, "SELECT count(*)::text FROM rolled.logs WHERE severity_number >= 17")
+    );
+
+    let gauge_point = |i: u64, value: f64| NumberDataPoint { time_unix_nano: now + i * 1_000_000_000, value: Some(number_data_point::Value::AsDouble(value)), ..Default::default() };
+    let histogram_point = |i: u64, counts: Vec<u64>| HistogramDataPoint {
+        time_unix_nano: now + i * 1_000_000_000,
+        count: counts.iter().sum(),
+        sum: Some(counts.iter().sum::<u64>() as f64),
+        bucket_counts: counts,
+        explicit_bounds: vec![10.0],
+        ..Default::default()
+    };
+    let metrics = |points: Vec<NumberDataPoint>, histogram: Vec<HistogramDataPoint>| ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: resource.clone(),
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![
+                    Metric { name: "g".into(), data: Some(Data::Gauge(Gauge { data_points: points })), ..Default::default() },
+                    Metric { name: "h".into(), data: Some(Data::Histogram(Histogram { data_points: histogram, aggregation_temporality: 1 })), ..Default::default() },
+                ],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec();
+    exporter.export(Signal::Metrics, &metrics(vec![gauge_point(0, 3.0), gauge_point(1, -2.0)], vec![histogram_point(0, vec![1, 2])]), WAIT).expect("metrics");
+    exporter.export(Signal::Metrics, &metrics(vec![gauge_point(2, 10.0)], vec![histogram_point(1, vec![0, 5])]), WAIT).expect("more metrics");
+    for table in ["metrics_rollup_5m", "metrics_rollup_1h"] {
+        let gauge = one(dsn, &format!("SELECT sum(points)::text || ':' || sum(sum) || ':' || min(min) || ':' || max(max) FROM rolled.{table} WHERE metric_name = 'g'"));
+        assert_eq!(gauge, one(dsn, "SELECT count(*)::text || ':' || sum(value_double) || ':' || min(value_double) || ':' || max(value_double) FROM rolled.metrics_gauge"), "{table}");
+        // Two delta histogram points in the same 5-minute bucket unless a boundary falls between them.
+        let histogram = one(dsn, &format!("SELECT sum(count)::text || ':' || sum(sum) FROM rolled.{table} WHERE metric_name = 'h'"));
+        assert_eq!(histogram, one(dsn, "SELECT sum(count)::text || ':' || sum(sum) FROM rolled.metrics_histogram"), "{table}");
+    }
+    let buckets = one(dsn, "SELECT bucket_counts::text FROM rolled.metrics_rollup_1h WHERE metric_name = 'h' ORDER BY bucket_start LIMIT 1");
+    assert!(buckets == "{1,7}" || buckets == "{1,2}", "{buckets}");
+}
+

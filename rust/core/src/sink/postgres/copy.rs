@@ -5,6 +5,10 @@ use std::ops::Range;
 
 use bytes::Bytes;
 
+/// Element type OIDs of the arrays written here, which PostgreSQL checks against the column's.
+const INT8_OID: u32 = 20;
+const FLOAT8_OID: u32 = 701;
+
 /// What every COPY starts with: the signature, no flags, no header extension.
 pub const HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
 /// What every COPY ends with: a field count of -1.
@@ -95,6 +99,26 @@ impl CopyRows {
         self.buf.extend_from_slice(&value.to_be_bytes());
     }
 
+    /// A float8 (double precision): its IEEE 754 bits, so NaN and infinities are kept.
+    pub fn float8(&mut self, value: f64) {
+        self.int8(value.to_bits() as i64);
+    }
+
+    pub fn bool(&mut self, value: bool) {
+        self.buf.extend_from_slice(&1i32.to_be_bytes());
+        self.buf.push(u8::from(value));
+    }
+
+    /// A one-dimensional bigint[] without NULLs.
+    pub fn int8_array(&mut self, values: impl ExactSizeIterator<Item = i64>) {
+        self.array(INT8_OID, values.len(), values.map(i64::to_be_bytes));
+    }
+
+    /// A one-dimensional double precision[] without NULLs.
+    pub fn float8_array(&mut self, values: impl ExactSizeIterator<Item = f64>) {
+        self.array(FLOAT8_OID, values.len(), values.map(|v| v.to_bits().to_be_bytes()));
+    }
+
     /// A timestamptz from Unix nanoseconds, truncated to PostgreSQL's microsecond precision.
     pub fn timestamptz_from_unix_nanos(&mut self, unix_nanos: i64) {
         self.int8(unix_nanos.div_euclid(1000) - POSTGRES_EPOCH_MICROS);
@@ -122,6 +146,26 @@ impl CopyRows {
         write(&mut self.buf);
         let len = self.buf.len() - at - 4;
         self.buf[at..at + 4].copy_from_slice(&field_len(len).to_be_bytes());
+    }
+
+    /// PostgreSQL's binary array (array_send): dimension count, has-NULL flag, element type, then
+    /// per dimension its length and lower bound, then each element with its length. An empty array
+    /// has no dimensions.
+    fn array(&mut self, element_oid: u32, len: usize, elements: impl Iterator<Item = [u8; 8]>) {
+        self.variable(|out| {
+            out.extend_from_slice(&i32::from(len > 0).to_be_bytes());
+            out.extend_from_slice(&0i32.to_be_bytes());
+            out.extend_from_slice(&element_oid.to_be_bytes());
+            if len > 0 {
+                out.extend_from_slice(&field_len(len).to_be_bytes());
+                out.extend_from_slice(&1i32.to_be_bytes());
+            }
+            out.reserve(len * 12);
+            for element in elements {
+                out.extend_from_slice(&8i32.to_be_bytes());
+                out.extend_from_slice(&element);
+            }
+        });
     }
 
     fn length_prefix(&mut self, len: usize) {
@@ -188,6 +232,41 @@ pub(crate) mod parse {
             rows.push(row);
         }
         rows
+    }
+
+    /// The elements of a one-dimensional binary array of 8-byte elements of type `element_oid`,
+    /// checking every header field.
+    fn array(field: &[u8], element_oid: u32) -> Vec<[u8; 8]> {
+        let int = |at: usize| i32::from_be_bytes(field[at..at + 4].try_into().expect("4 bytes"));
+        assert_eq!(int(4), 0, "has-NULL flag");
+        assert_eq!(int(8) as u32, element_oid, "element type");
+        match int(0) {
+            0 => {
+                assert_eq!(field.len(), 12, "an empty array is its header");
+                Vec::new()
+            }
+            1 => {
+                let len = usize::try_from(int(12)).expect("a dimension length");
+                assert_eq!(int(16), 1, "lower bound");
+                assert_eq!(field.len(), 20 + 12 * len, "array length");
+                (0..len)
+                    .map(|i| {
+                        let at = 20 + 12 * i;
+                        assert_eq!(int(at), 8, "element length");
+                        field[at + 4..at + 12].try_into().expect("8 bytes")
+                    })
+                    .collect()
+            }
+            ndim => panic!("{ndim} dimensions"),
+        }
+    }
+
+    pub fn int8_array(field: &[u8]) -> Vec<i64> {
+        array(field, super::INT8_OID).into_iter().map(i64::from_be_bytes).collect()
+    }
+
+    pub fn float8_array(field: &[u8]) -> Vec<f64> {
+        array(field, super::FLOAT8_OID).into_iter().map(f64::from_be_bytes).collect()
     }
 }
 
@@ -256,5 +335,33 @@ mod tests {
         rows.timestamptz_from_unix_nanos(0);
         let parsed = parse::rows(&rows.finish().data);
         assert_eq!(parsed[0][0], Some((-POSTGRES_EPOCH_MICROS).to_be_bytes().to_vec()));
+    }
+
+    #[test]
+    fn floats_bools_and_arrays() {
+        let mut rows = CopyRows::new(6, 0);
+        rows.start_row();
+        rows.float8(-1.5);
+        rows.bool(true);
+        rows.int8_array([1, -2, i64::MAX].into_iter());
+        rows.int8_array(std::iter::empty());
+        rows.float8_array([0.5, f64::INFINITY].into_iter());
+        rows.float8_array(std::iter::empty());
+        let parsed = parse::rows(&rows.finish().data);
+        let row = &parsed[0];
+        assert_eq!(row[0], Some((-1.5f64).to_be_bytes().to_vec()));
+        assert_eq!(row[1], Some(vec![1]));
+        // ndim 1, no NULLs, OID 20, 3 elements from index 1, then (length 8, value) each.
+        let mut expected = [1i32, 0, 20, 3, 1].iter().flat_map(|v| v.to_be_bytes()).collect::<Vec<u8>>();
+        for value in [1i64, -2, i64::MAX] {
+            expected.extend_from_slice(&8i32.to_be_bytes());
+            expected.extend_from_slice(&value.to_be_bytes());
+        }
+        assert_eq!(row[2].as_deref(), Some(&expected[..]));
+        assert_eq!(parse::int8_array(row[2].as_deref().expect("not null")), vec![1, -2, i64::MAX]);
+        // An empty array has no dimensions, only its element type.
+        assert_eq!(row[3], Some([0i32, 0, 20].iter().flat_map(|v| v.to_be_bytes()).collect()));
+        assert_eq!(parse::float8_array(row[4].as_deref().expect("not null")), vec![0.5, f64::INFINITY]);
+        assert_eq!(row[5], Some([0i32, 0, 701].iter().flat_map(|v| v.to_be_bytes()).collect()));
     }
 }

@@ -11,6 +11,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (3, "partitioned_spans", include_str!("../../../../../schema/postgres/0003_partitioned_spans.sql")),
     (4, "logs", include_str!("../../../../../schema/postgres/0004_logs.sql")),
     (5, "metrics", include_str!("../../../../../schema/postgres/0005_metrics.sql")),
+    (6, "rollups", include_str!("../../../../../schema/postgres/0006_rollups.sql")),
 ];
 
 /// Any fixed number works: all otelstore exporters take the same lock while they migrate.

@@ -1,8 +1,10 @@
 //! The `spans` table: one COPY row per OTLP span, written straight from the decoded request.
 
+use std::collections::HashMap;
 use std::ops::Range;
 
 use super::copy::CopyRows;
+use super::rollup::Rollups;
 use crate::json;
 use crate::wire::{Fields, WireError};
 
@@ -36,11 +38,22 @@ pub const COLUMNS: &[&str] = &[
 ];
 
 /// PostgreSQL refuses a field over 1 GB; a row that large could only fail the whole COPY.
-const MAX_ROW_BYTES: usize = 1 << 30;
+pub(crate) const MAX_ROW_BYTES: usize = 1 << 30;
+
+/// Columns of `otelstore_pending_dependencies`: a server or consumer span whose parent is not in
+/// its request.
+pub const PENDING_DEPENDENCY_COLUMNS: &[&str] = &["trace_id", "parent_span_id", "child_service", "child_start_time", "child_error"];
+
+/// OTLP span kinds that call another service, and those that serve a call.
+const CALLER_KINDS: [i16; 2] = [3, 4];
+const CALLEE_KINDS: [i16; 2] = [2, 5];
+const STATUS_ERROR: i16 = 2;
 
 /// The rows of one request, and the spans that could not become rows.
 pub struct EncodedSpans {
     pub rows: CopyRows,
+    pub pending_dependencies: CopyRows,
+    pub rollups: Rollups,
     pub rejected: u64,
     pub first_rejection: Option<String>,
 }
@@ -57,22 +70,54 @@ pub fn encode(otlp: &[u8]) -> Result<EncodedSpans, WireError> {
         first_rejection: None,
         resource_json: Vec::new(),
         scope_json: Vec::new(),
+        rollups: Rollups::default(),
+        callers: HashMap::new(),
+        callees: Vec::new(),
     };
     for entry in Fields::new(otlp, "ExportTraceServiceRequest") {
         if let (1, value) = entry? {
             encoder.resource_spans(value.bytes("ExportTraceServiceRequest.resource_spans")?)?;
         }
     }
-    Ok(EncodedSpans { rows: encoder.rows, rejected: encoder.rejected, first_rejection: encoder.first_rejection })
+    let pending_dependencies = encoder.dependencies();
+    Ok(EncodedSpans {
+        rows: encoder.rows,
+        pending_dependencies,
+        rollups: encoder.rollups,
+        rejected: encoder.rejected,
+        first_rejection: encoder.first_rejection,
+    })
 }
 
-struct Encoder {
+/// The values of a written span that the rollups take.
+#[derive(Clone, Copy)]
+struct SpanValues {
+    start_nanos: i64,
+    duration_ns: i64,
+    kind: i16,
+    status_code: i16,
+}
+
+/// A server or consumer span, waiting to be matched with its parent.
+struct Callee<'a> {
+    trace_id: &'a [u8],
+    parent_span_id: &'a [u8],
+    service_name: &'a str,
+    start_nanos: i64,
+    error: bool,
+}
+
+struct Encoder<'a> {
     rows: CopyRows,
     rejected: u64,
     first_rejection: Option<String>,
     // Resource and scope JSON is built once per group and copied into each of its spans' rows.
     resource_json: Vec<u8>,
     scope_json: Vec<u8>,
+    rollups: Rollups,
+    /// Client and producer spans of the request by (trace id, span id): their service.
+    callers: HashMap<(&'a [u8], &'a [u8]), &'a str>,
+    callees: Vec<Callee<'a>>,
 }
 
 /// What the spans of one resource and scope share.
@@ -84,8 +129,8 @@ struct Group<'a> {
     scope_schema_url: &'a str,
 }
 
-impl Encoder {
-    fn resource_spans(&mut self, message: &[u8]) -> Result<(), WireError> {
+impl<'a> Encoder<'a> {
+    fn resource_spans(&mut self, message: &'a [u8]) -> Result<(), WireError> {
         let mut resource: &[u8] = &[];
         let mut schema_url = "";
         for entry in Fields::new(message, "ResourceSpans") {
@@ -106,7 +151,7 @@ impl Encoder {
         Ok(())
     }
 
-    fn scope_spans(&mut self, message: &[u8], service_name: &str, resource_schema_url: &str) -> Result<(), WireError> {
+    fn scope_spans(&mut self, message: &'a [u8], service_name: &'a str, resource_schema_url: &str) -> Result<(), WireError> {
         let mut scope: &[u8] = &[];
         let mut scope_schema_url = "";
         for entry in Fields::new(message, "ScopeSpans") {
@@ -131,20 +176,59 @@ impl Encoder {
             if let (2, v) = entry? {
                 let span = v.bytes("ScopeSpans.spans")?;
                 let fields = SpanFields::read(span)?;
-                if let Err(reason) = self.row(&group, span, &fields)? {
-                    self.rejected += 1;
-                    self.first_rejection.get_or_insert_with(|| {
-                        format!("span {} of trace {}: {reason}", hex(fields.span_id), hex(fields.trace_id))
-                    });
+                match self.row(&group, span, &fields)? {
+                    Ok(values) => self.summarize(service_name, &fields, &values),
+                    Err(reason) => {
+                        self.rejected += 1;
+                        self.first_rejection.get_or_insert_with(|| {
+                            format!("span {} of trace {}: {reason}", hex(fields.span_id), hex(fields.trace_id))
+                        });
+                    }
                 }
             }
         }
         Ok(())
     }
 
-    /// Writes one row. The outer error is a malformed request; the inner one a span whose values
-    /// do not fit the table, of which nothing is written.
-    fn row(&mut self, group: &Group<'_>, span: &[u8], fields: &SpanFields<'_>) -> Result<Result<(), String>, WireError> {
+    /// Adds a written span to the rollups, and remembers what service dependencies need of it.
+    fn summarize(&mut self, service_name: &'a str, fields: &SpanFields<'a>, values: &SpanValues) {
+        let SpanValues { start_nanos, duration_ns, kind, status_code } = *values;
+        let error = status_code == STATUS_ERROR;
+        self.rollups.span(service_name, fields.name, kind, start_nanos, duration_ns, error);
+        if CALLER_KINDS.contains(&kind) {
+            self.callers.insert((fields.trace_id, fields.span_id), service_name);
+        } else if CALLEE_KINDS.contains(&kind) && !fields.parent_span_id.is_empty() {
+            self.callees.push(Callee { trace_id: fields.trace_id, parent_span_id: fields.parent_span_id, service_name, start_nanos, error });
+        }
+    }
+
+    /// Counts the dependencies whose caller is in this request; the rows returned are callees whose
+    /// parent is not, for the maintenance to look up once it has arrived.
+    fn dependencies(&mut self) -> CopyRows {
+        let mut pending = CopyRows::new(PENDING_DEPENDENCY_COLUMNS.len() as i16, 0);
+        for callee in &self.callees {
+            match self.callers.get(&(callee.trace_id, callee.parent_span_id)) {
+                Some(caller) if *caller != callee.service_name => {
+                    self.rollups.dependency(caller, callee.service_name, callee.start_nanos, callee.error);
+                }
+                Some(_) => {}
+                None => {
+                    pending.start_row();
+                    pending.bytea(callee.trace_id);
+                    pending.bytea(callee.parent_span_id);
+                    pending.text(callee.service_name);
+                    pending.timestamptz_from_unix_nanos(callee.start_nanos);
+                    pending.bool(callee.error);
+                }
+            }
+        }
+        pending
+    }
+
+    /// Writes one row, and returns the values the rollups take from it. The outer error is a
+    /// malformed request; the inner one a span whose values do not fit the table, of which nothing
+    /// is written.
+    fn row(&mut self, group: &Group<'_>, span: &[u8], fields: &SpanFields<'_>) -> Result<Result<SpanValues, String>, WireError> {
         let (start_nanos, end_nanos, kind, status_code) = match fields.column_values() {
             Ok(values) => values,
             Err(reason) => return Ok(Err(reason)),
@@ -194,7 +278,7 @@ impl Encoder {
             rows.discard_row(row);
             return Ok(Err(format!("its row of {row_len} bytes exceeds PostgreSQL's 1 GB field limit")));
         }
-        Ok(Ok(()))
+        Ok(Ok(SpanValues { start_nanos, duration_ns: end_nanos - start_nanos, kind, status_code }))
     }
 }
 
@@ -279,7 +363,7 @@ fn cover(range: &mut Range<usize>, field: Range<usize>) {
 
 /// `service.name` from the resource; the last one wins, as it does in the jsonb column. A value
 /// that is not a string is no name.
-fn service_name(resource: &[u8]) -> Result<&str, WireError> {
+pub(crate) fn service_name(resource: &[u8]) -> Result<&str, WireError> {
     let mut name = "";
     for entry in Fields::new(resource, "Resource") {
         let (1, attribute) = entry? else { continue };
@@ -307,16 +391,16 @@ fn service_name(resource: &[u8]) -> Result<&str, WireError> {
     Ok(name)
 }
 
-fn unix_nanos(field: &str, value: u64) -> Result<i64, String> {
+pub(crate) fn unix_nanos(field: &str, value: u64) -> Result<i64, String> {
     i64::try_from(value).map_err(|_| format!("{field} {value} is after 2262-04-11, the last instant a bigint of nanoseconds holds"))
 }
 
-fn small_int(field: &str, value: i32) -> Result<i16, String> {
+pub(crate) fn small_int(field: &str, value: i32) -> Result<i16, String> {
     i16::try_from(value).map_err(|_| format!("{field} {value} is not a valid OTLP value"))
 }
 
 /// Dropped counts above 2^31-1 cannot mean anything but "very many".
-fn saturating_count(count: u32) -> i32 {
+pub(crate) fn saturating_count(count: u32) -> i32 {
     i32::try_from(count).unwrap_or(i32::MAX)
 }
 

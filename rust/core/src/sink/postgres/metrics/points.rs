@@ -1,0 +1,517 @@
+//! Data points to rows: one function per point type reads the point, checks that its values fit
+//! the table, and writes its row.
+
+use std::ops::Range;
+
+use super::super::copy::{CopyRows, RowStart};
+use super::super::rollup::{ExponentialBuckets, HistogramPoint, MetricType, Rollups, Series};
+use super::super::spans::{small_int, unix_nanos, MAX_ROW_BYTES};
+use super::{EncodedMetrics, Metric, EXPONENTIAL_HISTOGRAM_COLUMNS, GAUGE_COLUMNS, HISTOGRAM_COLUMNS, SUMMARY_COLUMNS, SUM_COLUMNS};
+use crate::json;
+use crate::wire::{Fields, Value, WireError};
+
+/// How a Sum, Histogram or ExponentialHistogram aggregates its points; the defaults are OTLP's.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Aggregation {
+    pub temporality: i32,
+    pub is_monotonic: bool,
+}
+
+/// The rows of every table so far, and the points left out.
+pub(super) struct Points {
+    gauge: CopyRows,
+    sum: CopyRows,
+    histogram: CopyRows,
+    exponential_histogram: CopyRows,
+    summary: CopyRows,
+    rejections: Rejections,
+    scratch: Scratch,
+    rollups: Rollups,
+}
+
+/// The repeated numbers of the point at hand, kept from point to point so their memory is reused.
+#[derive(Default)]
+struct Scratch {
+    bucket_counts: Vec<u64>,
+    explicit_bounds: Vec<f64>,
+    positive_bucket_counts: Vec<u64>,
+    negative_bucket_counts: Vec<u64>,
+    quantiles: Vec<f64>,
+    quantile_values: Vec<f64>,
+    /// The point's attributes as jsonb text: written into its row and keyed on in the rollups.
+    attributes_json: Vec<u8>,
+}
+
+#[derive(Default)]
+struct Rejections {
+    count: u64,
+    first: Option<String>,
+}
+
+enum NumberValue {
+    Double(f64),
+    Int(i64),
+}
+
+impl Points {
+    pub fn new() -> Self {
+        // Rows are far larger than the points they come from (each repeats its resource, scope and
+        // metric), and how a request divides among the tables is unknown, so buffers grow as needed.
+        let table = |columns: &[&str]| CopyRows::new(columns.len() as i16, 0);
+        Self {
+            gauge: table(GAUGE_COLUMNS),
+            sum: table(SUM_COLUMNS),
+            histogram: table(HISTOGRAM_COLUMNS),
+            exponential_histogram: table(EXPONENTIAL_HISTOGRAM_COLUMNS),
+            summary: table(SUMMARY_COLUMNS),
+            rejections: Rejections::default(),
+            scratch: Scratch::default(),
+            rollups: Rollups::default(),
+        }
+    }
+
+    pub fn finish(self) -> EncodedMetrics {
+        EncodedMetrics {
+            gauge: self.gauge,
+            sum: self.sum,
+            histogram: self.histogram,
+            exponential_histogram: self.exponential_histogram,
+            summary: self.summary,
+            rollups: self.rollups,
+            rejected: self.rejections.count,
+            first_rejection: self.rejections.first,
+        }
+    }
+
+    /// A NumberDataPoint of a gauge, or of a sum when `sum` is given.
+    pub fn number(&mut self, metric: &Metric<'_>, sum: Option<Aggregation>, point: &[u8]) -> Result<(), WireError> {
+        // A oneof: the last variant on the wire wins; with neither, both value columns are NULL.
+        let mut value = None;
+        let header = Header::read(point, &NUMBER, |number, v| {
+            match number {
+                4 => value = Some(NumberValue::Double(v.double("NumberDataPoint.as_double")?)),
+                6 => value = Some(NumberValue::Int(v.sfixed64("NumberDataPoint.as_int")?)),
+                _ => {}
+            }
+            Ok(())
+        })?;
+        let kind = if sum.is_some() { "sum" } else { "gauge" };
+        let checked = header.times().and_then(|times| {
+            let sum_columns = sum.map(|s| Ok::<_, String>((small_int("aggregation_temporality", s.temporality)?, s.is_monotonic)));
+            Ok((times, sum_columns.transpose()?))
+        });
+        let Some((times, sum_columns)) = self.rejections.keep(metric, kind, checked) else { return Ok(()) };
+
+        let rows = if sum.is_some() { &mut self.sum } else { &mut self.gauge };
+        let attributes_json = header.attributes_json(&mut self.scratch.attributes_json)?;
+        let row = header.write(rows, metric, times, attributes_json)?;
+        match value {
+            Some(NumberValue::Double(double)) => {
+                rows.float8(double);
+                rows.null();
+            }
+            Some(NumberValue::Int(int)) => {
+                rows.null();
+                rows.int8(int);
+            }
+            None => {
+                rows.null();
+                rows.null();
+            }
+        }
+        if let Some((temporality, is_monotonic)) = sum_columns {
+            rows.int2(temporality);
+            rows.bool(is_monotonic);
+        }
+        if self.rejections.end_row(rows, row, metric, kind) {
+            let number = match value {
+                Some(NumberValue::Double(double)) => Some(double),
+                Some(NumberValue::Int(int)) => Some(int as f64),
+                None => None,
+            };
+            if let Some(number) = number {
+                let (metric_type, temporality) = match sum_columns {
+                    Some((temporality, _)) => (MetricType::Sum, temporality),
+                    None => (MetricType::Gauge, 0),
+                };
+                self.rollups.number_point(&series(metric, metric_type, temporality, attributes_json), times.1, number);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn histogram(&mut self, metric: &Metric<'_>, temporality: i32, point: &[u8]) -> Result<(), WireError> {
+        let Scratch { bucket_counts, explicit_bounds, attributes_json, .. } = &mut self.scratch;
+        bucket_counts.clear();
+        explicit_bounds.clear();
+        let (mut count, mut sum, mut min, mut max) = (0, None, None, None);
+        let header = Header::read(point, &HISTOGRAM, |number, v| {
+            match number {
+                4 => count = v.fixed64("HistogramDataPoint.count")?,
+                5 => sum = Some(v.double("HistogramDataPoint.sum")?),
+                6 => {
+                    for bucket_count in v.packed_fixed64("HistogramDataPoint.bucket_counts")? {
+                        bucket_counts.push(bucket_count?);
+                    }
+                }
+                7 => {
+                    for bound in v.packed_fixed64("HistogramDataPoint.explicit_bounds")? {
+                        explicit_bounds.push(f64::from_bits(bound?));
+                    }
+                }
+                11 => min = Some(v.double("HistogramDataPoint.min")?),
+                12 => max = Some(v.double("HistogramDataPoint.max")?),
+                _ => {}
+            }
+            Ok(())
+        })?;
+        let checked = header.times().and_then(|times| {
+            counts_fit("bucket_counts", bucket_counts)?;
+            Ok((times, bigint("count", count)?, small_int("aggregation_temporality", temporality)?))
+        });
+        let Some((times, count, temporality)) = self.rejections.keep(metric, "histogram", checked) else { return Ok(()) };
+
+        let rows = &mut self.histogram;
+        let attributes_json = header.attributes_json(attributes_json)?;
+        let row = header.write(rows, metric, times, attributes_json)?;
+        rows.int8(count);
+        float8_or_null(rows, sum);
+        float8_or_null(rows, min);
+        float8_or_null(rows, max);
+        write_counts(rows, bucket_counts);
+        rows.float8_array(explicit_bounds.iter().copied());
+        rows.int2(temporality);
+        if self.rejections.end_row(rows, row, metric, "histogram") {
+            let point = HistogramPoint { count, sum, min, max, bucket_counts, explicit_bounds, exponential: None };
+            self.rollups.histogram_point(&series(metric, MetricType::Histogram, temporality, attributes_json), times.1, &point);
+        }
+        Ok(())
+    }
+
+    pub fn exponential_histogram(&mut self, metric: &Metric<'_>, temporality: i32, point: &[u8]) -> Result<(), WireError> {
+        let Scratch { positive_bucket_counts, negative_bucket_counts, attributes_json, .. } = &mut self.scratch;
+        positive_bucket_counts.clear();
+        negative_bucket_counts.clear();
+        let (mut count, mut sum, mut min, mut max) = (0, None, None, None);
+        let (mut scale, mut zero_count, mut zero_threshold, mut positive_offset, mut negative_offset) = (0, 0, 0.0, 0, 0);
+        let header = Header::read(point, &EXPONENTIAL_HISTOGRAM, |number, v| {
+            match number {
+                4 => count = v.fixed64("ExponentialHistogramDataPoint.count")?,
+                5 => sum = Some(v.double("ExponentialHistogramDataPoint.sum")?),
+                6 => scale = v.sint32("ExponentialHistogramDataPoint.scale")?,
+                7 => zero_count = v.fixed64("ExponentialHistogramDataPoint.zero_count")?,
+                8 => read_buckets(v.bytes("ExponentialHistogramDataPoint.positive")?, &mut positive_offset, positive_bucket_counts)?,
+                9 => read_buckets(v.bytes("ExponentialHistogramDataPoint.negative")?, &mut negative_offset, negative_bucket_counts)?,
+                12 => min = Some(v.double("ExponentialHistogramDataPoint.min")?),
+                13 => max = Some(v.double("ExponentialHistogramDataPoint.max")?),
+                14 => zero_threshold = v.double("ExponentialHistogramDataPoint.zero_threshold")?,
+                _ => {}
+            }
+            Ok(())
+        })?;
+        let checked = header.times().and_then(|times| {
+            counts_fit("positive.bucket_counts", positive_bucket_counts)?;
+            counts_fit("negative.bucket_counts", negative_bucket_counts)?;
+            let counts = (bigint("count", count)?, bigint("zero_count", zero_count)?);
+            Ok((times, counts, small_int("aggregation_temporality", temporality)?))
+        });
+        let Some((times, (count, zero_count), temporality)) = self.rejections.keep(metric, "exponential histogram", checked) else {
+            return Ok(());
+        };
+
+        let rows = &mut self.exponential_histogram;
+        let attributes_json = header.attributes_json(attributes_json)?;
+        let row = header.write(rows, metric, times, attributes_json)?;
+        rows.int8(count);
+        float8_or_null(rows, sum);
+        float8_or_null(rows, min);
+        float8_or_null(rows, max);
+        rows.int4(scale);
+        rows.int8(zero_count);
+        rows.float8(zero_threshold);
+        rows.int4(positive_offset);
+        write_counts(rows, positive_bucket_counts);
+        rows.int4(negative_offset);
+        write_counts(rows, negative_bucket_counts);
+        rows.int2(temporality);
+        if self.rejections.end_row(rows, row, metric, "exponential histogram") {
+            let buckets = ExponentialBuckets {
+                scale,
+                zero_count,
+                positive_offset,
+                positive: positive_bucket_counts,
+                negative_offset,
+                negative: negative_bucket_counts,
+            };
+            let point = HistogramPoint { count, sum, min, max, bucket_counts: &[], explicit_bounds: &[], exponential: Some(buckets) };
+            self.rollups.histogram_point(&series(metric, MetricType::ExponentialHistogram, temporality, attributes_json), times.1, &point);
+        }
+        Ok(())
+    }
+
+    pub fn summary(&mut self, metric: &Metric<'_>, point: &[u8]) -> Result<(), WireError> {
+        let Scratch { quantiles, quantile_values, attributes_json, .. } = &mut self.scratch;
+        quantiles.clear();
+        quantile_values.clear();
+        let (mut count, mut sum) = (0, 0.0);
+        let header = Header::read(point, &SUMMARY, |number, v| {
+            match number {
+                4 => count = v.fixed64("SummaryDataPoint.count")?,
+                5 => sum = v.double("SummaryDataPoint.sum")?,
+                6 => {
+                    let (mut quantile, mut value) = (0.0, 0.0);
+                    for entry in Fields::new(v.bytes("SummaryDataPoint.quantile_values")?, "ValueAtQuantile") {
+                        match entry? {
+                            (1, v) => quantile = v.double("ValueAtQuantile.quantile")?,
+                            (2, v) => value = v.double("ValueAtQuantile.value")?,
+                            _ => {}
+                        }
+                    }
+                    quantiles.push(quantile);
+                    quantile_values.push(value);
+                }
+                _ => {}
+            }
+            Ok(())
+        })?;
+        let checked = header.times().and_then(|times| Ok((times, bigint("count", count)?)));
+        let Some((times, count)) = self.rejections.keep(metric, "summary", checked) else { return Ok(()) };
+
+        let rows = &mut self.summary;
+        let attributes_json = header.attributes_json(attributes_json)?;
+        let row = header.write(rows, metric, times, attributes_json)?;
+        rows.int8(count);
+        rows.float8(sum);
+        rows.float8_array(quantiles.iter().copied());
+        rows.float8_array(quantile_values.iter().copied());
+        // Summaries have no rollup: their quantiles cannot be merged.
+        self.rejections.end_row(rows, row, metric, "summary");
+        Ok(())
+    }
+}
+
+/// Where a point type keeps the fields that every point has.
+struct Layout {
+    message: &'static str,
+    start_time_unix_nano: &'static str,
+    time_unix_nano: &'static str,
+    flags: (u32, &'static str),
+    attributes: (u32, &'static str),
+    /// SummaryDataPoint has none.
+    exemplars: Option<(u32, &'static str)>,
+}
+
+const NUMBER: Layout = Layout {
+    message: "NumberDataPoint",
+    start_time_unix_nano: "NumberDataPoint.start_time_unix_nano",
+    time_unix_nano: "NumberDataPoint.time_unix_nano",
+    flags: (8, "NumberDataPoint.flags"),
+    attributes: (7, "NumberDataPoint.attributes"),
+    exemplars: Some((5, "NumberDataPoint.exemplars")),
+};
+
+const HISTOGRAM: Layout = Layout {
+    message: "HistogramDataPoint",
+    start_time_unix_nano: "HistogramDataPoint.start_time_unix_nano",
+    time_unix_nano: "HistogramDataPoint.time_unix_nano",
+    flags: (10, "HistogramDataPoint.flags"),
+    attributes: (9, "HistogramDataPoint.attributes"),
+    exemplars: Some((8, "HistogramDataPoint.exemplars")),
+};
+
+const EXPONENTIAL_HISTOGRAM: Layout = Layout {
+    message: "ExponentialHistogramDataPoint",
+    start_time_unix_nano: "ExponentialHistogramDataPoint.start_time_unix_nano",
+    time_unix_nano: "ExponentialHistogramDataPoint.time_unix_nano",
+    flags: (10, "ExponentialHistogramDataPoint.flags"),
+    attributes: (1, "ExponentialHistogramDataPoint.attributes"),
+    exemplars: Some((11, "ExponentialHistogramDataPoint.exemplars")),
+};
+
+const SUMMARY: Layout = Layout {
+    message: "SummaryDataPoint",
+    start_time_unix_nano: "SummaryDataPoint.start_time_unix_nano",
+    time_unix_nano: "SummaryDataPoint.time_unix_nano",
+    flags: (8, "SummaryDataPoint.flags"),
+    attributes: (7, "SummaryDataPoint.attributes"),
+    exemplars: None,
+};
+
+/// The fields every point has, read from one point.
+struct Header<'a> {
+    start_time_unix_nano: u64,
+    time_unix_nano: u64,
+    flags: u32,
+    attributes: Repeated<'a>,
+    exemplars: Repeated<'a>,
+}
+
+/// A repeated message field of a point: the point's bytes from the field's first occurrence to its
+/// last. Other fields may lie between, so readers pick out `field` with `Fields`.
+struct Repeated<'a> {
+    bytes: &'a [u8],
+    field: u32,
+    path: &'static str,
+}
+
+impl<'a> Header<'a> {
+    /// Reads `point`, passing each field that is not a header field to `other`. Attributes and
+    /// exemplars are only located here, and read when their columns are written.
+    fn read(point: &'a [u8], layout: &Layout, mut other: impl FnMut(u32, Value<'a>) -> Result<(), WireError>) -> Result<Self, WireError> {
+        let (mut start_time_unix_nano, mut time_unix_nano, mut flags) = (0, 0, 0);
+        let (mut attributes, mut exemplars) = (0..0, 0..0);
+        // Field number 0 never occurs, so a point type without exemplars finds none.
+        let (exemplars_field, exemplars_path) = layout.exemplars.unwrap_or((0, ""));
+        let mut reader = Fields::new(point, layout.message);
+        loop {
+            let start = reader.offset();
+            let Some(entry) = reader.next() else { break };
+            let field = start..reader.offset();
+            match entry? {
+                (2, v) => start_time_unix_nano = v.fixed64(layout.start_time_unix_nano)?,
+                (3, v) => time_unix_nano = v.fixed64(layout.time_unix_nano)?,
+                (number, v) if number == layout.flags.0 => flags = v.uint32(layout.flags.1)?,
+                (number, _) if number == layout.attributes.0 => cover(&mut attributes, field),
+                (number, _) if number == exemplars_field => cover(&mut exemplars, field),
+                (number, v) => other(number, v)?,
+            }
+        }
+        Ok(Header {
+            start_time_unix_nano,
+            time_unix_nano,
+            flags,
+            attributes: Repeated { bytes: &point[attributes], field: layout.attributes.0, path: layout.attributes.1 },
+            exemplars: Repeated { bytes: &point[exemplars], field: exemplars_field, path: exemplars_path },
+        })
+    }
+
+    /// Start and time nanoseconds as their bigint columns take them, or why they don't fit.
+    fn times(&self) -> Result<(i64, i64), String> {
+        Ok((unix_nanos("start_time_unix_nano", self.start_time_unix_nano)?, unix_nanos("time_unix_nano", self.time_unix_nano)?))
+    }
+
+    /// The point's attributes as jsonb text, written into `buffer`.
+    fn attributes_json<'b>(&self, buffer: &'b mut Vec<u8>) -> Result<&'b [u8], WireError> {
+        let Repeated { bytes, field, path } = self.attributes;
+        buffer.clear();
+        json::write_attributes(buffer, bytes, field, path)?;
+        Ok(buffer)
+    }
+
+    /// Starts the point's row with the columns every point table begins with.
+    fn write(&self, rows: &mut CopyRows, metric: &Metric<'_>, (start, time): (i64, i64), attributes_json: &[u8]) -> Result<RowStart, WireError> {
+        let row = rows.start_row();
+        rows.text(metric.name);
+        rows.text(metric.description);
+        rows.text(metric.unit);
+        rows.jsonb(copy(metric.metadata_json))?;
+        rows.text(metric.group.service_name);
+        rows.jsonb(copy(metric.resource_json))?;
+        rows.text(metric.group.resource_schema_url);
+        rows.text(metric.group.scope_name);
+        rows.text(metric.group.scope_version);
+        rows.jsonb(copy(metric.scope_json))?;
+        rows.text(metric.group.scope_schema_url);
+        rows.jsonb(copy(attributes_json))?;
+        rows.int8(start);
+        rows.timestamptz_from_unix_nanos(time);
+        rows.int8(time);
+        // uint32 flags keep their bit pattern in a signed integer column.
+        rows.int4(self.flags as i32);
+        let Repeated { bytes, field, path } = self.exemplars;
+        rows.jsonb(|out| json::write_exemplars(out, bytes, field, path))?;
+        Ok(row)
+    }
+}
+
+impl Rejections {
+    /// The checked values of a point, or `None` when one does not fit and the point is rejected.
+    fn keep<T>(&mut self, metric: &Metric<'_>, kind: &str, checked: Result<T, String>) -> Option<T> {
+        checked.map_err(|reason| self.add(metric, kind, reason)).ok()
+    }
+
+    /// Ends a row; one over PostgreSQL's field limit is taken back and its point rejected.
+    /// Returns whether the row was kept.
+    fn end_row(&mut self, rows: &mut CopyRows, row: RowStart, metric: &Metric<'_>, kind: &str) -> bool {
+        let len = rows.row_len(row);
+        if len > MAX_ROW_BYTES {
+            rows.discard_row(row);
+            self.add(metric, kind, format!("its row of {len} bytes exceeds PostgreSQL's 1 GB field limit"));
+            return false;
+        }
+        true
+    }
+
+    fn add(&mut self, metric: &Metric<'_>, kind: &str, reason: String) {
+        self.count += 1;
+        self.first.get_or_insert_with(|| format!("{kind} point of metric {:?}: {reason}", metric.name));
+    }
+}
+
+/// Reads one occurrence of an exponential histogram's `positive` or `negative` buckets. Further
+/// occurrences merge as prost merges them: the last offset wins and the counts are appended.
+/// The series a point of `metric` belongs to, for the rollups.
+fn series<'a>(metric: &'a Metric<'a>, metric_type: MetricType, temporality: i16, attributes_json: &'a [u8]) -> Series<'a> {
+    Series {
+        metric_name: metric.name,
+        metric_type,
+        temporality,
+        service_name: metric.group.service_name,
+        resource_json: metric.resource_json,
+        scope_name: metric.group.scope_name,
+        scope_version: metric.group.scope_version,
+        attributes_json,
+    }
+}
+
+fn read_buckets(buckets: &[u8], offset: &mut i32, counts: &mut Vec<u64>) -> Result<(), WireError> {
+    for entry in Fields::new(buckets, "Buckets") {
+        match entry? {
+            (1, v) => *offset = v.sint32("Buckets.offset")?,
+            (2, v) => {
+                for count in v.packed_varint("Buckets.bucket_counts")? {
+                    counts.push(count?);
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Grows `range` to take in `field`; an empty range is replaced.
+fn cover(range: &mut Range<usize>, field: Range<usize>) {
+    *range = if range.start == range.end { field } else { range.start..field.end };
+}
+
+/// OTLP counts are uint64; one above a bigint's range is refused rather than wrapped.
+fn bigint(field: &str, value: u64) -> Result<i64, String> {
+    i64::try_from(value).map_err(|_| format!("{field} {value} exceeds {}, the largest bigint", i64::MAX))
+}
+
+fn counts_fit(field: &str, counts: &[u64]) -> Result<(), String> {
+    match counts.iter().position(|&count| i64::try_from(count).is_err()) {
+        Some(at) => Err(format!("{field}[{at}] {} exceeds {}, the largest bigint", counts[at], i64::MAX)),
+        None => Ok(()),
+    }
+}
+
+/// Counts that [`counts_fit`] accepted, as a bigint[].
+fn write_counts(rows: &mut CopyRows, counts: &[u64]) {
+    rows.int8_array(counts.iter().map(|&count| count as i64));
+}
+
+/// A jsonb column of JSON prepared once for many rows.
+fn copy(json: &[u8]) -> impl FnOnce(&mut Vec<u8>) -> Result<(), WireError> + '_ {
+    move |out| {
+        out.extend_from_slice(json);
+        Ok(())
+    }
+}
+
+fn float8_or_null(rows: &mut CopyRows, value: Option<f64>) {
+    match value {
+        Some(value) => rows.float8(value),
+        None => rows.null(),
+    }
+}
