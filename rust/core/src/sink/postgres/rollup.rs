@@ -10,10 +10,10 @@
 //! committed, and the request-id dedupe keeps retries from counting twice. The one job left is
 //! service dependencies whose parent span arrived in another request (see partitions.rs).
 //!
-//! Keys are kept in ordered maps so that every transaction upserts in the same order: concurrent
-//! writers then wait for each other instead of deadlocking.
+//! Every transaction upserts its keys in the same (sorted) order: concurrent writers then wait for
+//! each other instead of deadlocking.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
 use tokio_postgres::Transaction;
@@ -79,7 +79,9 @@ pub struct ExponentialBuckets<'a> {
 
 #[derive(Default)]
 pub struct Rollups {
-    span_stats: BTreeMap<(String, String, i16, i64), SpanStats>,
+    /// Keyed by a hash of (service, span name, kind, hour), so that a span of a known key costs
+    /// no allocation; the key itself is kept in the value.
+    span_stats: HashMap<u64, SpanStats>,
     dependencies: BTreeMap<(String, String, i64), Calls>,
     error_logs: BTreeMap<(String, i64), u64>,
     metrics_5m: BTreeMap<(u64, i64), MetricRollup>,
@@ -88,6 +90,7 @@ pub struct Rollups {
 
 #[derive(Clone)]
 struct SpanStats {
+    key: (String, String, i16, i64),
     spans: u64,
     errors: u64,
     duration_sum_ns: i64,
@@ -143,9 +146,17 @@ impl Rollups {
     }
 
     pub fn span(&mut self, service_name: &str, span_name: &str, kind: i16, start_nanos: i64, duration_ns: i64, error: bool) {
-        let key = (service_name.to_owned(), span_name.to_owned(), kind, bucket(start_nanos, HOUR_NS));
+        let hour = bucket(start_nanos, HOUR_NS);
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        for part in [service_name.as_bytes(), span_name.as_bytes()] {
+            hasher.update(&(part.len() as u64).to_le_bytes());
+            hasher.update(part);
+        }
+        hasher.update(&kind.to_le_bytes());
+        hasher.update(&hour.to_le_bytes());
         let duration = duration_ns.max(0);
-        let stats = self.span_stats.entry(key).or_insert_with(|| SpanStats {
+        let stats = self.span_stats.entry(hasher.digest()).or_insert_with(|| SpanStats {
+            key: (service_name.to_owned(), span_name.to_owned(), kind, hour),
             spans: 0,
             errors: 0,
             duration_sum_ns: 0,
@@ -253,7 +264,7 @@ impl Rollups {
                     mine.buckets = add_counts(&mine.buckets, 0, &stats.buckets, 0).1;
                 }
                 None => {
-                    self.span_stats.insert(key.clone(), stats.clone());
+                    self.span_stats.insert(*key, stats.clone());
                 }
             }
         }
@@ -280,7 +291,10 @@ impl Rollups {
     /// Upserts every rollup into its table, in the transaction that writes the raw rows.
     pub async fn upsert(&self, tx: &Transaction<'_>, quoted_schema: &str) -> Result<(), Error> {
         if !self.span_stats.is_empty() {
-            let rows = json_rows(self.span_stats.iter(), |out, ((service, name, kind, bucket), s)| {
+            let mut stats: Vec<&SpanStats> = self.span_stats.values().collect();
+            stats.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+            let rows = json_rows(stats.into_iter(), |out, s| {
+                let (service, name, kind, bucket) = &s.key;
                 field_str(out, "service_name", service);
                 field_str(out, "span_name", name);
                 field_num(out, "span_kind", i64::from(*kind));
