@@ -28,19 +28,29 @@ type CoreConfig struct {
 	MemoryLimitMiB int            `mapstructure:"memory_limit_mib" json:"memory_limit_mib"`
 	MaxBatchRows   int            `mapstructure:"max_batch_rows" json:"max_batch_rows"`
 	WriteTimeout   Duration       `mapstructure:"write_timeout" json:"write_timeout"`
+	Retention      Retention      `mapstructure:"retention" json:"retention"`
 	Postgres       PostgresConfig `mapstructure:"postgres" json:"postgres"`
+}
+
+// Retention mirrors the Rust core's Retention: how long each kind of data is kept.
+type Retention struct {
+	// Raw is for spans, logs and metric points as received.
+	Raw      Duration `mapstructure:"raw" json:"raw"`
+	Rollup5m Duration `mapstructure:"rollup_5m" json:"rollup_5m"`
+	Rollup1h Duration `mapstructure:"rollup_1h" json:"rollup_1h"`
 }
 
 // PostgresConfig mirrors the Rust core's PostgresConfig.
 type PostgresConfig struct {
 	// DSN is a libpq-style connection string. It usually holds a password, so it is redacted
 	// wherever the collector prints its configuration.
-	DSN            configopaque.String `mapstructure:"dsn" json:"dsn"`
-	Schema         string              `mapstructure:"schema" json:"schema"`
-	CreateSchema   bool                `mapstructure:"create_schema" json:"create_schema"`
-	PoolSize       int                 `mapstructure:"pool_size" json:"pool_size"`
-	ConnectTimeout Duration            `mapstructure:"connect_timeout" json:"connect_timeout"`
-	CAFile         string              `mapstructure:"ca_file" json:"ca_file"`
+	DSN                 configopaque.String `mapstructure:"dsn" json:"dsn"`
+	Schema              string              `mapstructure:"schema" json:"schema"`
+	CreateSchema        bool                `mapstructure:"create_schema" json:"create_schema"`
+	PoolSize            int                 `mapstructure:"pool_size" json:"pool_size"`
+	ConnectTimeout      Duration            `mapstructure:"connect_timeout" json:"connect_timeout"`
+	CAFile              string              `mapstructure:"ca_file" json:"ca_file"`
+	MaintenanceInterval Duration            `mapstructure:"maintenance_interval" json:"maintenance_interval"`
 }
 
 // Duration is a time.Duration written as a Go duration string ("10s", "1m30s", "500ms") both in the

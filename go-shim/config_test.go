@@ -35,13 +35,19 @@ func defaultCore(dsn configopaque.String) CoreConfig {
 		MemoryLimitMiB: 256,
 		MaxBatchRows:   20000,
 		WriteTimeout:   Duration(30 * time.Second),
+		Retention: Retention{
+			Raw:      Duration(720 * time.Hour),
+			Rollup5m: Duration(2160 * time.Hour),
+			Rollup1h: Duration(8760 * time.Hour),
+		},
 		Postgres: PostgresConfig{
-			DSN:            dsn,
-			Schema:         "otel",
-			CreateSchema:   true,
-			PoolSize:       4,
-			ConnectTimeout: Duration(10 * time.Second),
-			CAFile:         "",
+			DSN:                 dsn,
+			Schema:              "otel",
+			CreateSchema:        true,
+			PoolSize:            4,
+			ConnectTimeout:      Duration(10 * time.Second),
+			CAFile:              "",
+			MaintenanceInterval: Duration(time.Minute),
 		},
 	}
 }
@@ -60,13 +66,19 @@ func TestLoadConfig(t *testing.T) {
 		MemoryLimitMiB: 64,
 		MaxBatchRows:   1000,
 		WriteTimeout:   Duration(45 * time.Second),
+		Retention: Retention{
+			Raw:      Duration(168 * time.Hour),
+			Rollup5m: Duration(720 * time.Hour),
+			Rollup1h: Duration(17520 * time.Hour),
+		},
 		Postgres: PostgresConfig{
-			DSN:            "postgres://otel:secret@db.example:5432/otel?sslmode=require",
-			Schema:         "telemetry",
-			CreateSchema:   false,
-			PoolSize:       16,
-			ConnectTimeout: Duration(90 * time.Second),
-			CAFile:         "testdata/ca.pem",
+			DSN:                 "postgres://otel:secret@db.example:5432/otel?sslmode=require",
+			Schema:              "telemetry",
+			CreateSchema:        false,
+			PoolSize:            16,
+			ConnectTimeout:      Duration(90 * time.Second),
+			CAFile:              "testdata/ca.pem",
+			MaintenanceInterval: Duration(5 * time.Minute),
 		},
 	}, cfg.CoreConfig)
 	assert.Equal(t, 7*time.Second, cfg.TimeoutConfig.Timeout)
@@ -84,6 +96,11 @@ func TestLoadConfigErrorsNameTheField(t *testing.T) {
 	require.ErrorContains(t, err, "write_timeout")
 	require.ErrorContains(t, err, `invalid duration "half a minute"`)
 
+	_, err = loadConfig(t, "bad_retention")
+	require.ErrorContains(t, err, "retention")
+	require.ErrorContains(t, err, "raw")
+	require.ErrorContains(t, err, `invalid duration "a month"`)
+
 	_, err = loadConfig(t, "unknown_key")
 	require.ErrorContains(t, err, "poolsize")
 }
@@ -99,6 +116,10 @@ func TestMarshalRedactsDSNAndWritesGoDurations(t *testing.T) {
 	assert.Equal(t, "45s", conf.Get("write_timeout"))
 	assert.Equal(t, "accepted", conf.Get("acknowledge"))
 	assert.Equal(t, "testdata/ca.pem", conf.Get("postgres::ca_file"))
+	assert.Equal(t, "5m0s", conf.Get("postgres::maintenance_interval"))
+	assert.Equal(t, "168h0m0s", conf.Get("retention::raw"))
+	assert.Equal(t, "720h0m0s", conf.Get("retention::rollup_5m"))
+	assert.Equal(t, "17520h0m0s", conf.Get("retention::rollup_1h"))
 
 	// What the collector prints can be read back, apart from the redacted secret.
 	again := NewFactory().CreateDefaultConfig().(*Config)
@@ -120,30 +141,52 @@ func TestCoreJSONCarriesExactlyTheCoreKeys(t *testing.T) {
 		"memory_limit_mib": float64(64),
 		"max_batch_rows":   float64(1000),
 		"write_timeout":    "45s",
+		"retention": map[string]any{
+			"raw":       "168h0m0s",
+			"rollup_5m": "720h0m0s",
+			"rollup_1h": "17520h0m0s",
+		},
 		"postgres": map[string]any{
-			"dsn":             "postgres://otel:secret@db.example:5432/otel?sslmode=require",
-			"schema":          "telemetry",
-			"create_schema":   false,
-			"pool_size":       float64(16),
-			"connect_timeout": "1m30s",
-			"ca_file":         "testdata/ca.pem",
+			"dsn":                  "postgres://otel:secret@db.example:5432/otel?sslmode=require",
+			"schema":               "telemetry",
+			"create_schema":        false,
+			"pool_size":            float64(16),
+			"connect_timeout":      "1m30s",
+			"ca_file":              "testdata/ca.pem",
+			"maintenance_interval": "5m0s",
 		},
 	}, doc)
 }
 
 // Go must mirror every key of the core: one the core added and Go lacks would silently keep its
-// default, whatever the user wrote.
+// default, whatever the user wrote. The core writes durations its own way ("1m" where Go writes
+// "1m0s"), so only the keys are compared here; TestDefaultConfigComesFromTheCore compares the values.
 func TestGoMirrorsEveryCoreKey(t *testing.T) {
 	defaults, err := coreDefaults()
 	require.NoError(t, err)
-	var want map[string]any
-	require.NoError(t, json.Unmarshal(defaults, &want))
-
 	configJSON, err := NewFactory().CreateDefaultConfig().(*Config).coreJSON()
 	require.NoError(t, err)
-	var got map[string]any
-	require.NoError(t, json.Unmarshal(configJSON, &got))
-	assert.Equal(t, want, got)
+	assert.ElementsMatch(t, keyPaths(t, defaults), keyPaths(t, configJSON))
+}
+
+// keyPaths are the leaves of a JSON object as dotted paths ("postgres.dsn").
+func keyPaths(t *testing.T, document []byte) []string {
+	t.Helper()
+	var object map[string]any
+	require.NoError(t, json.Unmarshal(document, &object))
+	var paths []string
+	var walk func(prefix string, object map[string]any)
+	walk = func(prefix string, object map[string]any) {
+		for key, value := range object {
+			if inner, ok := value.(map[string]any); ok {
+				walk(prefix+key+".", inner)
+			} else {
+				paths = append(paths, prefix+key)
+			}
+		}
+	}
+	walk("", object)
+	return paths
 }
 
 func TestValidate(t *testing.T) {
@@ -230,7 +273,22 @@ func TestValidate(t *testing.T) {
 		{
 			name:   "write timeout above 10m",
 			modify: func(c *Config) { c.WriteTimeout = Duration(11 * time.Minute) },
-			want:   "write_timeout: must be more than 0s and at most 10m, got 660s",
+			want:   "write_timeout: must be more than 0s and at most 10m, got 11m",
+		},
+		{
+			name:   "raw retention under a day",
+			modify: func(c *Config) { c.Retention.Raw = Duration(12 * time.Hour) },
+			want:   "retention.raw: must be between 24h and 87840h (about 10 years), got 12h",
+		},
+		{
+			name:   "negative raw retention",
+			modify: func(c *Config) { c.Retention.Raw = Duration(-24 * time.Hour) },
+			want:   `retention.raw: invalid duration "-24h0m0s"`,
+		},
+		{
+			name:   "maintenance interval over an hour",
+			modify: func(c *Config) { c.Postgres.MaintenanceInterval = Duration(2 * time.Hour) },
+			want:   "postgres.maintenance_interval: must be between 1s and 1h, got 2h",
 		},
 	}
 	for _, tt := range tests {

@@ -95,12 +95,34 @@ func coreNew(configJSON []byte) (uint64, error) {
 	return uint64(handle), nil
 }
 
-// coreExportTraces writes one ExportTraceServiceRequest; it returns once the data is committed, or
-// with the core's last error when timeout (0: none) runs out first.
-func coreExportTraces(handle uint64, otlp []byte, timeout time.Duration) error {
+// signal is an OtelstoreSignal: which OTLP export request a coreExport call carries.
+type signal uint32
+
+const (
+	signalTraces  signal = C.OTELSTORE_SIGNAL_TRACES
+	signalLogs    signal = C.OTELSTORE_SIGNAL_LOGS
+	signalMetrics signal = C.OTELSTORE_SIGNAL_METRICS
+)
+
+func (s signal) String() string {
+	switch s {
+	case signalTraces:
+		return "traces"
+	case signalLogs:
+		return "logs"
+	case signalMetrics:
+		return "metrics"
+	}
+	return fmt.Sprintf("signal %d", uint32(s))
+}
+
+// coreExport writes one OTLP export request of the signal (an ExportTraceServiceRequest,
+// ExportLogsServiceRequest or ExportMetricsServiceRequest); it returns once the data is committed,
+// or with the core's last error when timeout (0: none) runs out first.
+func coreExport(handle uint64, sig signal, otlp []byte, timeout time.Duration) error {
 	var message *C.char
 	data, size := bytesArg(otlp)
-	return result(status(C.otelstore_exporter_export(C.uint64_t(handle), C.OTELSTORE_SIGNAL_TRACES, data, size, C.uint64_t(timeout.Milliseconds()), &message)), message)
+	return result(status(C.otelstore_exporter_export(C.uint64_t(handle), C.uint32_t(sig), data, size, C.uint64_t(timeout.Milliseconds()), &message)), message)
 }
 
 // coreDrain returns the core's telemetry since the previous call, as JSON (see telemetry.go).

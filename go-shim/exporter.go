@@ -9,6 +9,8 @@ import (
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/consumer/consumererror"
 	"go.opentelemetry.io/collector/exporter"
+	"go.opentelemetry.io/collector/pdata/plog"
+	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.uber.org/zap"
 )
@@ -19,8 +21,10 @@ const defaultShutdownTimeout = 30 * time.Second
 // drainInterval is how often the core's telemetry is read (see telemetry.go).
 const drainInterval = time.Second
 
-// tracesExporter owns one core exporter handle between Start and Shutdown.
-type tracesExporter struct {
+// coreExporter owns one core exporter handle between Start and Shutdown. The factory makes one for
+// each signal exporter it creates, as upstream database exporters (clickhouseexporter) open one
+// client per signal: the traces, logs and metrics exporters of one configuration do not share it.
+type coreExporter struct {
 	config    *Config
 	telemetry *telemetry
 	handle    uint64
@@ -29,15 +33,15 @@ type tracesExporter struct {
 	drainDone chan struct{}
 }
 
-func newTracesExporter(cfg *Config, set exporter.Settings) (*tracesExporter, error) {
+func newCoreExporter(cfg *Config, set exporter.Settings) (*coreExporter, error) {
 	tel, err := newTelemetry(set)
 	if err != nil {
 		return nil, err
 	}
-	return &tracesExporter{config: cfg, telemetry: tel}, nil
+	return &coreExporter{config: cfg, telemetry: tel}, nil
 }
 
-func (e *tracesExporter) start(_ context.Context, host component.Host) error {
+func (e *coreExporter) start(_ context.Context, host component.Host) error {
 	configJSON, err := e.config.coreJSON()
 	if err != nil {
 		return err
@@ -54,7 +58,7 @@ func (e *tracesExporter) start(_ context.Context, host component.Host) error {
 }
 
 // drainEvery reads the core's telemetry every interval until shutdown closes stopDrain.
-func (e *tracesExporter) drainEvery(interval time.Duration) {
+func (e *coreExporter) drainEvery(interval time.Duration) {
 	defer close(e.drainDone)
 	ticker := time.NewTicker(interval)
 	defer ticker.Stop()
@@ -68,7 +72,7 @@ func (e *tracesExporter) drainEvery(interval time.Duration) {
 	}
 }
 
-func (e *tracesExporter) drain(reportStatus bool) {
+func (e *coreExporter) drain(reportStatus bool) {
 	document, err := coreDrain(e.handle)
 	if err != nil {
 		e.telemetry.logger.Warn("reading the otelstore core's telemetry failed", zap.Error(err))
@@ -77,16 +81,40 @@ func (e *tracesExporter) drain(reportStatus bool) {
 	e.telemetry.record(document, reportStatus)
 }
 
-func (e *tracesExporter) pushTraces(ctx context.Context, td ptrace.Traces) error {
-	// An empty request would cost a round trip to the core for nothing to write.
+// The push functions hand the core the request as OTLP protobuf (TracesData, LogsData and
+// MetricsData encode exactly like the matching Export*ServiceRequest), in one call per request. An
+// empty request would cost a round trip to the core for nothing to write.
+
+func (e *coreExporter) pushTraces(ctx context.Context, td ptrace.Traces) error {
 	if td.SpanCount() == 0 {
 		return nil
 	}
 	otlp, err := (&ptrace.ProtoMarshaler{}).MarshalTraces(td)
-	if err != nil {
-		return consumererror.NewPermanent(fmt.Errorf("encoding traces as OTLP protobuf: %w", err))
+	return e.export(ctx, signalTraces, otlp, err)
+}
+
+func (e *coreExporter) pushLogs(ctx context.Context, ld plog.Logs) error {
+	if ld.LogRecordCount() == 0 {
+		return nil
 	}
-	return exportError(coreExportTraces(e.handle, otlp, exportTimeout(ctx)))
+	otlp, err := (&plog.ProtoMarshaler{}).MarshalLogs(ld)
+	return e.export(ctx, signalLogs, otlp, err)
+}
+
+func (e *coreExporter) pushMetrics(ctx context.Context, md pmetric.Metrics) error {
+	if md.DataPointCount() == 0 {
+		return nil
+	}
+	otlp, err := (&pmetric.ProtoMarshaler{}).MarshalMetrics(md)
+	return e.export(ctx, signalMetrics, otlp, err)
+}
+
+// export sends what a push function marshaled (or fails with its marshaling error) to the core.
+func (e *coreExporter) export(ctx context.Context, sig signal, otlp []byte, marshalErr error) error {
+	if marshalErr != nil {
+		return consumererror.NewPermanent(fmt.Errorf("encoding %s as OTLP protobuf: %w", sig, marshalErr))
+	}
+	return exportError(coreExport(e.handle, sig, otlp, exportTimeout(ctx)))
 }
 
 // exportError tells exporterhelper which failures to retry: only those the core calls retryable
@@ -99,7 +127,7 @@ func exportError(err error) error {
 	return consumererror.NewPermanent(err)
 }
 
-func (e *tracesExporter) shutdown(ctx context.Context) error {
+func (e *coreExporter) shutdown(ctx context.Context) error {
 	if !e.open {
 		return nil
 	}

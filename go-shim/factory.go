@@ -15,14 +15,17 @@ import (
 
 var componentType = component.MustNewType("otelstore")
 
-const tracesStability = component.StabilityLevelAlpha
+// stability is that of every signal: the three take the same path through this package and the core.
+const stability = component.StabilityLevelAlpha
 
 // NewFactory returns the factory of the otelstore exporter.
 func NewFactory() exporter.Factory {
 	return exporter.NewFactory(
 		componentType,
 		createDefaultConfig,
-		exporter.WithTraces(createTraces, tracesStability),
+		exporter.WithTraces(createTraces, stability),
+		exporter.WithLogs(createLogs, stability),
+		exporter.WithMetrics(createMetrics, stability),
 	)
 }
 
@@ -41,18 +44,47 @@ func createDefaultConfig() component.Config {
 	}
 }
 
+// Each signal exporter gets a core exporter of its own (see coreExporter), wrapped by exporterhelper
+// with the same options.
+
 func createTraces(ctx context.Context, set exporter.Settings, cfg component.Config) (exporter.Traces, error) {
-	c := cfg.(*Config)
-	exp, err := newTracesExporter(c, set)
+	exp, options, err := newSignalExporter(cfg, set)
 	if err != nil {
 		return nil, err
 	}
-	return exporterhelper.NewTraces(ctx, set, cfg, exp.pushTraces,
+	return exporterhelper.NewTraces(ctx, set, cfg, exp.pushTraces, options...)
+}
+
+func createLogs(ctx context.Context, set exporter.Settings, cfg component.Config) (exporter.Logs, error) {
+	exp, options, err := newSignalExporter(cfg, set)
+	if err != nil {
+		return nil, err
+	}
+	return exporterhelper.NewLogs(ctx, set, cfg, exp.pushLogs, options...)
+}
+
+func createMetrics(ctx context.Context, set exporter.Settings, cfg component.Config) (exporter.Metrics, error) {
+	exp, options, err := newSignalExporter(cfg, set)
+	if err != nil {
+		return nil, err
+	}
+	return exporterhelper.NewMetrics(ctx, set, cfg, exp.pushMetrics, options...)
+}
+
+// newSignalExporter is the core exporter of one signal exporter and the exporterhelper options that
+// run it: timeout, queue and retries from the configuration, the core's start and shutdown.
+func newSignalExporter(cfg component.Config, set exporter.Settings) (*coreExporter, []exporterhelper.Option, error) {
+	c := cfg.(*Config)
+	exp, err := newCoreExporter(c, set)
+	if err != nil {
+		return nil, nil, err
+	}
+	return exp, []exporterhelper.Option{
 		exporterhelper.WithTimeout(c.TimeoutConfig),
 		exporterhelper.WithRetry(c.BackOffConfig),
 		exporterhelper.WithQueue(c.QueueConfig),
 		exporterhelper.WithStart(exp.start),
 		exporterhelper.WithShutdown(exp.shutdown),
 		exporterhelper.WithCapabilities(consumer.Capabilities{MutatesData: false}),
-	)
+	}, nil
 }

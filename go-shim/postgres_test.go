@@ -12,6 +12,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/config/configopaque"
 )
@@ -41,19 +42,42 @@ func psql(t *testing.T, dsn, query string) string {
 	return strings.TrimSpace(string(out))
 }
 
+// TestExportCommitsToPostgres runs the three signal exporters of one configuration together, as a
+// collector with a traces, a logs and a metrics pipeline does, and finds each request's rows.
 func TestExportCommitsToPostgres(t *testing.T) {
 	dsn := startPostgres(t)
 	service := fmt.Sprintf("go-shim-test-%d", time.Now().UnixNano())
-	td := oneSpan()
-	td.ResourceSpans().At(0).Resource().Attributes().PutStr("service.name", service)
-
-	exp := synchronousExporter(t, func(cfg *Config) {
+	cfg := synchronousConfig(func(cfg *Config) {
 		cfg.Postgres.DSN = configopaque.String(dsn)
 		cfg.Postgres.ConnectTimeout = Duration(10 * time.Second)
 	})
-	require.NoError(t, exp.Start(context.Background(), componenttest.NewNopHost()))
-	require.NoError(t, exp.ConsumeTraces(context.Background(), td))
-	require.NoError(t, exp.Shutdown(context.Background()))
+	// The tables each signal's request writes one row to.
+	tables := map[signal][]string{
+		signalTraces:  {"spans"},
+		signalLogs:    {"logs"},
+		signalMetrics: {"metrics_gauge", "metrics_sum", "metrics_histogram", "metrics_exponential_histogram", "metrics_summary"},
+	}
 
-	assert.Equal(t, "1", psql(t, dsn, fmt.Sprintf("SELECT count(*) FROM otel.spans WHERE service_name = '%s'", service)))
+	exporters := make(map[signal]component.Component, len(allSignals))
+	sends := make(map[signal]func(context.Context, string) error, len(allSignals))
+	for _, sig := range allSignals {
+		exporters[sig], sends[sig] = signalExporter(t, sig, cfg)
+		require.NoError(t, exporters[sig].Start(context.Background(), componenttest.NewNopHost()))
+		t.Cleanup(func() { assert.NoError(t, exporters[sig].Shutdown(context.Background())) })
+	}
+	// At once, into a database whose schema the first write may still have to create.
+	errs := make(map[signal]chan error, len(allSignals))
+	for _, sig := range allSignals {
+		errs[sig] = make(chan error, 1)
+		go func() { errs[sig] <- sends[sig](context.Background(), service) }()
+	}
+	for _, sig := range allSignals {
+		t.Run(sig.String(), func(t *testing.T) {
+			// With acknowledge: committed, a request that returned is in the database.
+			require.NoError(t, <-errs[sig])
+			for _, table := range tables[sig] {
+				assert.Equal(t, "1", psql(t, dsn, fmt.Sprintf("SELECT count(*) FROM otel.%s WHERE service_name = '%s'", table, service)), table)
+			}
+		})
+	}
 }

@@ -19,6 +19,7 @@ import (
 	"go.opentelemetry.io/collector/config/configopaque"
 	"go.opentelemetry.io/collector/exporter"
 	"go.opentelemetry.io/collector/exporter/exportertest"
+	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
@@ -159,14 +160,19 @@ func (o *observed) allLogText() string {
 	return b.String()
 }
 
+// manySpans are n spans of service that ended now: the core deletes rows older than
+// retention.raw, such as those of spans without a time.
 func manySpans(n int, service string) ptrace.Traces {
 	td := ptrace.NewTraces()
 	rs := td.ResourceSpans().AppendEmpty()
 	rs.Resource().Attributes().PutStr("service.name", service)
 	spans := rs.ScopeSpans().AppendEmpty().Spans()
+	now := time.Now()
 	for i := range n {
 		span := spans.AppendEmpty()
 		span.SetName("op")
+		span.SetStartTimestamp(pcommon.NewTimestampFromTime(now.Add(-time.Millisecond)))
+		span.SetEndTimestamp(pcommon.NewTimestampFromTime(now))
 		span.SetTraceID([16]byte{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, byte(i >> 8), byte(i)})
 		span.SetSpanID([8]byte{1, 2, 3, 4, 5, 6, byte(i >> 8), byte(i)})
 	}
