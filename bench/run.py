@@ -76,7 +76,16 @@ COPY_TIMEOUT = 3600
 # The one server setting we change, for both our run and the ceiling: each row's commit time becomes
 # readable with pg_xact_commit_timestamp(xmin), which gives the end-to-end lag of every span without
 # adding a column to the schema. It costs a few bytes per transaction.
-PG_CHANGED = {"track_commit_timestamp": "on"}
+# Every statement's duration goes to the server log, to split the database's time among COPY,
+# rollup upserts and the rest (a few lines per 20k-row transaction: no measurable cost).
+PG_CHANGED = {"track_commit_timestamp": "on", "log_min_duration_statement": "0"}
+SERVER_LOG = RUN_DIR / "pgrun/server.log"
+STATEMENT_KINDS = [
+    ("COPY", re.compile(r"^COPY ")),
+    ("rollup upserts", re.compile(r"INSERT INTO \S+\.(span_stats_1h|error_logs_1h|service_dependencies_1h|metrics_rollup_\w+) ")),
+    ("request ids", re.compile(r"otelstore_batches")),
+    ("COMMIT", re.compile(r"^COMMIT")),
+]
 PG_SHOWN = [
     "shared_buffers", "effective_cache_size", "work_mem", "maintenance_work_mem", "wal_level",
     "wal_buffers", "max_wal_size", "checkpoint_timeout", "synchronous_commit", "fsync",
@@ -568,6 +577,27 @@ def stored_rows(pg: Postgres, schema: str, timeout: float = 30) -> int:
     return result[0]
 
 
+def statement_time(since: int) -> dict[str, float]:
+    """Seconds of statement time per kind, from the server log's duration lines after byte `since`."""
+    totals: dict[str, float] = {}
+    line_re = re.compile(r"duration: ([0-9.]+) ms  (?:statement|execute [^:]*|bind [^:]*|parse [^:]*): (.*)")
+    with open(SERVER_LOG, "rb") as f:
+        f.seek(since)
+        for raw in f:
+            m = line_re.search(raw.decode("utf-8", "replace"))
+            if not m:
+                continue
+            kind = next((k for k, pattern in STATEMENT_KINDS if pattern.search(m.group(2))), "other")
+            totals[kind] = totals.get(kind, 0.0) + float(m.group(1)) / 1000
+    return totals
+
+
+def describe_db_time(totals: dict[str, float]) -> str:
+    whole = sum(totals.values()) or 1.0
+    parts = sorted(totals.items(), key=lambda kv: -kv[1])
+    return f"{whole:.1f} s: " + ", ".join(f"{k} {100 * v / whole:.1f} %" for k, v in parts)
+
+
 def run_shape(shape: str, load: dict, pg: Postgres, stack: ExitStack) -> dict:
     schema = f"bench_{shape}"
     grpc_port, health_port, metrics_port = free_ports(3)
@@ -582,6 +612,7 @@ def run_shape(shape: str, load: dict, pg: Postgres, stack: ExitStack) -> dict:
 
     pg.conn.execute("CHECKPOINT")  # every run starts with no dirty buffers from the one before
     col_cpu0, pg_cpu0, wal0 = cpu_seconds(col.proc.pid), pg.cpu(), pg.wal_lsn()
+    log_offset = SERVER_LOG.stat().st_size
     procs0 = process_cpu()
     t_go = time.time()
     sender.go()
@@ -624,6 +655,7 @@ def run_shape(shape: str, load: dict, pg: Postgres, stack: ExitStack) -> dict:
         time.sleep(POLL_INTERVAL)
     time.sleep(0.5)  # let the last backends' CPU time settle
     col_cpu1, pg_cpu1, wal1 = cpu_seconds(col.proc.pid), pg.cpu(), pg.wal_lsn()
+    db_time = statement_time(log_offset)
     t_end, procs1 = time.time(), process_cpu()
     other_share, other_top = others(procs0, procs1, {os.getpid(), col.proc.pid, sender.proc.pid, pg.postmaster()}, t_end - t_go)
     peak_rss = status_kib(col.proc.pid, "VmHWM")
@@ -656,11 +688,14 @@ def run_shape(shape: str, load: dict, pg: Postgres, stack: ExitStack) -> dict:
     requests_stored, rows_per_request = pg.rows(
         f'SELECT count(*), avg(rows)::float8 FROM "{schema}".otelstore_batches'
     )[0]
-    heap, indexes = pg.rows(f"SELECT pg_relation_size('{table}'), pg_indexes_size('{table}')")[0]
+    # spans is partitioned by day: its size is that of its partitions.
+    heap, indexes = pg.rows(
+        f"SELECT sum(pg_relation_size(relid))::bigint, sum(pg_indexes_size(relid))::bigint FROM pg_partition_tree('{table}') WHERE isleaf"
+    )[0]
     # Did autovacuum work on the table while it was filling? Its CPU is in PostgreSQL's.
     autovacuums, autoanalyzes = pg.rows(
-        "SELECT autovacuum_count, autoanalyze_count FROM pg_stat_user_tables WHERE schemaname = %s AND relname = 'spans'",
-        (schema,),
+        f"SELECT coalesce(sum(autovacuum_count), 0), coalesce(sum(autoanalyze_count), 0) FROM pg_stat_user_tables"
+        f" WHERE relid IN (SELECT relid FROM pg_partition_tree('{table}'))",
     )[0]
     pg.conn.execute(f"VACUUM (ANALYZE) {table}")  # so that autovacuum does not run during the next measurement
     pg.conn.execute("CHECKPOINT")
@@ -682,6 +717,7 @@ def run_shape(shape: str, load: dict, pg: Postgres, stack: ExitStack) -> dict:
         "lag_max": lag[1],
         "collector_cpu": col_cpu1 - col_cpu0,
         "pg_cpu": pg_cpu1 - pg_cpu0,
+        "db_time": db_time,
         "sender_cpu": done["cpu_seconds"],
         "peak_rss_mib": (peak_rss or 0) / 1024,
         "wal_bytes": wal1 - wal0,
@@ -870,6 +906,7 @@ def markdown(started: dt.datetime, m: dict, pg_version: str, settings: list[tupl
             f"| tail (last request sent to last row committed) | {r['tail']:.2f} s |",
             f"| collector CPU per 100k spans | {r['collector_cpu'] * per:.2f} s |",
             f"| PostgreSQL CPU per 100k spans | {r['pg_cpu'] * per:.2f} s |",
+            f"| statement time in PostgreSQL (its log) | {describe_db_time(r['db_time'])} |",
             f"| load generator CPU per 100k spans | {r['sender_cpu'] * per:.2f} s |",
             f"| collector peak RSS | {r['peak_rss_mib']:.0f} MiB |",
             f"| WAL per span | {r['wal_bytes'] / r['spans']:.0f} bytes |",
@@ -1001,7 +1038,8 @@ def main() -> int:
                 log(f"{r['shape']}: {r['stored_per_s']:,.0f} spans/s stored = {100 * r['stored_per_s'] / best['rows_per_s']:.0f} % "
                     f"of the best ceiling ({best['format']} COPY, {best['rows_per_s']:,.0f} rows/s); "
                     f"collector {r['collector_cpu'] * 100_000 / SPANS:.2f} CPU s per 100k spans, "
-                    f"PostgreSQL {r['pg_cpu'] * 100_000 / SPANS:.2f}; lag p50 {r['lag_p50']:.2f} s, p99 {r['lag_p99']:.2f} s")
+                    f"PostgreSQL {r['pg_cpu'] * 100_000 / SPANS:.2f}; lag p50 {r['lag_p50']:.2f} s, p99 {r['lag_p99']:.2f} s; "
+                    f"statement time {describe_db_time(r['db_time'])}")
             log(f"total time {elapsed / 60:.1f} min")
             section = markdown(started, m, pg_version, settings, loads, configs, results, ceilings, elapsed)
             if WRITE_DOC:

@@ -6,7 +6,7 @@ CREATE TABLE {schema}.logs (
     observed_time_unix_nano  bigint      NOT NULL,
     severity_number          smallint    NOT NULL,  -- OTLP SeverityNumber: 0 unspecified, 1-4 trace .. 21-24 fatal
     severity_text            text        NOT NULL,
-    body                     jsonb,                 -- the AnyValue, encoded like attribute values; NULL when absent
+    body                     jsonb,                 -- the AnyValue, encoded like attribute values; NULL when absent or empty
     attributes               jsonb       NOT NULL,
     dropped_attributes_count integer     NOT NULL,
     flags                    integer     NOT NULL,  -- OTLP fixed32, stored as its signed bit pattern

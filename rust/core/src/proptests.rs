@@ -882,7 +882,9 @@ mod logs {
         {
             same(decode_attributes(jsonb(column(name))), stored_attributes(attributes))?;
         }
-        match &record.body {
+        // A body without a value is stored as no body: the collector's pdata sends an absent body
+        // as an empty one, so the two cannot be told apart.
+        match record.body.as_ref().filter(|body| body.value.is_some()) {
             Some(body) => same(decode_value(jsonb(column("body"))), stored_value(Some(body))),
             None => {
                 prop_assert_eq!(column("body"), &None);

@@ -208,7 +208,8 @@ struct LogFields<'a> {
     observed_time_unix_nano: u64,
     severity_number: i32,
     severity_text: &'a str,
-    /// The AnyValue's message bytes; `None` when the record has no body.
+    /// The AnyValue's message bytes; `None` when the record has no body or one without a value
+    /// (the collector's pdata sends an absent body as an empty one).
     body: Option<&'a [u8]>,
     dropped_attributes_count: u32,
     flags: u32,
@@ -236,7 +237,10 @@ impl<'a> LogFields<'a> {
                 (2, v) => fields.severity_number = v.int32("LogRecord.severity_number")?,
                 (3, v) => fields.severity_text = v.string("LogRecord.severity_text")?,
                 // Senders write one body; were there several, the last is kept rather than merged.
-                (5, v) => fields.body = Some(v.bytes("LogRecord.body")?),
+                (5, v) => {
+                    let body = v.bytes("LogRecord.body")?;
+                    fields.body = if has_value(body)? { Some(body) } else { None };
+                }
                 (7, v) => fields.dropped_attributes_count = v.uint32("LogRecord.dropped_attributes_count")?,
                 (8, v) => fields.flags = v.fixed32("LogRecord.flags")?,
                 (9, v) => fields.trace_id = v.bytes("LogRecord.trace_id")?,
@@ -248,6 +252,16 @@ impl<'a> LogFields<'a> {
         }
         Ok(fields)
     }
+}
+
+/// Whether an AnyValue sets one of its value variants.
+fn has_value(any_value: &[u8]) -> Result<bool, WireError> {
+    for entry in Fields::new(any_value, "AnyValue") {
+        if let (1..=8, _) = entry? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 #[cfg(test)]
@@ -405,8 +419,8 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_body_is_json_null_and_an_absent_one_sql_null() {
-        assert_eq!(body_json(Some(AnyValue { value: None })).as_deref(), Some("null"));
+    fn an_empty_or_absent_body_is_sql_null() {
+        assert_eq!(body_json(Some(AnyValue { value: None })), None);
         assert_eq!(body_json(None), None);
     }
 
