@@ -54,6 +54,9 @@ venv: $(VENV)/.installed
 # The collector is rebuilt whenever the Rust core, the shim or the manifest changes.
 $(COLLECTOR): $(RUST_LIB) $(OCB) builder-config.yaml $(shell find go-shim -name '*.go' -o -name go.mod -o -name go.sum 2>/dev/null)
 	mkdir -p $(ROOT)/build
+	# Go skips the link when the existing binary's build id matches, and that id does not cover
+	# the contents of the Rust archive: without the old binary, Go links the current core.
+	rm -f $(COLLECTOR)
 	$(GO_CGO_ENV) $(OCB) --config builder-config.yaml
 
 ## run: build, start a throwaway PostgreSQL (or use OTELSTORE_PG_DSN) and the collector
