@@ -12,25 +12,23 @@ import (
 	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/pdata/ptrace"
-	"go.uber.org/zap"
 )
 
 // defaultShutdownTimeout bounds the final flush when the collector gives Shutdown no deadline.
 const defaultShutdownTimeout = 30 * time.Second
 
-// drainInterval is how often the core's telemetry is read (see telemetry.go).
+// drainInterval is how often a core's telemetry is read (see shared.go and telemetry.go).
 const drainInterval = time.Second
 
-// coreExporter owns one core exporter handle between Start and Shutdown. The factory makes one for
-// each signal exporter it creates, as upstream database exporters (clickhouseexporter) open one
-// client per signal: the traces, logs and metrics exporters of one configuration do not share it.
+// coreExporter is what the factory makes for each signal exporter. Between Start and Shutdown it
+// holds the core that the exporters of its configuration share (see shared.go): the first of them
+// to start creates it, with that exporter's telemetry; the last to shut down shuts it down.
 type coreExporter struct {
 	config    *Config
 	telemetry *telemetry
-	handle    uint64
+	core      *sharedCore
+	handle    uint64 // core.handle, for the push functions; 0, which the core never issues, before Start
 	open      bool
-	stopDrain chan struct{}
-	drainDone chan struct{}
 }
 
 func newCoreExporter(cfg *Config, set exporter.Settings) (*coreExporter, error) {
@@ -42,43 +40,14 @@ func newCoreExporter(cfg *Config, set exporter.Settings) (*coreExporter, error) 
 }
 
 func (e *coreExporter) start(_ context.Context, host component.Host) error {
-	configJSON, err := e.config.coreJSON()
+	core, err := sharedCores.acquire(e.config, e.telemetry)
 	if err != nil {
 		return err
 	}
-	handle, err := coreNew(configJSON)
-	if err != nil {
-		return err
-	}
-	e.handle, e.open = handle, true
-	e.telemetry.host = host
-	e.stopDrain, e.drainDone = make(chan struct{}), make(chan struct{})
-	go e.drainEvery(drainInterval)
+	e.core, e.handle, e.open = core, core.handle, true
+	// Status goes to every signal's host: each is a component instance of its own to the collector.
+	core.telemetry.addHost(e, host)
 	return nil
-}
-
-// drainEvery reads the core's telemetry every interval until shutdown closes stopDrain.
-func (e *coreExporter) drainEvery(interval time.Duration) {
-	defer close(e.drainDone)
-	ticker := time.NewTicker(interval)
-	defer ticker.Stop()
-	for {
-		select {
-		case <-e.stopDrain:
-			return
-		case <-ticker.C:
-			e.drain(true)
-		}
-	}
-}
-
-func (e *coreExporter) drain(reportStatus bool) {
-	document, err := coreDrain(e.handle)
-	if err != nil {
-		e.telemetry.logger.Warn("reading the otelstore core's telemetry failed", zap.Error(err))
-		return
-	}
-	e.telemetry.record(document, reportStatus)
 }
 
 // The push functions hand the core the request as OTLP protobuf (TracesData, LogsData and
@@ -132,12 +101,11 @@ func (e *coreExporter) shutdown(ctx context.Context) error {
 		return nil
 	}
 	e.open = false
-	close(e.stopDrain)
-	<-e.drainDone
-	shutdownErr := coreShutdown(e.handle, shutdownTimeout(ctx))
-	// What the final flush did; a component may no longer report status once Shutdown has begun.
-	e.drain(false)
-	return errors.Join(shutdownErr, coreFree(e.handle))
+	e.core.telemetry.removeHost(e)
+	if !sharedCores.release(e.config, e.core) {
+		return nil
+	}
+	return e.core.shutdown(ctx)
 }
 
 // exportTimeout is the time left before exporterhelper's timeout, so the core stops retrying when

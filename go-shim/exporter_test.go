@@ -152,7 +152,13 @@ func synchronousExporterWith(t *testing.T, set exporter.Settings, modify func(*C
 // one request of service: a span, a log record, or a point of every metric type.
 func signalExporter(t *testing.T, sig signal, cfg *Config) (component.Component, func(context.Context, string) error) {
 	t.Helper()
-	factory, set, ctx := NewFactory(), exportertest.NewNopSettings(componentType), context.Background()
+	return signalExporterWith(t, sig, exportertest.NewNopSettings(componentType), cfg)
+}
+
+// signalExporterWith is signalExporter reporting its telemetry through set.
+func signalExporterWith(t *testing.T, sig signal, set exporter.Settings, cfg *Config) (component.Component, func(context.Context, string) error) {
+	t.Helper()
+	factory, ctx := NewFactory(), context.Background()
 	switch sig {
 	case signalLogs:
 		exp, err := factory.CreateLogs(ctx, set, cfg)

@@ -44,8 +44,8 @@ func createDefaultConfig() component.Config {
 	}
 }
 
-// Each signal exporter gets a core exporter of its own (see coreExporter), wrapped by exporterhelper
-// with the same options.
+// Each signal exporter gets a coreExporter of its own, wrapped by exporterhelper with the same
+// options; the coreExporters of one configuration share its core (see shared.go).
 
 func createTraces(ctx context.Context, set exporter.Settings, cfg component.Config) (exporter.Traces, error) {
 	exp, options, err := newSignalExporter(cfg, set)
@@ -72,7 +72,7 @@ func createMetrics(ctx context.Context, set exporter.Settings, cfg component.Con
 }
 
 // newSignalExporter is the core exporter of one signal exporter and the exporterhelper options that
-// run it: timeout, queue and retries from the configuration, the core's start and shutdown.
+// run it: timeout, queue and retries from the configuration, the shared core's acquisition and release.
 func newSignalExporter(cfg component.Config, set exporter.Settings) (*coreExporter, []exporterhelper.Option, error) {
 	c := cfg.(*Config)
 	exp, err := newCoreExporter(c, set)

@@ -68,8 +68,9 @@ func TestExportCommitsToPostgres(t *testing.T) {
 	// At once, into a database whose schema the first write may still have to create.
 	errs := make(map[signal]chan error, len(allSignals))
 	for _, sig := range allSignals {
-		errs[sig] = make(chan error, 1)
-		go func() { errs[sig] <- sends[sig](context.Background(), service) }()
+		done, send := make(chan error, 1), sends[sig]
+		errs[sig] = done
+		go func() { done <- send(context.Background(), service) }()
 	}
 	for _, sig := range allSignals {
 		t.Run(sig.String(), func(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"sort"
+	"sync"
 
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/component/componentstatus"
@@ -66,7 +67,7 @@ var (
 	writeDurationBuckets = []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600}
 )
 
-// telemetry records drained documents. It is used by one goroutine at a time.
+// telemetry records drained documents, one at a time; the hosts change under mu meanwhile.
 type telemetry struct {
 	logger        *zap.Logger
 	coreLogger    *zap.Logger        // the core's records: a Go caller would point here, not at their source
@@ -75,18 +76,46 @@ type telemetry struct {
 	gauges        map[string]metric.Int64Gauge
 	writeDuration metric.Float64Histogram
 
-	host        component.Host // from Start: where status events go
-	unreachable bool           // as last reported to the host
+	mu          sync.Mutex
+	hosts       map[*coreExporter]component.Host // of the started signal exporters: where status events go
+	unreachable error                            // the database's error while it is unreachable, as last drained
 }
 
+// signalAttribute is the attribute the collector adds to the logger and meters of each signal's
+// exporter. What a core reports is of every signal its configuration exports, so its telemetry goes
+// without it, as that of upstream's shared OTLP receiver does.
+const signalAttribute = "otelcol.signal"
+
+// The collector's logger core and meter provider that can drop an attribute they add (the
+// collector's internal telemetry.DropInjectedAttributes, which components cannot import).
+type (
+	attributeDroppingCore interface {
+		DropInjectedAttributes(droppedAttrs ...string) zapcore.Core
+	}
+	attributeDroppingMeterProvider interface {
+		DropInjectedAttributes(droppedAttrs ...string) metric.MeterProvider
+	}
+)
+
 func newTelemetry(set exporter.Settings) (*telemetry, error) {
-	meter := set.MeterProvider.Meter(scopeName)
+	logger := set.Logger.WithOptions(zap.WrapCore(func(c zapcore.Core) zapcore.Core {
+		if d, ok := c.(attributeDroppingCore); ok {
+			return d.DropInjectedAttributes(signalAttribute)
+		}
+		return c
+	}))
+	meterProvider := set.MeterProvider
+	if d, ok := meterProvider.(attributeDroppingMeterProvider); ok {
+		meterProvider = d.DropInjectedAttributes(signalAttribute)
+	}
+	meter := meterProvider.Meter(scopeName)
 	t := &telemetry{
-		logger:     set.Logger,
-		coreLogger: set.Logger.WithOptions(zap.WithCaller(false)),
+		logger:     logger,
+		coreLogger: logger.WithOptions(zap.WithCaller(false)),
 		exporterID: attribute.String("exporter", set.ID.String()),
 		counters:   make(map[string]metric.Int64Counter, len(counterMetrics)),
 		gauges:     make(map[string]metric.Int64Gauge, len(gaugeMetrics)),
+		hosts:      map[*coreExporter]component.Host{},
 	}
 	var errs []error
 	for core, m := range counterMetrics {
@@ -115,10 +144,9 @@ func (t *telemetry) attributes(table string) metric.MeasurementOption {
 	return metric.WithAttributes(t.exporterID, attribute.String("table", table))
 }
 
-// record turns one drained document into metrics and log lines and, when reportStatus is set, a
-// status event if the database became unreachable or reachable again. (After Shutdown has begun a
-// component may no longer report status.)
-func (t *telemetry) record(document []byte, reportStatus bool) {
+// record turns one drained document into metrics and log lines and, if the database became
+// unreachable or reachable again, a status event to each host.
+func (t *telemetry) record(document []byte) {
 	var d drained
 	if err := json.Unmarshal(document, &d); err != nil {
 		t.logger.Warn("otelstore core telemetry does not decode", zap.Error(err))
@@ -143,9 +171,7 @@ func (t *telemetry) record(document []byte, reportStatus bool) {
 	for _, l := range d.Logs {
 		t.log(l.Level, l.Message, l.Fields)
 	}
-	if reportStatus {
-		t.reportDatabase(d.Database.Reachable, d.Database.Error)
-	}
+	t.reportDatabase(d.Database.Reachable, d.Database.Error)
 }
 
 func (t *telemetry) log(level, message string, fields map[string]string) {
@@ -172,16 +198,40 @@ func (t *telemetry) log(level, message string, fields map[string]string) {
 }
 
 func (t *telemetry) reportDatabase(reachable bool, message string) {
-	if t.host == nil || reachable == !t.unreachable {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if reachable == (t.unreachable == nil) {
 		return
 	}
-	t.unreachable = !reachable
-	if reachable {
-		componentstatus.ReportStatus(t.host, componentstatus.NewEvent(componentstatus.StatusOK))
-		return
+	event := componentstatus.NewEvent(componentstatus.StatusOK)
+	t.unreachable = nil
+	if !reachable {
+		if message == "" {
+			message = "the database is unreachable"
+		}
+		t.unreachable = errors.New(message)
+		event = componentstatus.NewRecoverableErrorEvent(t.unreachable)
 	}
-	if message == "" {
-		message = "the database is unreachable"
+	for _, host := range t.hosts {
+		componentstatus.ReportStatus(host, event)
 	}
-	componentstatus.ReportStatus(t.host, componentstatus.NewRecoverableErrorEvent(errors.New(message)))
+}
+
+// addHost has status events go to the host of a signal exporter that Start gave it, beginning with
+// the database being unreachable if it is: the exporters that started before saw that event.
+func (t *telemetry) addHost(exp *coreExporter, host component.Host) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.hosts[exp] = host
+	if t.unreachable != nil {
+		componentstatus.ReportStatus(host, componentstatus.NewRecoverableErrorEvent(t.unreachable))
+	}
+}
+
+// removeHost stops status events to a signal exporter's host: a component may no longer report
+// status once its Shutdown has begun.
+func (t *telemetry) removeHost(exp *coreExporter) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.hosts, exp)
 }

@@ -22,6 +22,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -184,7 +185,8 @@ func TestRecordTranslatesTheCoreDocument(t *testing.T) {
 	o := newObserved(t)
 	tel, err := newTelemetry(o.settings())
 	require.NoError(t, err)
-	tel.host = o.host
+	exp := &coreExporter{}
+	tel.addHost(exp, o.host)
 
 	tel.record([]byte(`{
 		"counters": [
@@ -208,7 +210,7 @@ func TestRecordTranslatesTheCoreDocument(t *testing.T) {
 			{"level": "fatal", "message": "must not exit the collector", "fields": {}}
 		],
 		"database": {"reachable": false, "error": "connection refused"}
-	}`), true)
+	}`))
 
 	assert.Equal(t, int64(7), o.sum(t, "otelstore.rows.written", "spans"))
 	assert.Equal(t, int64(700), o.sum(t, "otelstore.bytes.written", "spans"))
@@ -255,18 +257,25 @@ func TestRecordTranslatesTheCoreDocument(t *testing.T) {
 		{zapcore.ErrorLevel, "must not exit the collector", map[string]any{}},
 	}, lines)
 
-	// Status is reported on transitions only, and not at all once Shutdown has begun.
+	// Status is reported on transitions only, and not at all once the exporter's Shutdown has begun.
 	unreachable := []byte(`{"database": {"reachable": false, "error": "connection refused"}}`)
 	reachable := []byte(`{"database": {"reachable": true, "error": ""}}`)
-	tel.record(unreachable, true)
-	tel.record(reachable, true)
-	tel.record(reachable, true)
-	tel.record(unreachable, false)
+	tel.record(unreachable)
+	tel.record(reachable)
+	tel.record(reachable)
+	tel.removeHost(exp)
+	tel.record(unreachable)
 	assert.Equal(t, []componentstatus.Status{componentstatus.StatusRecoverableError, componentstatus.StatusOK}, o.host.statuses())
 	assert.EqualError(t, o.host.reported()[0].Err(), "connection refused")
 
+	// A signal exporter that starts while the database is unreachable hears of it at once.
+	late := newStatusHost()
+	tel.addHost(&coreExporter{}, late)
+	assert.Equal(t, []componentstatus.Status{componentstatus.StatusRecoverableError}, late.statuses())
+	assert.EqualError(t, late.reported()[0].Err(), "connection refused")
+
 	// Nothing that does not decode reaches the metrics.
-	tel.record([]byte("not json"), true)
+	tel.record([]byte("not json"))
 	assert.Equal(t, int64(7), o.sum(t, "otelstore.rows.written", "spans"))
 	assert.Equal(t, "otelstore core telemetry does not decode", o.logs.All()[o.logs.Len()-1].Message)
 }
@@ -355,4 +364,74 @@ func TestTelemetryOfPostgres(t *testing.T) {
 	assert.Equal(t, uint64(o.sum(t, "otelstore.batches.written", "spans")), writes.Count)
 	assert.Equal(t, int64(0), o.gauge(t, "otelstore.memory.held"))
 	assert.NotContains(t, o.allLogText(), dsn)
+}
+
+// The signal exporters of one configuration share a core (see shared.go): its telemetry is drained
+// once, through the exporter that started it, and its status reaches every signal's host.
+func TestTelemetryOfASharedCore(t *testing.T) {
+	ctx, cfg := context.Background(), synchronousConfig(func(*Config) {})
+	observers := make(map[signal]*observed, len(allSignals))
+	start := func(sig signal) func(context.Context, string) error {
+		observers[sig] = newObserved(t)
+		exp, send := signalExporterWith(t, sig, observers[sig].settings(), cfg)
+		require.NoError(t, exp.Start(ctx, observers[sig].host))
+		t.Cleanup(func() { assert.NoError(t, exp.Shutdown(ctx)) })
+		return send
+	}
+	start(signalTraces)
+	sendLogs := start(signalLogs)
+
+	require.Error(t, sendLogs(ctx, "otelstore-test"))
+	for _, sig := range []signal{signalTraces, signalLogs} {
+		require.Eventually(t, func() bool { return len(observers[sig].host.reported()) > 0 }, 5*time.Second, 50*time.Millisecond, sig)
+	}
+	// Started later, the metrics exporter hears at once that the database is unreachable.
+	start(signalMetrics)
+	for _, sig := range allSignals {
+		assert.Equal(t, []componentstatus.Status{componentstatus.StatusRecoverableError}, observers[sig].host.statuses(), sig)
+	}
+
+	require.Eventually(t, func() bool { return observers[signalTraces].sum(t, "otelstore.write.retries", "logs") > 0 },
+		5*time.Second, 50*time.Millisecond, "the logs exporter's retries are the core's, drained through the traces exporter")
+	for _, sig := range []signal{signalLogs, signalMetrics} {
+		_, err := observers[sig].metrics.GetMetric("otelstore.memory.limit")
+		assert.Error(t, err, "%s: the core is drained once, not once per signal", sig)
+		assert.Zero(t, observers[sig].logs.FilterMessage("write failed, retrying").Len(), sig)
+	}
+}
+
+// droppingMeterProvider and droppingCore are a meter provider and a logger core like the collector's, which add attributes
+// such as otelcol.signal to a component's telemetry and can drop them again.
+type (
+	droppingMeterProvider struct {
+		metric.MeterProvider
+		dropped *[]string
+	}
+	droppingCore struct {
+		zapcore.Core
+		dropped *[]string
+	}
+)
+
+func (p droppingMeterProvider) DropInjectedAttributes(attrs ...string) metric.MeterProvider {
+	*p.dropped = append(*p.dropped, attrs...)
+	return p.MeterProvider
+}
+
+func (c droppingCore) DropInjectedAttributes(attrs ...string) zapcore.Core {
+	*c.dropped = append(*c.dropped, attrs...)
+	return c.Core
+}
+
+// A core serves every signal of its configuration, so its telemetry goes without the signal that
+// the collector adds to the telemetry of each signal's exporter.
+func TestTelemetryDropsTheSignalAttribute(t *testing.T) {
+	var fromMeters, fromLogs []string
+	set := exportertest.NewNopSettings(componentType)
+	set.MeterProvider = droppingMeterProvider{MeterProvider: set.MeterProvider, dropped: &fromMeters}
+	set.Logger = zap.New(droppingCore{Core: zapcore.NewNopCore(), dropped: &fromLogs})
+	_, err := newTelemetry(set)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"otelcol.signal"}, fromMeters)
+	assert.Equal(t, []string{"otelcol.signal"}, fromLogs)
 }
