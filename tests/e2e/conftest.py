@@ -38,6 +38,8 @@ TELEMETRYGEN_BIN = Path(
 )
 PG_SH = ROOT / "scripts/pg.sh"
 EXPORTER_TYPE = "otelstore"
+# The pipelines every collector gets (otlp receiver -> processors -> otelstore exporter).
+SIGNALS = ("traces", "logs", "metrics")
 
 PG_START_TIMEOUT = 120  # initdb + start on a slow 2-core box
 PG_STOP_TIMEOUT = 60
@@ -351,12 +353,29 @@ class Collector:
         return f"{self.http_base}/v1/traces"
 
     @property
+    def logs_url(self) -> str:
+        return f"{self.http_base}/v1/logs"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"{self.http_base}/v1/metrics"
+
+    @property
     def health_url(self) -> str:
         return f"http://127.0.0.1:{self.health_port}/"
 
     @property
     def spans_table(self) -> str:
         return f'"{self.schema}".spans'
+
+    @property
+    def logs_table(self) -> str:
+        return f'"{self.schema}".logs'
+
+    def table(self, name: str) -> str:
+        """A table of this collector's schema, quoted: table("metrics_sum")."""
+        assert _SCHEMA_RE.fullmatch(name), name
+        return f'"{self.schema}".{name}'
 
     def log(self) -> str:
         return tail(self.log_path)
@@ -482,11 +501,16 @@ def collector_config(
     metrics_port: int,
     exporter_overrides: dict | None = None,
     processors: list[str] | None = None,
+    signals: tuple[str, ...] = SIGNALS,
 ) -> dict:
     """The shape of examples/postgres.yaml, on the given ports and schema.
 
-    `processors` replaces the traces pipeline's processors (default: memory_limiter, as the example).
+    One pipeline per signal in `signals` (default: traces, logs and metrics), each otlp -> processors
+    -> otelstore. `processors` replaces every pipeline's processors (default: memory_limiter, as the
+    example).
     """
+    unknown = set(signals) - set(SIGNALS)
+    assert signals and not unknown, f"signals must be some of {SIGNALS}, got {signals!r}"
     exporter: dict[str, Any] = {
         "postgres": {
             "dsn": dsn,
@@ -541,11 +565,12 @@ def collector_config(
                 "logs": {"level": "info"},
             },
             "pipelines": {
-                "traces": {
+                signal: {
                     "receivers": ["otlp"],
-                    "processors": ["memory_limiter"] if processors is None else processors,
+                    "processors": ["memory_limiter"] if processors is None else list(processors),
                     "exporters": [EXPORTER_TYPE],
                 }
+                for signal in signals
             },
         },
     }
@@ -557,9 +582,9 @@ def start_collector(request: pytest.FixtureRequest, tmp_path: Path):
 
     Each collector gets free ports and (unless given) a fresh schema. All are stopped with SIGTERM at
     the end of the test, and a collector that did not exit cleanly fails the test's teardown.
-    Optional: `dsn` (another database than pg_dsn's), `processors` (see collector_config) and
-    `configure`, called with the config dict and the collector's working directory before the start,
-    to change anything else (extensions, receiver settings).
+    Optional: `dsn` (another database than pg_dsn's), `processors` and `signals` (the pipelines; see
+    collector_config) and `configure`, called with the config dict and the collector's working
+    directory before the start, to change anything else (extensions, receiver settings).
     """
     if not COLLECTOR_BIN.exists():
         pytest.fail(f"collector binary {COLLECTOR_BIN} is missing; run `make build`")
@@ -573,6 +598,7 @@ def start_collector(request: pytest.FixtureRequest, tmp_path: Path):
         *,
         dsn: str | None = None,
         processors: list[str] | None = None,
+        signals: tuple[str, ...] = SIGNALS,
         configure: Callable[[dict, Path], None] | None = None,
     ) -> Collector:
         schema = schema or unique_name(f"e2e_{request.node.originalname}"[:40])
@@ -585,7 +611,7 @@ def start_collector(request: pytest.FixtureRequest, tmp_path: Path):
             on_pg_dsn.add(schema)
         config = collector_config(
             dsn, schema, grpc_port, http_port, health_port, metrics_port, exporter_overrides,
-            processors=processors,
+            processors=processors, signals=signals,
         )
         if configure is not None:
             configure(config, workdir)
