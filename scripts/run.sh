@@ -77,11 +77,14 @@ cat >&2 <<INFO
 
 otelstore is running (Ctrl-C to stop)
   OTLP gRPC   $OTELSTORE_OTLP_GRPC_ENDPOINT
-  OTLP HTTP   http://$OTELSTORE_OTLP_HTTP_ENDPOINT/v1/traces
+  OTLP HTTP   http://$OTELSTORE_OTLP_HTTP_ENDPOINT/v1/traces, /v1/logs, /v1/metrics
   health      $health (500 once the database has been unreachable for 5s)
   metrics     http://$OTELSTORE_METRICS_HOST:$OTELSTORE_METRICS_PORT/metrics
   PostgreSQL  $dsn_shown
   psql        $psql_shown
+  tables      otel.spans, otel.logs, otel.metrics_{gauge,sum,histogram,exponential_histogram,summary},
+              rollups otel.span_stats_1h, otel.service_dependencies_1h, otel.error_logs_1h,
+              otel.metrics_rollup_5m, otel.metrics_rollup_1h
 
 INFO
 
