@@ -137,14 +137,6 @@ struct MetricValues {
 }
 
 impl Rollups {
-    pub fn is_empty(&self) -> bool {
-        self.span_stats.is_empty()
-            && self.dependencies.is_empty()
-            && self.error_logs.is_empty()
-            && self.metrics_5m.is_empty()
-            && self.metrics_1h.is_empty()
-    }
-
     pub fn span(&mut self, service_name: &str, span_name: &str, kind: i16, start_nanos: i64, duration_ns: i64, error: bool) {
         let hour = bucket(start_nanos, HOUR_NS);
         let mut hasher = xxhash_rust::xxh3::Xxh3::new();
