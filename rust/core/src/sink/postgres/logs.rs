@@ -1,8 +1,9 @@
 //! The `logs` table: one COPY row per OTLP log record, written straight from the decoded request.
 
 use super::copy::CopyRows;
+use super::envelope::{self, Group};
 use super::rollup::Rollups;
-use super::spans::{saturating_count, service_name, small_int, unix_nanos, MAX_ROW_BYTES};
+use super::spans::{saturating_count, small_int, unix_nanos, MAX_ROW_BYTES};
 use crate::json;
 use crate::wire::{Fields, WireError};
 
@@ -48,14 +49,19 @@ pub fn encode(otlp: &[u8]) -> Result<EncodedLogs, WireError> {
         rejected: 0,
         first_rejection: None,
         records: 0,
-        resource_json: Vec::new(),
-        scope_json: Vec::new(),
     };
-    for entry in Fields::new(otlp, "ExportLogsServiceRequest") {
-        if let (1, value) = entry? {
-            encoder.resource_logs(value.bytes("ExportLogsServiceRequest.resource_logs")?)?;
+    envelope::for_each_item(otlp, &envelope::LOGS, |group, record| {
+        let fields = LogFields::read(record)?;
+        let index = encoder.records;
+        encoder.records += 1;
+        if let Err(reason) = encoder.row(group, record, &fields)? {
+            encoder.rejected += 1;
+            encoder.first_rejection.get_or_insert_with(|| {
+                format!("log record {index} of the request (service {:?}): {reason}", group.service_name)
+            });
         }
-    }
+        Ok(())
+    })?;
     Ok(EncodedLogs { rows: encoder.rows, rollups: encoder.rollups, rejected: encoder.rejected, first_rejection: encoder.first_rejection })
 }
 
@@ -66,83 +72,12 @@ struct Encoder {
     first_rejection: Option<String>,
     /// Records seen so far in the request: log records have no id, so a rejection names its position.
     records: u64,
-    // Resource and scope JSON is built once per group and copied into each of its records' rows.
-    resource_json: Vec<u8>,
-    scope_json: Vec<u8>,
-}
-
-/// What the log records of one resource and scope share.
-struct Group<'a> {
-    service_name: &'a str,
-    resource_schema_url: &'a str,
-    scope_name: &'a str,
-    scope_version: &'a str,
-    scope_schema_url: &'a str,
 }
 
 impl Encoder {
-    fn resource_logs(&mut self, message: &[u8]) -> Result<(), WireError> {
-        let mut resource: &[u8] = &[];
-        let mut schema_url = "";
-        for entry in Fields::new(message, "ResourceLogs") {
-            match entry? {
-                (1, v) => resource = v.bytes("ResourceLogs.resource")?,
-                (3, v) => schema_url = v.string("ResourceLogs.schema_url")?,
-                _ => {}
-            }
-        }
-        self.resource_json.clear();
-        json::write_attributes(&mut self.resource_json, resource, 1, "Resource.attributes")?;
-        let service_name = service_name(resource)?;
-        for entry in Fields::new(message, "ResourceLogs") {
-            if let (2, v) = entry? {
-                self.scope_logs(v.bytes("ResourceLogs.scope_logs")?, service_name, schema_url)?;
-            }
-        }
-        Ok(())
-    }
-
-    fn scope_logs(&mut self, message: &[u8], service_name: &str, resource_schema_url: &str) -> Result<(), WireError> {
-        let mut scope: &[u8] = &[];
-        let mut scope_schema_url = "";
-        for entry in Fields::new(message, "ScopeLogs") {
-            match entry? {
-                (1, v) => scope = v.bytes("ScopeLogs.scope")?,
-                (3, v) => scope_schema_url = v.string("ScopeLogs.schema_url")?,
-                _ => {}
-            }
-        }
-        let (mut scope_name, mut scope_version) = ("", "");
-        for entry in Fields::new(scope, "InstrumentationScope") {
-            match entry? {
-                (1, v) => scope_name = v.string("InstrumentationScope.name")?,
-                (2, v) => scope_version = v.string("InstrumentationScope.version")?,
-                _ => {}
-            }
-        }
-        self.scope_json.clear();
-        json::write_attributes(&mut self.scope_json, scope, 3, "InstrumentationScope.attributes")?;
-        let group = Group { service_name, resource_schema_url, scope_name, scope_version, scope_schema_url };
-        for entry in Fields::new(message, "ScopeLogs") {
-            if let (2, v) = entry? {
-                let record = v.bytes("ScopeLogs.log_records")?;
-                let fields = LogFields::read(record)?;
-                let index = self.records;
-                self.records += 1;
-                if let Err(reason) = self.row(&group, record, &fields)? {
-                    self.rejected += 1;
-                    self.first_rejection.get_or_insert_with(|| {
-                        format!("log record {index} of the request (service {:?}): {reason}", group.service_name)
-                    });
-                }
-            }
-        }
-        Ok(())
-    }
-
     /// Writes one row. The outer error is a malformed request; the inner one a record whose values
     /// do not fit the table, of which nothing is written.
-    fn row(&mut self, group: &Group<'_>, record: &[u8], fields: &LogFields<'_>) -> Result<Result<(), String>, WireError> {
+    fn row(&mut self, group: &Group<'_, '_>, record: &[u8], fields: &LogFields<'_>) -> Result<Result<(), String>, WireError> {
         let (time_unix_nano, observed_time_unix_nano, severity_number) = match fields.column_values() {
             Ok(values) => values,
             Err(reason) => return Ok(Err(reason)),
@@ -169,14 +104,14 @@ impl Encoder {
         rows.text(fields.event_name);
         rows.text(group.service_name);
         rows.jsonb(|out| {
-            out.extend_from_slice(&self.resource_json);
+            out.extend_from_slice(group.resource_json);
             Ok(())
         })?;
         rows.text(group.resource_schema_url);
         rows.text(group.scope_name);
         rows.text(group.scope_version);
         rows.jsonb(|out| {
-            out.extend_from_slice(&self.scope_json);
+            out.extend_from_slice(group.scope_json);
             Ok(())
         })?;
         rows.text(group.scope_schema_url);

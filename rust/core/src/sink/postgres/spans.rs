@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::ops::Range;
 
 use super::copy::CopyRows;
+use super::envelope::{self, Group};
 use super::rollup::Rollups;
 use crate::json;
 use crate::wire::{Fields, WireError};
@@ -68,17 +69,23 @@ pub fn encode(otlp: &[u8]) -> Result<EncodedSpans, WireError> {
         rows: CopyRows::new(COLUMNS.len() as i16, otlp.len() * 2),
         rejected: 0,
         first_rejection: None,
-        resource_json: Vec::new(),
-        scope_json: Vec::new(),
         rollups: Rollups::default(),
         callers: HashMap::new(),
         callees: Vec::new(),
     };
-    for entry in Fields::new(otlp, "ExportTraceServiceRequest") {
-        if let (1, value) = entry? {
-            encoder.resource_spans(value.bytes("ExportTraceServiceRequest.resource_spans")?)?;
+    envelope::for_each_item(otlp, &envelope::TRACES, |group, span| {
+        let fields = SpanFields::read(span)?;
+        match encoder.row(group, span, &fields)? {
+            Ok(values) => encoder.summarize(group.service_name, &fields, &values),
+            Err(reason) => {
+                encoder.rejected += 1;
+                encoder.first_rejection.get_or_insert_with(|| {
+                    format!("span {} of trace {}: {reason}", hex(fields.span_id), hex(fields.trace_id))
+                });
+            }
         }
-    }
+        Ok(())
+    })?;
     let pending_dependencies = encoder.dependencies();
     Ok(EncodedSpans {
         rows: encoder.rows,
@@ -111,85 +118,13 @@ struct Encoder<'a> {
     rows: CopyRows,
     rejected: u64,
     first_rejection: Option<String>,
-    // Resource and scope JSON is built once per group and copied into each of its spans' rows.
-    resource_json: Vec<u8>,
-    scope_json: Vec<u8>,
     rollups: Rollups,
     /// Client and producer spans of the request by (trace id, span id): their service.
     callers: HashMap<(&'a [u8], &'a [u8]), &'a str>,
     callees: Vec<Callee<'a>>,
 }
 
-/// What the spans of one resource and scope share.
-struct Group<'a> {
-    service_name: &'a str,
-    resource_schema_url: &'a str,
-    scope_name: &'a str,
-    scope_version: &'a str,
-    scope_schema_url: &'a str,
-}
-
 impl<'a> Encoder<'a> {
-    fn resource_spans(&mut self, message: &'a [u8]) -> Result<(), WireError> {
-        let mut resource: &[u8] = &[];
-        let mut schema_url = "";
-        for entry in Fields::new(message, "ResourceSpans") {
-            match entry? {
-                (1, v) => resource = v.bytes("ResourceSpans.resource")?,
-                (3, v) => schema_url = v.string("ResourceSpans.schema_url")?,
-                _ => {}
-            }
-        }
-        self.resource_json.clear();
-        json::write_attributes(&mut self.resource_json, resource, 1, "Resource.attributes")?;
-        let service_name = service_name(resource)?;
-        for entry in Fields::new(message, "ResourceSpans") {
-            if let (2, v) = entry? {
-                self.scope_spans(v.bytes("ResourceSpans.scope_spans")?, service_name, schema_url)?;
-            }
-        }
-        Ok(())
-    }
-
-    fn scope_spans(&mut self, message: &'a [u8], service_name: &'a str, resource_schema_url: &str) -> Result<(), WireError> {
-        let mut scope: &[u8] = &[];
-        let mut scope_schema_url = "";
-        for entry in Fields::new(message, "ScopeSpans") {
-            match entry? {
-                (1, v) => scope = v.bytes("ScopeSpans.scope")?,
-                (3, v) => scope_schema_url = v.string("ScopeSpans.schema_url")?,
-                _ => {}
-            }
-        }
-        let (mut scope_name, mut scope_version) = ("", "");
-        for entry in Fields::new(scope, "InstrumentationScope") {
-            match entry? {
-                (1, v) => scope_name = v.string("InstrumentationScope.name")?,
-                (2, v) => scope_version = v.string("InstrumentationScope.version")?,
-                _ => {}
-            }
-        }
-        self.scope_json.clear();
-        json::write_attributes(&mut self.scope_json, scope, 3, "InstrumentationScope.attributes")?;
-        let group = Group { service_name, resource_schema_url, scope_name, scope_version, scope_schema_url };
-        for entry in Fields::new(message, "ScopeSpans") {
-            if let (2, v) = entry? {
-                let span = v.bytes("ScopeSpans.spans")?;
-                let fields = SpanFields::read(span)?;
-                match self.row(&group, span, &fields)? {
-                    Ok(values) => self.summarize(service_name, &fields, &values),
-                    Err(reason) => {
-                        self.rejected += 1;
-                        self.first_rejection.get_or_insert_with(|| {
-                            format!("span {} of trace {}: {reason}", hex(fields.span_id), hex(fields.trace_id))
-                        });
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-
     /// Adds a written span to the rollups, and remembers what service dependencies need of it.
     fn summarize(&mut self, service_name: &'a str, fields: &SpanFields<'a>, values: &SpanValues) {
         let SpanValues { start_nanos, duration_ns, kind, status_code } = *values;
@@ -228,7 +163,7 @@ impl<'a> Encoder<'a> {
     /// Writes one row, and returns the values the rollups take from it. The outer error is a
     /// malformed request; the inner one a span whose values do not fit the table, of which nothing
     /// is written.
-    fn row(&mut self, group: &Group<'_>, span: &[u8], fields: &SpanFields<'_>) -> Result<Result<SpanValues, String>, WireError> {
+    fn row(&mut self, group: &Group<'_, '_>, span: &[u8], fields: &SpanFields<'_>) -> Result<Result<SpanValues, String>, WireError> {
         let (start_nanos, end_nanos, kind, status_code) = match fields.column_values() {
             Ok(values) => values,
             Err(reason) => return Ok(Err(reason)),
@@ -255,14 +190,14 @@ impl<'a> Encoder<'a> {
         rows.text(fields.status_message);
         rows.text(group.service_name);
         rows.jsonb(|out| {
-            out.extend_from_slice(&self.resource_json);
+            out.extend_from_slice(group.resource_json);
             Ok(())
         })?;
         rows.text(group.resource_schema_url);
         rows.text(group.scope_name);
         rows.text(group.scope_version);
         rows.jsonb(|out| {
-            out.extend_from_slice(&self.scope_json);
+            out.extend_from_slice(group.scope_json);
             Ok(())
         })?;
         rows.text(group.scope_schema_url);

@@ -7,7 +7,7 @@ mod tests;
 
 use super::copy::CopyRows;
 use super::rollup::Rollups;
-use super::spans::service_name;
+use super::envelope::{self, Group};
 use crate::json;
 use crate::wire::{Fields, WireError};
 use points::{Aggregation, Points};
@@ -76,31 +76,15 @@ pub struct EncodedMetrics {
 /// that is not UTF-8, is an error as a whole; a point whose values do not fit its table is left
 /// out and counted.
 pub fn encode(otlp: &[u8]) -> Result<EncodedMetrics, WireError> {
-    let mut encoder = Encoder { points: Points::new(), resource_json: Vec::new(), scope_json: Vec::new(), metadata_json: Vec::new() };
-    for entry in Fields::new(otlp, "ExportMetricsServiceRequest") {
-        if let (1, value) = entry? {
-            encoder.resource_metrics(value.bytes("ExportMetricsServiceRequest.resource_metrics")?)?;
-        }
-    }
+    let mut encoder = Encoder { points: Points::new(), metadata_json: Vec::new() };
+    envelope::for_each_item(otlp, &envelope::METRICS, |group, metric| encoder.metric(metric, group))?;
     Ok(encoder.points.finish())
 }
 
 struct Encoder {
     points: Points,
-    // JSON shared by many points is built once per resource, scope and metric and copied into
-    // each of their rows.
-    resource_json: Vec<u8>,
-    scope_json: Vec<u8>,
+    // The metadata JSON is built once per metric and copied into each of its points' rows.
     metadata_json: Vec<u8>,
-}
-
-/// What the metrics of one resource and scope share.
-struct Group<'a> {
-    service_name: &'a str,
-    resource_schema_url: &'a str,
-    scope_name: &'a str,
-    scope_version: &'a str,
-    scope_schema_url: &'a str,
 }
 
 /// What the points of one metric share: the leading columns of each of their rows.
@@ -109,9 +93,7 @@ struct Metric<'a> {
     description: &'a str,
     unit: &'a str,
     metadata_json: &'a [u8],
-    group: &'a Group<'a>,
-    resource_json: &'a [u8],
-    scope_json: &'a [u8],
+    group: &'a Group<'a, 'a>,
 }
 
 // Metric.data, a oneof of these fields.
@@ -122,57 +104,7 @@ const EXPONENTIAL_HISTOGRAM: u32 = 10;
 const SUMMARY: u32 = 11;
 
 impl Encoder {
-    fn resource_metrics(&mut self, message: &[u8]) -> Result<(), WireError> {
-        let mut resource: &[u8] = &[];
-        let mut schema_url = "";
-        for entry in Fields::new(message, "ResourceMetrics") {
-            match entry? {
-                (1, v) => resource = v.bytes("ResourceMetrics.resource")?,
-                (3, v) => schema_url = v.string("ResourceMetrics.schema_url")?,
-                _ => {}
-            }
-        }
-        self.resource_json.clear();
-        json::write_attributes(&mut self.resource_json, resource, 1, "Resource.attributes")?;
-        let service_name = service_name(resource)?;
-        for entry in Fields::new(message, "ResourceMetrics") {
-            if let (2, v) = entry? {
-                self.scope_metrics(v.bytes("ResourceMetrics.scope_metrics")?, service_name, schema_url)?;
-            }
-        }
-        Ok(())
-    }
-
-    fn scope_metrics(&mut self, message: &[u8], service_name: &str, resource_schema_url: &str) -> Result<(), WireError> {
-        let mut scope: &[u8] = &[];
-        let mut scope_schema_url = "";
-        for entry in Fields::new(message, "ScopeMetrics") {
-            match entry? {
-                (1, v) => scope = v.bytes("ScopeMetrics.scope")?,
-                (3, v) => scope_schema_url = v.string("ScopeMetrics.schema_url")?,
-                _ => {}
-            }
-        }
-        let (mut scope_name, mut scope_version) = ("", "");
-        for entry in Fields::new(scope, "InstrumentationScope") {
-            match entry? {
-                (1, v) => scope_name = v.string("InstrumentationScope.name")?,
-                (2, v) => scope_version = v.string("InstrumentationScope.version")?,
-                _ => {}
-            }
-        }
-        self.scope_json.clear();
-        json::write_attributes(&mut self.scope_json, scope, 3, "InstrumentationScope.attributes")?;
-        let group = Group { service_name, resource_schema_url, scope_name, scope_version, scope_schema_url };
-        for entry in Fields::new(message, "ScopeMetrics") {
-            if let (2, v) = entry? {
-                self.metric(v.bytes("ScopeMetrics.metrics")?, &group)?;
-            }
-        }
-        Ok(())
-    }
-
-    fn metric(&mut self, message: &[u8], group: &Group<'_>) -> Result<(), WireError> {
+    fn metric(&mut self, message: &[u8], group: &Group<'_, '_>) -> Result<(), WireError> {
         let (mut name, mut description, mut unit) = ("", "", "");
         // prost merges repeated occurrences of a oneof's message field, and a field of another
         // variant replaces them: the data is every occurrence of the last variant on the wire from
@@ -205,8 +137,6 @@ impl Encoder {
             unit,
             metadata_json: &self.metadata_json,
             group,
-            resource_json: &self.resource_json,
-            scope_json: &self.scope_json,
         };
         let data = &message[from..];
         match variant {

@@ -406,11 +406,11 @@ impl<'a> Header<'a> {
         rows.text(metric.unit);
         rows.jsonb(copy(metric.metadata_json))?;
         rows.text(metric.group.service_name);
-        rows.jsonb(copy(metric.resource_json))?;
+        rows.jsonb(copy(metric.group.resource_json))?;
         rows.text(metric.group.resource_schema_url);
         rows.text(metric.group.scope_name);
         rows.text(metric.group.scope_version);
-        rows.jsonb(copy(metric.scope_json))?;
+        rows.jsonb(copy(metric.group.scope_json))?;
         rows.text(metric.group.scope_schema_url);
         rows.jsonb(copy(attributes_json))?;
         rows.int8(start);
@@ -457,7 +457,7 @@ fn series<'a>(metric: &'a Metric<'a>, metric_type: MetricType, temporality: i16,
         metric_type,
         temporality,
         service_name: metric.group.service_name,
-        resource_json: metric.resource_json,
+        resource_json: metric.group.resource_json,
         scope_name: metric.group.scope_name,
         scope_version: metric.group.scope_version,
         attributes_json,
