@@ -18,7 +18,7 @@ export PATH := $(TOOLS):/usr/lib/postgresql/15/bin:$(PATH)
 # after the library is built.
 GO_CGO_ENV   = CGO_ENABLED=1 CGO_CFLAGS="-g -O2 -DOTELSTORE_CORE_HASH=$(shell sha256sum $(RUST_LIB) | cut -c1-16)"
 
-.PHONY: build rust header tools venv run test test-rust test-go test-e2e bench clean FORCE
+.PHONY: build rust header tools venv run test test-rust test-go test-e2e test-clickhouse bench clean FORCE
 
 ## build: the Rust core (release staticlib) and the collector distribution
 build: $(COLLECTOR)
@@ -63,8 +63,8 @@ $(COLLECTOR): $(RUST_LIB) $(OCB) builder-config.yaml $(shell find go-shim -name 
 run: build
 	$(ROOT)/scripts/run.sh
 
-## test: every test: Rust, Go, end-to-end
-test: test-rust test-go test-e2e
+## test: every test: Rust, Go, end-to-end, and the ClickHouse schema and test engine
+test: test-rust test-go test-e2e test-clickhouse
 
 test-rust: $(RUST_LIB)
 	cargo test --workspace
@@ -74,6 +74,10 @@ test-go: $(RUST_LIB)
 
 test-e2e: build venv $(TOOLS)/telemetrygen
 	$(VENV)/bin/pytest -v tests/e2e
+
+# schema/clickhouse/ against ClickHouse 26.9 (chdb), and the HTTP front the ClickHouse tests use.
+test-clickhouse: venv
+	$(VENV)/bin/pytest -v tests/clickhouse
 
 ## bench: ingest benchmark (bench/run.py), results in docs/BENCHMARKS.md; BENCH_SPANS=100000 for a quick run
 bench: build venv $(TOOLS)/telemetrygen
