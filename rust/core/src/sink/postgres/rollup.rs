@@ -5,8 +5,8 @@
 //! Why at ingest and not in a scheduled job: PostgreSQL cannot tell a job which rows are new, so a
 //! job must either rescan recent time ranges (at 80k spans/s an hour is 288M rows, far more work
 //! than the ingest itself) or track an ingest watermark, which late and retried data defeat. Merged
-//! in the writing transaction, a rollup row costs one upsert per key per batch (a few hundred rows
-//! for a 20k-span batch, measured in docs/BENCHMARKS.md), it counts exactly the rows that were
+//! in the writing transaction, a rollup costs one upsert per key per batch (1-10 % of PostgreSQL's
+//! statement time in `make bench`, docs/BENCHMARKS.md), it counts exactly the rows that were
 //! committed, and the request-id dedupe keeps retries from counting twice. The one job left is
 //! service dependencies whose parent span arrived in another request (see partitions.rs).
 //!
