@@ -75,8 +75,15 @@ test-go: $(RUST_LIB)
 test-e2e: build venv $(TOOLS)/telemetrygen
 	$(VENV)/bin/pytest -v tests/e2e
 
-# schema/clickhouse/ against ClickHouse 26.9 (chdb), and the HTTP front the ClickHouse tests use.
-test-clickhouse: venv
+# The upstream contrib clickhouseexporter in a distribution of its own, to check that its inserts
+# fit schema/clickhouse/ and to compare against it.
+CONTRIB_COLLECTOR := $(ROOT)/build/otelcol-contrib-clickhouse/otelcol-contrib-clickhouse
+$(CONTRIB_COLLECTOR): $(OCB) bench/contrib/builder-config.yaml
+	bench/contrib/build.sh
+
+# schema/clickhouse/ against ClickHouse 26.9 (chdb), the HTTP front the ClickHouse tests use, and
+# the contrib exporter writing into our tables through it.
+test-clickhouse: venv $(CONTRIB_COLLECTOR) $(TOOLS)/telemetrygen
 	$(VENV)/bin/pytest -v tests/clickhouse
 
 ## bench: ingest benchmark (bench/run.py), results in docs/BENCHMARKS.md; BENCH_SPANS=100000 for a quick run

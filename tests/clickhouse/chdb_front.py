@@ -20,6 +20,10 @@ Served (as ClickHouse's HTTP interface does, docs/en/interfaces/http.md):
   * `default_format` param / X-ClickHouse-Format header: output format when the
     query has no FORMAT clause (TabSeparated otherwise).
   * `param_<name>`: query parameters for {name:Type} placeholders.
+  * `client_protocol_version=N` (clickhouse-go's HTTP transport): Native output
+    as ClickHouse writes it for that revision (BlockInfo per block; from 54454 a
+    has_custom_serialization byte, always 0, after each column type), rewritten
+    from chdb's revision-0 Native; Native input is revision 0, as in ClickHouse.
   * every other URL parameter not in NON_SETTING_PARAMS is a ClickHouse setting,
     applied with SET for this query only (reset with `SET x = DEFAULT`); an
     unknown setting is an error (Code 115), as in ClickHouse.
@@ -184,6 +188,151 @@ def decompress_blocks(data, verify=True):
         else:
             raise ClickHouseError.make(89, "UNKNOWN_COMPRESSION_METHOD", f"Unknown compression method: {method:#x}")
         pos += 16 + csize
+    return b"".join(out)
+
+
+# --- Native output for clients that send client_protocol_version --------------
+# chdb writes Native as for revision 0 (clickhouse-local has no client). ClickHouse's HTTP handler
+# writes it for the URL's `client_protocol_version` (NativeWriter): from revision 1 each block
+# starts with its BlockInfo, and from 54454 (DBMS_MIN_REVISION_WITH_CUSTOM_SERIALIZATION) each
+# column's type is followed by a has_custom_serialization byte (0: chdb never writes sparse
+# columns for revision 0). clickhouse-go's HTTP transport decodes with the revision it sent, so
+# the front rewrites chdb's blocks; that needs every column's size, hence the type walker below.
+
+REVISION_WITH_CUSTOM_SERIALIZATION = 54454
+FIXED_SIZES = {
+    1: "UInt8 Int8 Bool Enum8 Nothing", 2: "UInt16 Int16 Date Enum16 BFloat16",
+    4: "UInt32 Int32 Float32 Date32 DateTime IPv4 Time Decimal32",
+    8: "UInt64 Int64 Float64 DateTime64 Time64 Decimal64 IntervalNanosecond IntervalMicrosecond "
+       "IntervalMillisecond IntervalSecond IntervalMinute IntervalHour IntervalDay IntervalWeek "
+       "IntervalMonth IntervalQuarter IntervalYear",
+    16: "UInt128 Int128 UUID IPv6 Decimal128", 32: "UInt256 Int256 Decimal256",
+}
+FIXED_SIZE = {name: size for size, names in FIXED_SIZES.items() for name in names.split()}
+
+
+def parse_type(text):
+    """`Map(LowCardinality(String), Array(Tuple(a UInt8, b String)))` -> (name, [arg types]);
+    named tuple elements lose their names, literal arguments (Enum values, time zones, scales)
+    are kept as text."""
+    text = text.strip()
+    if "(" not in text:
+        return text, []
+    name, inner = text[:text.index("(")].strip(), text[text.index("(") + 1:text.rindex(")")]
+    args, depth, quote, start = [], 0, None, 0
+    for i, c in enumerate(inner + ","):
+        if quote:
+            quote = None if c == quote and inner[i - 1] != "\\" else quote
+        elif c in "'`\"":
+            quote = c
+        elif c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+        elif c == "," and depth == 0:
+            args.append(inner[start:i].strip())
+            start = i + 1
+    if name == "Tuple":  # named elements: `a UInt8` -> `UInt8` (a bare type has no space after its name)
+        args = [m.group(2) if (m := re.match(r"(`[^`]*`|\w+)\s+(\S.*)$", a, re.S)) else a for a in args]
+    return name, args
+
+
+class NativeReader:
+    def __init__(self, data):
+        self.data, self.pos = data, 0
+
+    def take(self, n):
+        if self.pos + n > len(self.data):
+            raise ClickHouseError.make(32, "ATTEMPT_TO_READ_AFTER_EOF", "Cannot read all data in Native block")
+        self.pos += n
+        return self.data[self.pos - n:self.pos]
+
+    def varuint(self):
+        shift = value = 0
+        while True:
+            b = self.take(1)[0]
+            value |= (b & 0x7F) << shift
+            shift += 7
+            if b < 0x80:
+                return value
+
+    def u64(self):
+        return struct.unpack("<Q", self.take(8))[0]
+
+    def string(self):
+        return self.take(self.varuint())
+
+    def skip_prefix(self, typ):
+        """serializeBinaryBulkStatePrefix: only LowCardinality writes one (its key version)."""
+        name, args = parse_type(typ)
+        if name == "LowCardinality":
+            self.take(8)
+        elif name in ("Array", "Nullable", "Map", "Tuple", "SimpleAggregateFunction"):
+            for a in (args[1:] if name == "SimpleAggregateFunction" else args):
+                self.skip_prefix(a)
+
+    def skip_data(self, typ, rows):
+        name, args = parse_type(typ)
+        if name in FIXED_SIZE:
+            self.take(rows * FIXED_SIZE[name])
+        elif name == "Decimal":
+            p = int(args[0])
+            self.take(rows * (4 if p <= 9 else 8 if p <= 18 else 16 if p <= 38 else 32))
+        elif name == "String":
+            for _ in range(rows):
+                self.take(self.varuint())
+        elif name == "FixedString":
+            self.take(rows * int(args[0]))
+        elif name == "Nullable":
+            self.take(rows)
+            self.skip_data(args[0], rows)
+        elif name in ("Array", "Map"):
+            offsets = struct.unpack(f"<{rows}Q", self.take(8 * rows)) if rows else ()
+            nested = offsets[-1] if offsets else 0
+            for a in ([args[0]] if name == "Array" else args):
+                self.skip_data(a, nested)
+        elif name == "Tuple":
+            for a in args:
+                self.skip_data(a, rows)
+        elif name == "SimpleAggregateFunction":
+            self.skip_data(args[-1], rows)
+        elif name == "LowCardinality":
+            keys_type = re.sub(r"^Nullable\((.*)\)$", r"\1", args[0])
+            done = 0
+            while done < rows:  # one or more (dictionary, indexes) chunks
+                flags = self.u64()
+                if flags & (1 << 9):  # HasAdditionalKeysBit
+                    self.skip_data(keys_type, self.u64())
+                n = self.u64()
+                self.take(n * (1, 2, 4, 8)[flags & 0xFF])
+                done += n
+        else:
+            raise ClickHouseError.make(48, "NOT_IMPLEMENTED", f"chdb_front cannot re-encode Native column type {typ} "
+                                       "for client_protocol_version > 0")
+
+
+def native_for_revision(data, revision):
+    """chdb's Native output (revision 0) as ClickHouse writes it for client_protocol_version=revision."""
+    if revision <= 0:
+        return data
+    r, out = NativeReader(data), []
+    while r.pos < len(data):
+        out.append(b"\x01\x00\x02\xff\xff\xff\xff\x00")  # BlockInfo: is_overflows=0, bucket_num=-1, end
+        start = r.pos
+        cols, rows = r.varuint(), r.varuint()
+        out.append(data[start:r.pos])
+        for _ in range(cols):
+            start = r.pos
+            r.string()
+            typ = r.string().decode()
+            out.append(data[start:r.pos])
+            if revision >= REVISION_WITH_CUSTOM_SERIALIZATION:
+                out.append(b"\x00")
+            start = r.pos
+            if rows:
+                r.skip_prefix(typ)
+                r.skip_data(typ, rows)
+            out.append(data[start:r.pos])
     return b"".join(out)
 
 
@@ -411,6 +560,13 @@ class Handler(BaseHTTPRequestHandler):
                    ("X-ClickHouse-Query-Id", query_id), ("X-ClickHouse-Timezone", self.engine.timezone),
                    ("X-ClickHouse-Summary", json.dumps(result.summary, separators=(",", ":")))]
         out = result.body
+        revision = args.get("client_protocol_version", "")
+        if result.format.lower() == "native" and revision.isdigit() and int(revision) > 0:
+            try:
+                out = native_for_revision(out, int(revision))
+            except ClickHouseError as e:
+                return self.send(e.status, f"{e.text} (version {self.engine.version} (official build))\n".encode(), [
+                    ("Content-Type", "text/plain; charset=UTF-8"), ("X-ClickHouse-Exception-Code", str(e.code))])
         if truthy(args.get("compress")):
             out = compress_blocks(out)
         elif truthy(args.get("enable_http_compression")):

@@ -170,6 +170,61 @@ def test_clickhouse_connect_database_and_errors(front):
         client.query("SELECT * FROM no_such_table")
 
 
+# --- client_protocol_version (clickhouse-go's HTTP transport, clickhouse-connect) ---
+
+def native(front, sql, revision=None):
+    params = {"default_format": "Native"}
+    if revision is not None:
+        params["client_protocol_version"] = str(revision)
+    r = requests.post(front, params=params, data=sql.encode())
+    assert r.status_code == 200, r.text
+    return r.content
+
+
+BLOCK_INFO = b"\x01\x00\x02\xff\xff\xff\xff\x00"  # is_overflows=0, bucket_num=-1, end
+
+
+def test_native_for_client_protocol_version(front):
+    sql = "SELECT 1 AS x, 'ab' AS s"
+    plain = b"\x02\x01" + b"\x01x\x05UInt8\x01" + b"\x01s\x06String\x02ab"
+    assert native(front, sql) == plain == native(front, sql, 0)
+    # below 54454 (DBMS_MIN_REVISION_WITH_CUSTOM_SERIALIZATION): block info only
+    assert native(front, sql, 54405) == BLOCK_INFO + plain
+    # clickhouse-go sends 54460: also a has_custom_serialization byte (0) after each column type
+    assert native(front, sql, 54460) == BLOCK_INFO + b"\x02\x01" + b"\x01x\x05UInt8\x00\x01" + b"\x01s\x06String\x00\x02ab"
+    # clickhouse-go's handshake query, and every block of a multi-block result gets its BlockInfo
+    hello = native(front, "SELECT displayName(), version(), revision(), timezone()", 54460)
+    assert hello.startswith(BLOCK_INFO + b"\x04\x01\x0ddisplayName()\x06String\x00")
+    many = native(front, "SELECT number FROM numbers(10) SETTINGS max_block_size = 3", 54460)
+    assert many.count(BLOCK_INFO + b"\x01") >= 4 and many.startswith(BLOCK_INFO)
+
+
+def test_native_revision_walks_nested_types(front):
+    """The front must know each column's size to place the per-column byte; clickhouse-connect
+    (which probes client_protocol_version=54405 and then expects BlockInfo) reads the result."""
+    client = connect(front)
+    assert client.protocol_version == 54405
+    sql = """SELECT number AS n,
+        map(toLowCardinality(toString(number)), 'v', 'k', repeat('x', number)) AS m,
+        [NULL, toString(number)]::Array(Nullable(String)) AS a,
+        CAST((toUInt8(number), 'b'), 'Tuple(i UInt8, s String)') AS t,
+        toLowCardinality(if(number % 2, 'odd', 'even')) AS lc,
+        toFixedString('ab', 2) AS f, toDecimal64(number, 3) AS d,
+        toDateTime64('2026-01-02 03:04:05.123456789', 9, 'UTC') AS ts,
+        toUUID('00000000-0000-0000-0000-00000000000a') AS u, [[1, 2], []]::Array(Array(UInt16)) AS aa
+        FROM numbers(5) ORDER BY n"""
+    rows = client.query(sql).result_rows
+    assert len(rows) == 5
+    n, m, a, t, lc, f, d, ts, u, aa = rows[3]
+    assert (n, m, a, t, lc, f, str(d), aa) == (3, {"3": "v", "k": "xxx"}, [None, "3"], {"i": 3, "s": "b"}, "odd", b"ab", "3.000", [[1, 2], []])
+    assert str(u) == "00000000-0000-0000-0000-00000000000a"
+    # the same bytes at 54460 are those at 54405 plus one 0 byte after each of the 10 column types
+    assert len(native(front, sql, 54460)) == len(native(front, sql, 54405)) + 10
+    r = requests.post(front, params={"default_format": "Native", "client_protocol_version": "54460"},
+                      data=b"SELECT 1::Dynamic AS d")
+    assert r.status_code == 501 and "cannot re-encode" in r.text
+
+
 # --- as the Rust `clickhouse` crate does ---------------------------------------
 
 def checksum(block):
