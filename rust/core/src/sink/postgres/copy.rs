@@ -211,7 +211,61 @@ fn field_len(len: usize) -> i32 {
 pub(crate) mod parse {
     //! A reader for the rows of a chunk, for tests: rows of fields, each `None` for NULL.
 
-    pub fn rows(data: &[u8]) -> Vec<Vec<Option<Vec<u8>>>> {
+    pub type Row = Vec<Option<Vec<u8>>>;
+
+    /// The field of `row` in column `name` of `columns`.
+    pub fn field<'r>(columns: &[&str], row: &'r Row, name: &str) -> &'r Option<Vec<u8>> {
+        &row[columns.iter().position(|c| *c == name).unwrap_or_else(|| panic!("no column {name}"))]
+    }
+
+    /// The bytes of a field that must not be NULL.
+    pub fn value(columns: &[&str], row: &Row, name: &str) -> Vec<u8> {
+        field(columns, row, name).clone().unwrap_or_else(|| panic!("{name} is NULL"))
+    }
+
+    pub fn jsonb(bytes: &[u8]) -> serde_json::Value {
+        assert_eq!(bytes[0], 1, "jsonb version byte");
+        serde_json::from_slice(&bytes[1..]).expect("valid JSON")
+    }
+
+    /// Defines `column`, `text`, `int2`, `int4`, `int8` and `json`: the fields of a row of a table
+    /// with these columns, read by column name.
+    macro_rules! readers_for {
+        ($columns:expr) => {
+            #[allow(dead_code)]
+            fn column<'r>(row: &'r parse::Row, name: &str) -> &'r Option<Vec<u8>> {
+                parse::field($columns, row, name)
+            }
+
+            #[allow(dead_code)]
+            fn text(row: &parse::Row, name: &str) -> String {
+                String::from_utf8(parse::value($columns, row, name)).expect("UTF-8")
+            }
+
+            #[allow(dead_code)]
+            fn int8(row: &parse::Row, name: &str) -> i64 {
+                i64::from_be_bytes(parse::value($columns, row, name).try_into().expect("8 bytes"))
+            }
+
+            #[allow(dead_code)]
+            fn int4(row: &parse::Row, name: &str) -> i32 {
+                i32::from_be_bytes(parse::value($columns, row, name).try_into().expect("4 bytes"))
+            }
+
+            #[allow(dead_code)]
+            fn int2(row: &parse::Row, name: &str) -> i16 {
+                i16::from_be_bytes(parse::value($columns, row, name).try_into().expect("2 bytes"))
+            }
+
+            #[allow(dead_code)]
+            fn json(row: &parse::Row, name: &str) -> serde_json::Value {
+                parse::jsonb(&parse::value($columns, row, name))
+            }
+        };
+    }
+    pub(crate) use readers_for;
+
+    pub fn rows(data: &[u8]) -> Vec<Row> {
         let mut at = 0;
         let mut rows = Vec::new();
         while at < data.len() {

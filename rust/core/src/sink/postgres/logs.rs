@@ -211,7 +211,7 @@ mod tests {
     use opentelemetry_proto::tonic::resource::v1::Resource;
     use prost::Message;
 
-    type Row = Vec<Option<Vec<u8>>>;
+    use parse::Row;
 
     const TIME: u64 = 1_700_000_000_123_456_789;
     /// `TIME` as a timestamptz: microseconds since 2000-01-01.
@@ -257,31 +257,7 @@ mod tests {
         (rows, encode(&otlp).expect("valid request"))
     }
 
-    fn column<'r>(row: &'r Row, name: &str) -> &'r Option<Vec<u8>> {
-        &row[COLUMNS.iter().position(|c| *c == name).expect("known column")]
-    }
-
-    fn text(row: &Row, name: &str) -> String {
-        String::from_utf8(column(row, name).clone().expect("not null")).expect("UTF-8")
-    }
-
-    fn int8(row: &Row, name: &str) -> i64 {
-        i64::from_be_bytes(column(row, name).clone().expect("not null").try_into().expect("8 bytes"))
-    }
-
-    fn int4(row: &Row, name: &str) -> i32 {
-        i32::from_be_bytes(column(row, name).clone().expect("not null").try_into().expect("4 bytes"))
-    }
-
-    fn int2(row: &Row, name: &str) -> i16 {
-        i16::from_be_bytes(column(row, name).clone().expect("not null").try_into().expect("2 bytes"))
-    }
-
-    fn json(row: &Row, name: &str) -> serde_json::Value {
-        let bytes = column(row, name).clone().expect("not null");
-        assert_eq!(bytes[0], 1, "jsonb version byte");
-        serde_json::from_slice(&bytes[1..]).expect("valid JSON")
-    }
+    parse::readers_for!(COLUMNS);
 
     /// The body column of a request with one record whose body is `body`, as JSON text.
     fn body_json(body: Option<AnyValue>) -> Option<String> {

@@ -353,7 +353,7 @@ mod tests {
     use opentelemetry_proto::tonic::trace::v1::{span::Event, ResourceSpans, ScopeSpans, Status};
     use prost::Message;
 
-    type Row = Vec<Option<Vec<u8>>>;
+    use parse::Row;
 
     fn encode_rows(request: &ExportTraceServiceRequest) -> (Vec<Row>, EncodedSpans) {
         let otlp = request.encode_to_vec();
@@ -361,27 +361,7 @@ mod tests {
         (rows, encode(&otlp).expect("valid request"))
     }
 
-    fn column<'r>(row: &'r Row, name: &str) -> &'r Option<Vec<u8>> {
-        &row[COLUMNS.iter().position(|c| *c == name).expect("known column")]
-    }
-
-    fn text(row: &Row, name: &str) -> String {
-        String::from_utf8(column(row, name).clone().expect("not null")).expect("UTF-8")
-    }
-
-    fn int8(row: &Row, name: &str) -> i64 {
-        i64::from_be_bytes(column(row, name).clone().expect("not null").try_into().expect("8 bytes"))
-    }
-
-    fn int2(row: &Row, name: &str) -> i16 {
-        i16::from_be_bytes(column(row, name).clone().expect("not null").try_into().expect("2 bytes"))
-    }
-
-    fn json(row: &Row, name: &str) -> serde_json::Value {
-        let bytes = column(row, name).clone().expect("not null");
-        assert_eq!(bytes[0], 1, "jsonb version byte");
-        serde_json::from_slice(&bytes[1..]).expect("valid JSON")
-    }
+    parse::readers_for!(COLUMNS);
 
     #[test]
     fn a_span_becomes_a_row_field_for_field() {
