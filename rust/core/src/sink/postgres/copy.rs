@@ -135,6 +135,14 @@ impl CopyRows {
         result
     }
 
+    /// A jsonb value whose JSON text was written before (shared by many rows).
+    pub fn jsonb_text(&mut self, json: &[u8]) {
+        self.variable(|out| {
+            out.push(JSONB_VERSION);
+            out.extend_from_slice(json);
+        });
+    }
+
     pub fn finish(self) -> Chunk {
         Chunk { data: Bytes::from(self.buf), rows: self.rows, columns: self.columns }
     }

@@ -2,6 +2,7 @@
 //! schema URL), each holding scope groups (a scope, the items, a schema URL). The encoders walk it
 //! here and handle only their items: spans, log records or metrics.
 
+use super::copy::CopyRows;
 use super::spans::service_name;
 use crate::json;
 use crate::wire::{Fields, WireError};
@@ -17,6 +18,20 @@ pub struct Group<'a, 'b> {
     pub scope_version: &'a str,
     pub scope_json: &'b [u8],
     pub scope_schema_url: &'a str,
+}
+
+impl Group<'_, '_> {
+    /// The columns every table has, in their order there: service_name, resource_attributes,
+    /// resource_schema_url, scope_name, scope_version, scope_attributes, scope_schema_url.
+    pub fn write_columns(&self, rows: &mut CopyRows) {
+        rows.text(self.service_name);
+        rows.jsonb_text(self.resource_json);
+        rows.text(self.resource_schema_url);
+        rows.text(self.scope_name);
+        rows.text(self.scope_version);
+        rows.jsonb_text(self.scope_json);
+        rows.text(self.scope_schema_url);
+    }
 }
 
 /// The names of one signal's envelope messages, for error messages.

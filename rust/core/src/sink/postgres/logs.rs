@@ -102,19 +102,7 @@ impl Encoder {
         nullable_bytea(rows, fields.trace_id);
         nullable_bytea(rows, fields.span_id);
         rows.text(fields.event_name);
-        rows.text(group.service_name);
-        rows.jsonb(|out| {
-            out.extend_from_slice(group.resource_json);
-            Ok(())
-        })?;
-        rows.text(group.resource_schema_url);
-        rows.text(group.scope_name);
-        rows.text(group.scope_version);
-        rows.jsonb(|out| {
-            out.extend_from_slice(group.scope_json);
-            Ok(())
-        })?;
-        rows.text(group.scope_schema_url);
+        group.write_columns(rows);
 
         let row_len = rows.row_len(row);
         if row_len > MAX_ROW_BYTES {

@@ -188,19 +188,7 @@ impl<'a> Encoder<'a> {
         rows.int8(end_nanos - start_nanos);
         rows.int2(status_code);
         rows.text(fields.status_message);
-        rows.text(group.service_name);
-        rows.jsonb(|out| {
-            out.extend_from_slice(group.resource_json);
-            Ok(())
-        })?;
-        rows.text(group.resource_schema_url);
-        rows.text(group.scope_name);
-        rows.text(group.scope_version);
-        rows.jsonb(|out| {
-            out.extend_from_slice(group.scope_json);
-            Ok(())
-        })?;
-        rows.text(group.scope_schema_url);
+        group.write_columns(rows);
         rows.jsonb(|out| json::write_attributes(out, &span[fields.attributes.clone()], 9, "Span.attributes"))?;
         rows.jsonb(|out| json::write_events(out, &span[fields.events.clone()], 11))?;
         rows.jsonb(|out| json::write_links(out, &span[fields.links.clone()], 13))?;

@@ -404,15 +404,9 @@ impl<'a> Header<'a> {
         rows.text(metric.name);
         rows.text(metric.description);
         rows.text(metric.unit);
-        rows.jsonb(copy(metric.metadata_json))?;
-        rows.text(metric.group.service_name);
-        rows.jsonb(copy(metric.group.resource_json))?;
-        rows.text(metric.group.resource_schema_url);
-        rows.text(metric.group.scope_name);
-        rows.text(metric.group.scope_version);
-        rows.jsonb(copy(metric.group.scope_json))?;
-        rows.text(metric.group.scope_schema_url);
-        rows.jsonb(copy(attributes_json))?;
+        rows.jsonb_text(metric.metadata_json);
+        metric.group.write_columns(rows);
+        rows.jsonb_text(attributes_json);
         rows.int8(start);
         rows.timestamptz_from_unix_nanos(time);
         rows.int8(time);
@@ -499,14 +493,6 @@ fn counts_fit(field: &str, counts: &[u64]) -> Result<(), String> {
 /// Counts that [`counts_fit`] accepted, as a bigint[].
 fn write_counts(rows: &mut CopyRows, counts: &[u64]) {
     rows.int8_array(counts.iter().map(|&count| count as i64));
-}
-
-/// A jsonb column of JSON prepared once for many rows.
-fn copy(json: &[u8]) -> impl FnOnce(&mut Vec<u8>) -> Result<(), WireError> + '_ {
-    move |out| {
-        out.extend_from_slice(json);
-        Ok(())
-    }
 }
 
 fn float8_or_null(rows: &mut CopyRows, value: Option<f64>) {
