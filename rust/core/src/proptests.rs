@@ -681,10 +681,10 @@ fn hex_bytes(json: Json) -> Vec<u8> {
 
 // ---- Reading the COPY data back ----
 
-/// The rows of a chunk (COPY data without its header and trailer), each field `None` for NULL. The
-/// sink's own test reader is private to its module, so this is a second, independent one; it insists
-/// on the full column count.
-fn copy_rows(mut data: &[u8]) -> Vec<Row> {
+/// The rows of a chunk (COPY data without its header and trailer) of a table with `columns`, each
+/// field `None` for NULL. The sink's own test reader is private to its module, so this is a second,
+/// independent one; it insists on the full column count.
+fn copy_rows_of(columns: &[&str], mut data: &[u8]) -> Vec<Row> {
     fn take<'a>(data: &mut &'a [u8], n: usize) -> &'a [u8] {
         assert!(data.len() >= n, "COPY data ends inside a field");
         let (taken, rest) = data.split_at(n);
@@ -694,7 +694,7 @@ fn copy_rows(mut data: &[u8]) -> Vec<Row> {
     let mut rows = Vec::new();
     while !data.is_empty() {
         let count = i16::from_be_bytes(take(&mut data, 2).try_into().expect("2 bytes"));
-        assert_eq!(usize::try_from(count).ok(), Some(COLUMNS.len()), "field count");
+        assert_eq!(usize::try_from(count).ok(), Some(columns.len()), "field count");
         let row = (0..count)
             .map(|_| {
                 let len = i32::from_be_bytes(take(&mut data, 4).try_into().expect("4 bytes"));
@@ -705,6 +705,10 @@ fn copy_rows(mut data: &[u8]) -> Vec<Row> {
         rows.push(row);
     }
     rows
+}
+
+fn copy_rows(data: &[u8]) -> Vec<Row> {
+    copy_rows_of(COLUMNS, data)
 }
 
 // ---- Properties ----
@@ -894,27 +898,8 @@ mod logs {
     }
 
     /// The rows of a chunk of the logs table, each field `None` for NULL.
-    fn log_rows(mut data: &[u8]) -> Vec<Row> {
-        fn take<'a>(data: &mut &'a [u8], n: usize) -> &'a [u8] {
-            assert!(data.len() >= n, "COPY data ends inside a field");
-            let (taken, rest) = data.split_at(n);
-            *data = rest;
-            taken
-        }
-        let mut rows = Vec::new();
-        while !data.is_empty() {
-            let count = i16::from_be_bytes(take(&mut data, 2).try_into().expect("2 bytes"));
-            assert_eq!(usize::try_from(count).ok(), Some(COLUMNS.len()), "field count");
-            let row = (0..count)
-                .map(|_| {
-                    let len = i32::from_be_bytes(take(&mut data, 4).try_into().expect("4 bytes"));
-                    assert!(len >= -1, "field length {len}");
-                    usize::try_from(len).ok().map(|len| take(&mut data, len).to_vec())
-                })
-                .collect();
-            rows.push(row);
-        }
-        rows
+    fn log_rows(data: &[u8]) -> Vec<Row> {
+        super::copy_rows_of(COLUMNS, data)
     }
 
     proptest! {
@@ -1116,7 +1101,7 @@ mod metrics {
             (Err(_), Ok(encoded)) => {
                 for (rows, columns) in tables(encoded).0.into_iter().zip(TABLES) {
                     let chunk = rows.finish();
-                    prop_assert_eq!(metric_rows(&chunk.data, columns).len() as u64, chunk.rows);
+                    prop_assert_eq!(super::copy_rows_of(columns, &chunk.data).len() as u64, chunk.rows);
                 }
                 Ok(())
             }
@@ -1314,7 +1299,7 @@ mod metrics {
         }
         for (table, (rows, columns)) in tables.into_iter().zip(TABLES).enumerate() {
             let chunk = rows.finish();
-            let parsed = metric_rows(&chunk.data, columns);
+            let parsed = super::copy_rows_of(columns, &chunk.data);
             let kept: Vec<_> = points.iter().filter(|p| p.table == table && fits(p)).collect();
             prop_assert_eq!(parsed.len() as u64, chunk.rows);
             prop_assert_eq!(parsed.len(), kept.len());
@@ -1392,30 +1377,6 @@ mod metrics {
             trace_id: hex_bytes(trace_id),
             value,
         }
-    }
-
-    /// The rows of one table's chunk, insisting on its column count.
-    fn metric_rows(mut data: &[u8], columns: &[&str]) -> Vec<Row> {
-        fn take<'a>(data: &mut &'a [u8], n: usize) -> &'a [u8] {
-            assert!(data.len() >= n, "COPY data ends inside a field");
-            let (taken, rest) = data.split_at(n);
-            *data = rest;
-            taken
-        }
-        let mut rows = Vec::new();
-        while !data.is_empty() {
-            let count = i16::from_be_bytes(take(&mut data, 2).try_into().expect("2 bytes"));
-            assert_eq!(usize::try_from(count).ok(), Some(columns.len()), "field count");
-            let row = (0..count)
-                .map(|_| {
-                    let len = i32::from_be_bytes(take(&mut data, 4).try_into().expect("4 bytes"));
-                    assert!(len >= -1, "field length {len}");
-                    usize::try_from(len).ok().map(|len| take(&mut data, len).to_vec())
-                })
-                .collect();
-            rows.push(row);
-        }
-        rows
     }
 
     proptest! {
