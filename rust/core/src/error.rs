@@ -30,6 +30,9 @@ pub enum Error {
     #[error("PostgreSQL: {action}: {}", chain(source))]
     Postgres { action: &'static str, source: tokio_postgres::Error },
 
+    #[error("ClickHouse: {action}: {}", chain(source))]
+    ClickHouse { action: &'static str, source: clickhouse::error::Error },
+
     #[error("PostgreSQL: no connection available: {}", chain(.0))]
     Pool(#[from] deadpool_postgres::PoolError),
 
@@ -68,6 +71,7 @@ impl Error {
             Error::Config(_) => ErrorKind::InvalidConfig,
             Error::Decode { .. } | Error::RowsRejected { .. } => ErrorKind::Permanent,
             Error::Postgres { source, .. } => postgres_kind(source),
+            Error::ClickHouse { source, .. } => clickhouse_kind(source),
             Error::Pool(_)
             | Error::Runtime(_)
             | Error::ShutdownTimedOut { .. }
@@ -84,6 +88,52 @@ impl Error {
 
     pub(crate) fn postgres(action: &'static str) -> impl FnOnce(tokio_postgres::Error) -> Error {
         move |source| Error::Postgres { action, source }
+    }
+
+    pub(crate) fn clickhouse(action: &'static str) -> impl FnOnce(clickhouse::error::Error) -> Error {
+        move |source| Error::ClickHouse { action, source }
+    }
+}
+
+/// ClickHouse exception codes that mean the data sent can never be inserted as it is: it does not
+/// parse, does not fit its column, or does not match the table's columns. A retry fails the same way.
+const CLICKHOUSE_BAD_DATA: &[u32] = &[
+    6,   // CANNOT_PARSE_TEXT
+    16,  // NO_SUCH_COLUMN_IN_TABLE
+    26,  // CANNOT_PARSE_QUOTED_STRING
+    27,  // CANNOT_PARSE_INPUT_ASSERTION_FAILED
+    32,  // ATTEMPT_TO_READ_AFTER_EOF
+    33,  // CANNOT_READ_ALL_DATA
+    38,  // CANNOT_PARSE_DATE
+    41,  // CANNOT_PARSE_DATETIME
+    43,  // ILLEGAL_TYPE_OF_ARGUMENT
+    53,  // TYPE_MISMATCH
+    69,  // ARGUMENT_OUT_OF_BOUND
+    70,  // CANNOT_CONVERT_TYPE
+    72,  // CANNOT_PARSE_NUMBER
+    117, // INCORRECT_DATA
+    131, // TOO_LARGE_STRING_SIZE
+    190, // SIZES_OF_ARRAYS_DONT_MATCH
+    321, // VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE
+];
+
+/// The exception code at the start of a ClickHouse error text: `Code: 27. DB::Exception: ...`.
+pub(crate) fn clickhouse_exception_code(text: &str) -> Option<u32> {
+    let rest = text.trim_start().strip_prefix("Code:")?.trim_start();
+    let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+    rest[..digits].parse().ok()
+}
+
+/// An exception for bad data is permanent; everything else (connection refused or reset, timeouts,
+/// a server that is starting, too many parts, memory limits, a table an operator may still create,
+/// authentication that may be fixed) may succeed later.
+fn clickhouse_kind(error: &clickhouse::error::Error) -> ErrorKind {
+    match error {
+        clickhouse::error::Error::BadResponse(text) => match clickhouse_exception_code(text) {
+            Some(code) if CLICKHOUSE_BAD_DATA.contains(&code) => ErrorKind::Permanent,
+            _ => ErrorKind::Retryable,
+        },
+        _ => ErrorKind::Retryable,
     }
 }
 

@@ -1,7 +1,7 @@
 //! The `logs` table: one COPY row per OTLP log record, written straight from the decoded request.
 
 use super::copy::CopyRows;
-use super::envelope::{self, Group};
+use crate::sink::envelope::{self, Group};
 use super::rollup::Rollups;
 use super::spans::{saturating_count, small_int, unix_nanos, MAX_ROW_BYTES};
 use crate::json;

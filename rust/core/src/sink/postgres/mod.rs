@@ -2,7 +2,6 @@
 //! commit the rows of many export requests together with the ids of those requests.
 
 mod copy;
-mod envelope;
 pub mod logs;
 pub mod metrics;
 mod migrate;

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::ops::Range;
 
 use super::copy::CopyRows;
-use super::envelope::{self, Group};
+use crate::sink::envelope::{self, Group};
 use super::rollup::Rollups;
 use crate::json;
 use crate::wire::{Fields, WireError};

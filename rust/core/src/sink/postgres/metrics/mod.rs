@@ -7,7 +7,7 @@ mod tests;
 
 use super::copy::CopyRows;
 use super::rollup::Rollups;
-use super::envelope::{self, Group};
+use crate::sink::envelope::{self, Group};
 use crate::json;
 use crate::wire::{Fields, WireError};
 use points::{Aggregation, Points};

@@ -1,16 +1,20 @@
 //! The envelope every OTLP export request shares: resource groups (a resource, scope groups, a
-//! schema URL), each holding scope groups (a scope, the items, a schema URL). The encoders walk it
-//! here and handle only their items: spans, log records or metrics.
+//! schema URL), each holding scope groups (a scope, the items, a schema URL). The encoders of both
+//! sinks walk it here and handle only their items: spans, log records or metrics.
 
-use super::copy::CopyRows;
-use super::spans::service_name;
+use super::postgres::spans::service_name;
+use super::postgres::CopyRows;
 use crate::json;
 use crate::wire::{Fields, WireError};
 
 /// What the items of one resource and scope share. Strings borrow from the request (`'a`), the
 /// jsonb text of the resource and scope attributes from the walk (`'b`): it is built once per
-/// group and copied into each item's row.
+/// group and copied into each item's row (PostgreSQL), or left empty ([`for_each_item_raw`]).
 pub struct Group<'a, 'b> {
+    /// The `Resource` and `InstrumentationScope` messages as sent (empty when absent).
+    pub resource: &'a [u8],
+    pub scope: &'a [u8],
+    /// `service.name` as the PostgreSQL tables take it: the last string value.
     pub service_name: &'a str,
     pub resource_json: &'b [u8],
     pub resource_schema_url: &'a str,
@@ -94,6 +98,25 @@ pub const METRICS: Paths = Paths {
 pub fn for_each_item<'a>(
     otlp: &'a [u8],
     paths: &Paths,
+    item: impl FnMut(&Group<'a, '_>, &'a [u8]) -> Result<(), WireError>,
+) -> Result<(), WireError> {
+    walk(otlp, paths, true, item)
+}
+
+/// [`for_each_item`] without the jsonb text of the attributes (`resource_json` and `scope_json`
+/// are empty), for encoders that read the raw `resource` and `scope` themselves.
+pub fn for_each_item_raw<'a>(
+    otlp: &'a [u8],
+    paths: &Paths,
+    item: impl FnMut(&Group<'a, '_>, &'a [u8]) -> Result<(), WireError>,
+) -> Result<(), WireError> {
+    walk(otlp, paths, false, item)
+}
+
+fn walk<'a>(
+    otlp: &'a [u8],
+    paths: &Paths,
+    with_json: bool,
     mut item: impl FnMut(&Group<'a, '_>, &'a [u8]) -> Result<(), WireError>,
 ) -> Result<(), WireError> {
     let (mut resource_json, mut scope_json) = (Vec::new(), Vec::new());
@@ -110,7 +133,9 @@ pub fn for_each_item<'a>(
             }
         }
         resource_json.clear();
-        json::write_attributes(&mut resource_json, resource, 1, "Resource.attributes")?;
+        if with_json {
+            json::write_attributes(&mut resource_json, resource, 1, "Resource.attributes")?;
+        }
         let service_name = service_name(resource)?;
         for entry in Fields::new(resource_group, paths.resource_group) {
             let (2, scope_group) = entry? else { continue };
@@ -133,8 +158,12 @@ pub fn for_each_item<'a>(
                 }
             }
             scope_json.clear();
-            json::write_attributes(&mut scope_json, scope, 3, "InstrumentationScope.attributes")?;
+            if with_json {
+                json::write_attributes(&mut scope_json, scope, 3, "InstrumentationScope.attributes")?;
+            }
             let group = Group {
+                resource,
+                scope,
                 service_name,
                 resource_json: &resource_json,
                 resource_schema_url,

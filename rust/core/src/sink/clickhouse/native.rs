@@ -1,0 +1,244 @@
+//! ClickHouse's Native format, written column by column as a request is read.
+//!
+//! A block is `NumColumns` and `NumRows` (VarUInt, LEB128 like protobuf varints), then for each
+//! column its name and type (strings) and its data, all rows of it together:
+//!
+//! * `String`: per row a VarUInt length and the bytes.
+//! * `Int64`, `UInt64`, `DateTime64(9)` (nanoseconds as Int64): 8 bytes little-endian per row.
+//! * `Array(T)`: per row the cumulative element count as UInt64 LE (the end offset of the row's
+//!   elements), then all elements of all rows as one column of `T`.
+//! * `Map(K, V)`: the same offsets, then all keys as a `K` column, then all values as a `V` column.
+//!
+//! Over HTTP (`INSERT ... FORMAT Native`) a block has no BlockInfo header: that belongs to the TCP
+//! protocol only. The server converts a column whose type differs from the table's
+//! (`input_format_native_allow_types_conversion`, on by default), so `String` is sent for
+//! `LowCardinality(String)` and `Map(String, String)` for `Map(LowCardinality(String), String)`.
+//! The layout is the one the `clickhouse` crate's own writer (src/native/writer.rs) produces.
+
+/// Appends a VarUInt.
+pub fn put_varuint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+/// Appends a `String` value: its length and bytes.
+pub fn put_str(out: &mut Vec<u8>, value: &[u8]) {
+    put_varuint(out, value.len() as u64);
+    out.extend_from_slice(value);
+}
+
+/// A `String` column.
+#[derive(Default)]
+pub struct Strings {
+    pub data: Vec<u8>,
+}
+
+impl Strings {
+    pub fn push(&mut self, value: &[u8]) {
+        put_str(&mut self.data, value);
+    }
+
+    /// A value whose bytes `write` appends to the buffer it is given; its length is found after.
+    /// Values shorter than 128 bytes, nearly all of them, cost no move: the one-byte length is
+    /// reserved before and filled in after.
+    pub fn push_with<E>(&mut self, write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>) -> Result<(), E> {
+        let at = self.data.len();
+        self.data.push(0);
+        write(&mut self.data)?;
+        let len = self.data.len() - at - 1;
+        if len < 0x80 {
+            self.data[at] = len as u8;
+        } else {
+            let mut prefix = Vec::with_capacity(10);
+            put_varuint(&mut prefix, len as u64);
+            self.data.splice(at..at + 1, prefix);
+        }
+        Ok(())
+    }
+}
+
+/// A fixed-width column of 8-byte little-endian values: `Int64`, `UInt64`, `DateTime64(9)`.
+#[derive(Default)]
+pub struct Fixed64 {
+    pub data: Vec<u8>,
+}
+
+impl Fixed64 {
+    pub fn push_i64(&mut self, value: i64) {
+        self.data.extend_from_slice(&value.to_le_bytes());
+    }
+
+    pub fn push_u64(&mut self, value: u64) {
+        self.data.extend_from_slice(&value.to_le_bytes());
+    }
+}
+
+/// The offsets of an `Array` or `Map` column: one cumulative element count per row.
+#[derive(Default)]
+pub struct Offsets {
+    pub data: Vec<u8>,
+    total: u64,
+}
+
+impl Offsets {
+    /// Ends a row that holds `count` elements.
+    pub fn end_row(&mut self, count: u64) {
+        self.total += count;
+        self.data.extend_from_slice(&self.total.to_le_bytes());
+    }
+
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+}
+
+/// A `Map(String, String)` column.
+#[derive(Default)]
+pub struct StringMap {
+    pub offsets: Offsets,
+    pub keys: Strings,
+    pub values: Strings,
+}
+
+impl StringMap {
+    fn write_into(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.offsets.data);
+        out.extend_from_slice(&self.keys.data);
+        out.extend_from_slice(&self.values.data);
+    }
+}
+
+/// One column's data, ready for [`Block::column`].
+pub enum Data<'c> {
+    Strings(&'c Strings),
+    Fixed64(&'c Fixed64),
+    StringMap(&'c StringMap),
+    /// `Array(T)`: the offsets, then the elements.
+    Array(&'c Offsets, Box<Data<'c>>),
+}
+
+impl Data<'_> {
+    /// The bytes of the column's data.
+    pub fn byte_len(&self) -> usize {
+        match self {
+            Data::Strings(s) => s.data.len(),
+            Data::Fixed64(f) => f.data.len(),
+            Data::StringMap(m) => m.offsets.data.len() + m.keys.data.len() + m.values.data.len(),
+            Data::Array(offsets, inner) => offsets.data.len() + inner.byte_len(),
+        }
+    }
+
+    fn write_into(&self, out: &mut Vec<u8>) {
+        match self {
+            Data::Strings(s) => out.extend_from_slice(&s.data),
+            Data::Fixed64(f) => out.extend_from_slice(&f.data),
+            Data::StringMap(m) => m.write_into(out),
+            Data::Array(offsets, inner) => {
+                out.extend_from_slice(&offsets.data);
+                inner.write_into(out);
+            }
+        }
+    }
+}
+
+/// Assembles a block from its columns, in the order of the INSERT's column list.
+pub struct Block {
+    out: Vec<u8>,
+}
+
+impl Block {
+    /// `columns` is the number of columns that will follow; `capacity` the bytes they take.
+    pub fn new(columns: usize, rows: u64, capacity: usize) -> Self {
+        let mut out = Vec::with_capacity(capacity + 32 * columns + 20);
+        put_varuint(&mut out, columns as u64);
+        put_varuint(&mut out, rows);
+        Self { out }
+    }
+
+    pub fn column(&mut self, name: &str, data_type: &str, data: &Data<'_>) {
+        put_str(&mut self.out, name.as_bytes());
+        put_str(&mut self.out, data_type.as_bytes());
+        self.out.reserve(data.byte_len());
+        data.write_into(&mut self.out);
+    }
+
+    pub fn finish(self) -> Vec<u8> {
+        self.out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn varuint_is_leb128() {
+        for (value, bytes) in [(0u64, &[0u8][..]), (127, &[0x7f]), (128, &[0x80, 0x01]), (300, &[0xac, 0x02]), (u64::MAX, &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01])] {
+            let mut out = Vec::new();
+            put_varuint(&mut out, value);
+            assert_eq!(out, bytes, "{value}");
+        }
+    }
+
+    #[test]
+    fn push_with_fixes_up_long_lengths() {
+        let mut strings = Strings::default();
+        strings
+            .push_with::<()>(|out| {
+                out.extend_from_slice(b"ab");
+                Ok(())
+            })
+            .expect("ok");
+        let long = vec![b'x'; 300];
+        strings
+            .push_with::<()>(|out| {
+                out.extend_from_slice(&long);
+                Ok(())
+            })
+            .expect("ok");
+        strings.push(b"");
+        let mut want = vec![2, b'a', b'b', 0xac, 0x02];
+        want.extend_from_slice(&long);
+        want.push(0);
+        assert_eq!(strings.data, want);
+    }
+
+    #[test]
+    fn a_block_of_a_string_a_map_and_an_array_of_maps() {
+        let mut names = Strings::default();
+        names.push(b"a");
+        names.push(b"bc");
+        let mut map = StringMap::default();
+        map.keys.push(b"k");
+        map.values.push(b"v");
+        map.offsets.end_row(1);
+        map.offsets.end_row(0);
+        let mut inner = StringMap::default();
+        inner.keys.push(b"k");
+        inner.values.push(b"v");
+        inner.offsets.end_row(1);
+        let mut outer = Offsets::default();
+        outer.end_row(0);
+        outer.end_row(1);
+        let mut block = Block::new(3, 2, 0);
+        block.column("N", "String", &Data::Strings(&names));
+        block.column("M", "Map(String, String)", &Data::StringMap(&map));
+        block.column("A", "Array(Map(String, String))", &Data::Array(&outer, Box::new(Data::StringMap(&inner))));
+        let out = block.finish();
+        let mut want = vec![3, 2];
+        want.extend_from_slice(b"\x01N\x06String\x01a\x02bc");
+        want.extend_from_slice(b"\x01M\x13Map(String, String)");
+        want.extend_from_slice(&1u64.to_le_bytes());
+        want.extend_from_slice(&1u64.to_le_bytes());
+        want.extend_from_slice(b"\x01k\x01v");
+        want.extend_from_slice(b"\x01A\x1aArray(Map(String, String))");
+        want.extend_from_slice(&0u64.to_le_bytes());
+        want.extend_from_slice(&1u64.to_le_bytes());
+        want.extend_from_slice(&1u64.to_le_bytes());
+        want.extend_from_slice(b"\x01k\x01v");
+        assert_eq!(out, want);
+    }
+}

@@ -1,0 +1,482 @@
+//! `otel_traces`: one Native block per export request, one row per span, written column by column
+//! straight from the protobuf bytes.
+//!
+//! Values follow the contrib clickhouseexporter (exporter_traces.go), so that dashboards and
+//! queries written for its tables read these the same way:
+//!
+//! * `Timestamp` is the span's start; `Duration` is end minus start in nanoseconds;
+//! * `TraceId`, `SpanId`, `ParentSpanId` and the link ids are lower-case hex, and `""` for an id
+//!   that is empty or all zeros (traceutil.*ToHexOrEmptyString);
+//! * `SpanKind` and `StatusCode` are pdata's names: `Unspecified`, `Internal`, `Server`, `Client`,
+//!   `Producer`, `Consumer`; `Unset`, `Ok`, `Error` (`""` for a number OTLP does not define);
+//! * `ServiceName` is `AsString()` of the first `service.name` resource attribute, whatever its
+//!   type (pdata's `Map.Get` returns the first);
+//! * attribute maps hold every key/value pair in wire order, duplicates included, each value as
+//!   `AsString()` (see gostring.rs); scope name and version have their own columns.
+//!
+//! Where we differ: a span that ends before it starts gets `Duration` 0 (contrib subtracts unsigned
+//! numbers and stores about 1.8e19, which would wreck `max(Duration)` and the span stats); a span
+//! whose start, end or event time is past 2262-04-11 (beyond DateTime64(9)'s Int64) is rejected
+//! and counted, as in PostgreSQL (contrib wraps it to a date before 1970); ids of the wrong length
+//! are written as hex of the bytes sent (contrib's decoder refuses the whole request).
+
+use std::ops::Range;
+
+use bytes::Bytes;
+
+use super::gostring::write_as_string;
+use super::native::{Block, Data, Fixed64, Offsets, StringMap, Strings};
+use crate::sink::envelope::{self, Group};
+use crate::wire::{Fields, WireError};
+
+/// The columns of the INSERT, in block order, with the types their data is sent as. The server
+/// converts `String` to the table's `LowCardinality(String)` and the map key likewise.
+pub const COLUMNS: &[(&str, &str)] = &[
+    ("Timestamp", "DateTime64(9)"),
+    ("TraceId", "String"),
+    ("SpanId", "String"),
+    ("ParentSpanId", "String"),
+    ("TraceState", "String"),
+    ("SpanName", "String"),
+    ("SpanKind", "String"),
+    ("ServiceName", "String"),
+    ("ResourceAttributes", "Map(String, String)"),
+    ("ScopeName", "String"),
+    ("ScopeVersion", "String"),
+    ("SpanAttributes", "Map(String, String)"),
+    ("Duration", "UInt64"),
+    ("StatusCode", "String"),
+    ("StatusMessage", "String"),
+    ("Events.Timestamp", "Array(DateTime64(9))"),
+    ("Events.Name", "Array(String)"),
+    ("Events.Attributes", "Array(Map(String, String))"),
+    ("Links.TraceId", "Array(String)"),
+    ("Links.SpanId", "Array(String)"),
+    ("Links.TraceState", "Array(String)"),
+    ("Links.Attributes", "Array(Map(String, String))"),
+];
+
+/// One request's spans as a Native block for `otel_traces`, and the spans left out.
+#[derive(Debug, Clone, Default)]
+pub struct EncodedTraces {
+    /// The block; empty when no span became a row.
+    pub block: Bytes,
+    pub rows: u64,
+    pub rejected: u64,
+    pub first_rejection: Option<String>,
+}
+
+/// Encodes every span of a serialized `ExportTraceServiceRequest`. A request that is not valid
+/// protobuf, or holds a string that is not UTF-8, is an error as a whole; a span whose times do not
+/// fit DateTime64(9) is left out and counted.
+pub fn encode(otlp: &[u8]) -> Result<EncodedTraces, WireError> {
+    let mut columns = Columns::default();
+    let mut resource = ResourceCache::default();
+    let mut rows = 0u64;
+    let mut rejected = 0u64;
+    let mut first_rejection = None;
+    envelope::for_each_item_raw(otlp, &envelope::TRACES, |group, span| {
+        let fields = SpanFields::read(span)?;
+        match fields.check(span)? {
+            Ok(()) => {
+                resource.update(group.resource)?;
+                columns.row(group, &resource, span, &fields)?;
+                rows += 1;
+            }
+            Err(reason) => {
+                rejected += 1;
+                first_rejection.get_or_insert_with(|| {
+                    format!("span {} of trace {}: {reason}", hex_string(fields.span_id), hex_string(fields.trace_id))
+                });
+            }
+        }
+        Ok(())
+    })?;
+    let block = if rows == 0 { Bytes::new() } else { Bytes::from(columns.block(rows)) };
+    Ok(EncodedTraces { block, rows, rejected, first_rejection })
+}
+
+/// The resource attributes and service name of the current resource, encoded once and copied into
+/// each of its spans' rows.
+#[derive(Default)]
+struct ResourceCache {
+    /// Where the cached resource is in the request, to tell when the walk moved on.
+    at: Option<(usize, usize)>,
+    keys: Vec<u8>,
+    values: Vec<u8>,
+    count: u64,
+    service_name: Vec<u8>,
+}
+
+impl ResourceCache {
+    fn update(&mut self, resource: &[u8]) -> Result<(), WireError> {
+        let at = Some((resource.as_ptr() as usize, resource.len()));
+        if self.at == at {
+            return Ok(());
+        }
+        self.keys.clear();
+        self.values.clear();
+        self.count = 0;
+        self.service_name.clear();
+        let mut found_service = false;
+        let mut scratch = Vec::new();
+        for_each_attribute(resource, 1, "Resource.attributes", |key, value| {
+            scratch.clear();
+            write_as_string(&mut scratch, value)?;
+            super::native::put_str(&mut self.keys, key.as_bytes());
+            super::native::put_str(&mut self.values, &scratch);
+            self.count += 1;
+            if key == "service.name" && !found_service {
+                found_service = true;
+                self.service_name.extend_from_slice(&scratch);
+            }
+            Ok(())
+        })?;
+        self.at = at;
+        Ok(())
+    }
+}
+
+/// Calls `each` with the key and value (AnyValue bytes, empty when absent) of every KeyValue in
+/// field `field` of `message`.
+fn for_each_attribute<'a>(
+    message: &'a [u8],
+    field: u32,
+    path: &'static str,
+    mut each: impl FnMut(&'a str, &'a [u8]) -> Result<(), WireError>,
+) -> Result<(), WireError> {
+    for entry in Fields::new(message, path) {
+        let (number, value) = entry?;
+        if number != field {
+            continue;
+        }
+        let (mut key, mut any): (&str, &[u8]) = ("", &[]);
+        for entry in Fields::new(value.bytes(path)?, "KeyValue") {
+            match entry? {
+                (1, v) => key = v.string("KeyValue.key")?,
+                (2, v) => any = v.bytes("KeyValue.value")?,
+                _ => {}
+            }
+        }
+        each(key, any)?;
+    }
+    Ok(())
+}
+
+/// Appends the attributes in field `field` of `message` to a map column as one row.
+fn write_map(map: &mut StringMap, message: &[u8], field: u32, path: &'static str) -> Result<(), WireError> {
+    let mut count = 0;
+    for_each_attribute(message, field, path, |key, value| {
+        map.keys.push(key.as_bytes());
+        map.values.push_with(|out| write_as_string(out, value))?;
+        count += 1;
+        Ok(())
+    })?;
+    map.offsets.end_row(count);
+    Ok(())
+}
+
+#[derive(Default)]
+struct Columns {
+    timestamp: Fixed64,
+    trace_id: Strings,
+    span_id: Strings,
+    parent_span_id: Strings,
+    trace_state: Strings,
+    span_name: Strings,
+    span_kind: Strings,
+    service_name: Strings,
+    resource_attributes: StringMap,
+    scope_name: Strings,
+    scope_version: Strings,
+    span_attributes: StringMap,
+    duration: Fixed64,
+    status_code: Strings,
+    status_message: Strings,
+    /// The offsets of the three Events columns, alike for each.
+    events: Offsets,
+    events_timestamp: Fixed64,
+    events_name: Strings,
+    events_attributes: StringMap,
+    links: Offsets,
+    links_trace_id: Strings,
+    links_span_id: Strings,
+    links_trace_state: Strings,
+    links_attributes: StringMap,
+}
+
+impl Columns {
+    /// Writes one span. Its values were checked, so only a malformed request can fail here, and
+    /// that fails the whole request: a half-written row is never kept.
+    fn row(&mut self, group: &Group<'_, '_>, resource: &ResourceCache, span: &[u8], fields: &SpanFields<'_>) -> Result<(), WireError> {
+        self.timestamp.push_i64(fields.start_time_unix_nano as i64);
+        push_hex(&mut self.trace_id, fields.trace_id);
+        push_hex(&mut self.span_id, fields.span_id);
+        push_hex(&mut self.parent_span_id, fields.parent_span_id);
+        self.trace_state.push(fields.trace_state.as_bytes());
+        self.span_name.push(fields.name.as_bytes());
+        self.span_kind.push(span_kind(fields.kind).as_bytes());
+        self.service_name.push(&resource.service_name);
+        self.resource_attributes.keys.data.extend_from_slice(&resource.keys);
+        self.resource_attributes.values.data.extend_from_slice(&resource.values);
+        self.resource_attributes.offsets.end_row(resource.count);
+        self.scope_name.push(group.scope_name.as_bytes());
+        self.scope_version.push(group.scope_version.as_bytes());
+        write_map(&mut self.span_attributes, &span[fields.attributes.clone()], 9, "Span.attributes")?;
+        self.duration.push_u64(fields.end_time_unix_nano.saturating_sub(fields.start_time_unix_nano));
+        self.status_code.push(status_code(fields.status_code).as_bytes());
+        self.status_message.push(fields.status_message.as_bytes());
+
+        let mut events = 0;
+        for entry in Fields::new(&span[fields.events.clone()], "Span") {
+            let (11, event) = entry? else { continue };
+            let event = event.bytes("Span.events")?;
+            let (mut time, mut name) = (0u64, "");
+            for entry in Fields::new(event, "Span.Event") {
+                match entry? {
+                    (1, v) => time = v.fixed64("Span.Event.time_unix_nano")?,
+                    (2, v) => name = v.string("Span.Event.name")?,
+                    _ => {}
+                }
+            }
+            self.events_timestamp.push_i64(time as i64);
+            self.events_name.push(name.as_bytes());
+            write_map(&mut self.events_attributes, event, 3, "Span.Event.attributes")?;
+            events += 1;
+        }
+        self.events.end_row(events);
+
+        let mut links = 0;
+        for entry in Fields::new(&span[fields.links.clone()], "Span") {
+            let (13, link) = entry? else { continue };
+            let link = link.bytes("Span.links")?;
+            let (mut trace_id, mut span_id, mut trace_state): (&[u8], &[u8], &str) = (&[], &[], "");
+            for entry in Fields::new(link, "Span.Link") {
+                match entry? {
+                    (1, v) => trace_id = v.bytes("Span.Link.trace_id")?,
+                    (2, v) => span_id = v.bytes("Span.Link.span_id")?,
+                    (3, v) => trace_state = v.string("Span.Link.trace_state")?,
+                    _ => {}
+                }
+            }
+            push_hex(&mut self.links_trace_id, trace_id);
+            push_hex(&mut self.links_span_id, span_id);
+            self.links_trace_state.push(trace_state.as_bytes());
+            write_map(&mut self.links_attributes, link, 4, "Span.Link.attributes")?;
+            links += 1;
+        }
+        self.links.end_row(links);
+        Ok(())
+    }
+
+    fn block(&self, rows: u64) -> Vec<u8> {
+        let map = |m| Data::StringMap(m);
+        let data: [Data<'_>; 22] = [
+            Data::Fixed64(&self.timestamp),
+            Data::Strings(&self.trace_id),
+            Data::Strings(&self.span_id),
+            Data::Strings(&self.parent_span_id),
+            Data::Strings(&self.trace_state),
+            Data::Strings(&self.span_name),
+            Data::Strings(&self.span_kind),
+            Data::Strings(&self.service_name),
+            map(&self.resource_attributes),
+            Data::Strings(&self.scope_name),
+            Data::Strings(&self.scope_version),
+            map(&self.span_attributes),
+            Data::Fixed64(&self.duration),
+            Data::Strings(&self.status_code),
+            Data::Strings(&self.status_message),
+            Data::Array(&self.events, Box::new(Data::Fixed64(&self.events_timestamp))),
+            Data::Array(&self.events, Box::new(Data::Strings(&self.events_name))),
+            Data::Array(&self.events, Box::new(map(&self.events_attributes))),
+            Data::Array(&self.links, Box::new(Data::Strings(&self.links_trace_id))),
+            Data::Array(&self.links, Box::new(Data::Strings(&self.links_span_id))),
+            Data::Array(&self.links, Box::new(Data::Strings(&self.links_trace_state))),
+            Data::Array(&self.links, Box::new(map(&self.links_attributes))),
+        ];
+        let capacity = data.iter().map(Data::byte_len).sum();
+        let mut block = Block::new(COLUMNS.len(), rows, capacity);
+        for ((name, data_type), data) in COLUMNS.iter().zip(&data) {
+            block.column(name, data_type, data);
+        }
+        block.finish()
+    }
+}
+
+/// pdata's `SpanKind.String()`.
+fn span_kind(kind: i32) -> &'static str {
+    match kind {
+        0 => "Unspecified",
+        1 => "Internal",
+        2 => "Server",
+        3 => "Client",
+        4 => "Producer",
+        5 => "Consumer",
+        _ => "",
+    }
+}
+
+/// pdata's `StatusCode.String()`.
+fn status_code(code: i32) -> &'static str {
+    match code {
+        0 => "Unset",
+        1 => "Ok",
+        2 => "Error",
+        _ => "",
+    }
+}
+
+/// Lower-case hex, or nothing for an empty or all-zero id.
+fn push_hex(column: &mut Strings, id: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    if id.iter().all(|&b| b == 0) {
+        column.push(b"");
+        return;
+    }
+    let _ = column.push_with::<()>(|out| {
+        for byte in id {
+            out.push(DIGITS[usize::from(byte >> 4)]);
+            out.push(DIGITS[usize::from(byte & 0x0f)]);
+        }
+        Ok(())
+    });
+}
+
+fn hex_string(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The scalar fields of a span; attributes, events and links are read from the span's bytes within
+/// the range from the first to the last field of each.
+#[derive(Default)]
+struct SpanFields<'a> {
+    attributes: Range<usize>,
+    events: Range<usize>,
+    links: Range<usize>,
+    trace_id: &'a [u8],
+    span_id: &'a [u8],
+    trace_state: &'a str,
+    parent_span_id: &'a [u8],
+    name: &'a str,
+    kind: i32,
+    start_time_unix_nano: u64,
+    end_time_unix_nano: u64,
+    status_message: &'a str,
+    status_code: i32,
+}
+
+impl<'a> SpanFields<'a> {
+    fn read(span: &'a [u8]) -> Result<Self, WireError> {
+        let mut fields = SpanFields::default();
+        let mut reader = Fields::new(span, "Span");
+        loop {
+            let start = reader.offset();
+            let Some(entry) = reader.next() else { break };
+            let field = start..reader.offset();
+            match entry? {
+                (9, _) => cover(&mut fields.attributes, field),
+                (11, _) => cover(&mut fields.events, field),
+                (13, _) => cover(&mut fields.links, field),
+                (1, v) => fields.trace_id = v.bytes("Span.trace_id")?,
+                (2, v) => fields.span_id = v.bytes("Span.span_id")?,
+                (3, v) => fields.trace_state = v.string("Span.trace_state")?,
+                (4, v) => fields.parent_span_id = v.bytes("Span.parent_span_id")?,
+                (5, v) => fields.name = v.string("Span.name")?,
+                (6, v) => fields.kind = v.int32("Span.kind")?,
+                (7, v) => fields.start_time_unix_nano = v.fixed64("Span.start_time_unix_nano")?,
+                (8, v) => fields.end_time_unix_nano = v.fixed64("Span.end_time_unix_nano")?,
+                (15, v) => {
+                    for entry in Fields::new(v.bytes("Span.status")?, "Status") {
+                        match entry? {
+                            (2, v) => fields.status_message = v.string("Status.message")?,
+                            (3, v) => fields.status_code = v.int32("Status.code")?,
+                            _ => {}
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(fields)
+    }
+
+    /// Whether the span's times fit DateTime64(9), before any of its columns is written.
+    fn check(&self, span: &[u8]) -> Result<Result<(), String>, WireError> {
+        for (name, value) in [("start_time_unix_nano", self.start_time_unix_nano), ("end_time_unix_nano", self.end_time_unix_nano)] {
+            if i64::try_from(value).is_err() {
+                return Ok(Err(too_late(name, value)));
+            }
+        }
+        for entry in Fields::new(&span[self.events.clone()], "Span") {
+            let (11, event) = entry? else { continue };
+            for entry in Fields::new(event.bytes("Span.events")?, "Span.Event") {
+                if let (1, v) = entry? {
+                    let time = v.fixed64("Span.Event.time_unix_nano")?;
+                    if i64::try_from(time).is_err() {
+                        return Ok(Err(too_late("an event's time_unix_nano", time)));
+                    }
+                }
+            }
+        }
+        Ok(Ok(()))
+    }
+}
+
+fn too_late(field: &str, value: u64) -> String {
+    format!("{field} {value} is after 2262-04-11, the last instant DateTime64(9) holds")
+}
+
+/// Grows `range` to take in `field`; an empty range is replaced.
+fn cover(range: &mut Range<usize>, field: Range<usize>) {
+    *range = if range.start == range.end { field } else { range.start..field.end };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testdata::{request_with, span};
+    use prost::Message;
+
+    #[test]
+    fn an_empty_request_has_no_block() {
+        let encoded = encode(&[]).expect("valid");
+        assert_eq!((encoded.rows, encoded.rejected, encoded.block.len()), (0, 0, 0));
+    }
+
+    #[test]
+    fn a_block_starts_with_its_column_and_row_counts() {
+        let encoded = encode(&request_with(vec![span(1), span(2)]).encode_to_vec()).expect("valid");
+        assert_eq!(encoded.rows, 2);
+        assert_eq!(&encoded.block[..2], &[22, 2]);
+        assert_eq!(&encoded.block[2..13], b"\x09Timestamp\x0d");
+    }
+
+    #[test]
+    fn spans_past_2262_are_rejected_and_the_rest_kept() {
+        let mut late = span(1);
+        late.end_time_unix_nano = u64::MAX;
+        let mut late_event = span(2);
+        late_event.events = vec![opentelemetry_proto::tonic::trace::v1::span::Event { time_unix_nano: u64::MAX, ..Default::default() }];
+        let encoded = encode(&request_with(vec![late, span(3), late_event]).encode_to_vec()).expect("valid");
+        assert_eq!((encoded.rows, encoded.rejected), (1, 2));
+        assert_eq!(
+            encoded.first_rejection.as_deref(),
+            Some("span 0101010101010101 of trace 01010101010101010101010101010101: end_time_unix_nano 18446744073709551615 is after 2262-04-11, the last instant DateTime64(9) holds")
+        );
+    }
+
+    #[test]
+    fn ids_are_hex_and_zero_ids_empty() {
+        let mut strings = Strings::default();
+        push_hex(&mut strings, &[0xab, 0x01]);
+        push_hex(&mut strings, &[0; 8]);
+        push_hex(&mut strings, &[]);
+        assert_eq!(strings.data, b"\x04ab01\x00\x00");
+    }
+
+    #[test]
+    fn garbage_is_an_error() {
+        assert!(encode(&[0xff, 0xff, 0xff]).is_err());
+    }
+}
