@@ -1,0 +1,298 @@
+//! The ClickHouse sink against ClickHouse itself: tests/clickhouse/chdb_front.py serves ClickHouse's
+//! HTTP interface over chdb (ClickHouse embedded). It needs a Python with chdb: the interpreter in
+//! OTELSTORE_TEST_CHDB_PYTHON, or the repository's .venv, or /work/main/.venv; without one the
+//! test says so and passes.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+use otelstore::sink::clickhouse::{encode_traces, ClickHouseSettings, ClickHouseSink};
+use otelstore::ErrorKind;
+use prost::Message;
+use serde_json::{json, Value as Json};
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A Python that can import chdb, or None.
+fn python() -> Option<PathBuf> {
+    let candidates = std::env::var_os("OTELSTORE_TEST_CHDB_PYTHON")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain([repo_root().join(".venv/bin/python"), PathBuf::from("/work/main/.venv/bin/python")]);
+    candidates.filter(|p| p.exists()).find(|p| {
+        Command::new(p).args(["-c", "import chdb, lz4, clickhouse_cityhash"]).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+    })
+}
+
+/// The chdb front on a free port, killed when dropped.
+struct Front {
+    child: Child,
+    dir: PathBuf,
+    url: String,
+}
+
+impl Front {
+    fn start(python: &Path) -> Front {
+        let dir = std::env::temp_dir().join(format!("otelstore-chdb-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("data dir");
+        let mut child = Command::new(python)
+            .arg(repo_root().join("tests/clickhouse/chdb_front.py"))
+            .args(["--port", "0", "--data"])
+            .arg(&dir)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start chdb_front.py");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("read the port");
+        let port: u16 = line.trim().parse().unwrap_or_else(|_| panic!("chdb_front.py printed {line:?}, not a port"));
+        Front { child, dir, url: format!("http://127.0.0.1:{port}") }
+    }
+}
+
+impl Drop for Front {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn any(value: Value) -> Option<AnyValue> {
+    Some(AnyValue { value: Some(value) })
+}
+
+fn kv(key: &str, value: Value) -> KeyValue {
+    KeyValue { key: key.into(), value: any(value), ..Default::default() }
+}
+
+fn text(key: &str, value: &str) -> KeyValue {
+    kv(key, Value::StringValue(value.into()))
+}
+
+fn resource_spans(attributes: Vec<KeyValue>, spans: Vec<Span>) -> ResourceSpans {
+    ResourceSpans {
+        resource: Some(Resource { attributes, ..Default::default() }),
+        scope_spans: vec![ScopeSpans {
+            scope: Some(InstrumentationScope { name: "io.test".into(), version: "1.0.0".into(), ..Default::default() }),
+            spans,
+            schema_url: String::new(),
+        }],
+        schema_url: String::new(),
+    }
+}
+
+/// Some nanoseconds an hour ago, so the rows are well inside every TTL.
+fn base_time() -> u64 {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("after 1970").as_secs();
+    (now - 3600) / 3600 * 3600 * 1_000_000_000 + 123_456_789
+}
+
+fn request(t0: u64) -> ExportTraceServiceRequest {
+    let trace = vec![0x0a; 16];
+    // svc-a's client span calls svc-b's server span (another resource): a dependency with an error.
+    let client = Span {
+        trace_id: trace.clone(),
+        span_id: vec![0xaa; 8],
+        parent_span_id: vec![0x11; 8],
+        trace_state: "vendor=x".into(),
+        name: "GET items".into(),
+        kind: 3,
+        start_time_unix_nano: t0,
+        end_time_unix_nano: t0 + 3_000_000,
+        attributes: vec![
+            text("http.method", "GET"),
+            kv("n", Value::IntValue(-3)),
+            kv("ok", Value::BoolValue(true)),
+            kv("ratio", Value::DoubleValue(0.25)),
+            kv("tiny", Value::DoubleValue(1e-7)),
+            kv("raw", Value::BytesValue(vec![1, 2, 3])),
+            kv("list", Value::ArrayValue(ArrayValue { values: vec![any(Value::IntValue(1)).unwrap(), any(Value::StringValue("<a>".into())).unwrap()] })),
+            kv("map", Value::KvlistValue(KeyValueList { values: vec![text("z", "1"), kv("a", Value::DoubleValue(2.0))] })),
+        ],
+        events: vec![
+            Event { time_unix_nano: t0 + 1, name: "sent".into(), attributes: vec![text("size", "10")], dropped_attributes_count: 0 },
+            Event { time_unix_nano: t0 + 2, name: "acked".into(), attributes: vec![], dropped_attributes_count: 0 },
+        ],
+        links: vec![Link {
+            trace_id: vec![0x0b; 16],
+            span_id: vec![0xbb; 8],
+            trace_state: "k=v".into(),
+            attributes: vec![kv("link.n", Value::IntValue(7))],
+            ..Default::default()
+        }],
+        status: Some(Status { message: String::new(), code: 1 }),
+        ..Default::default()
+    };
+    let server = Span {
+        trace_id: trace.clone(),
+        span_id: vec![0xcc; 8],
+        parent_span_id: vec![0xaa; 8],
+        name: "GET /items".into(),
+        kind: 2,
+        start_time_unix_nano: t0 + 1_000_000,
+        end_time_unix_nano: t0 + 2_000_000,
+        status: Some(Status { message: "boom".into(), code: 2 }),
+        ..Default::default()
+    };
+    // Unspecified kind, no parent (all zeros), ends before it starts: Duration 0.
+    let backwards = Span {
+        trace_id: trace.clone(),
+        span_id: vec![0xdd; 8],
+        parent_span_id: vec![0; 8],
+        name: "odd".into(),
+        kind: 0,
+        start_time_unix_nano: t0 + 10,
+        end_time_unix_nano: t0 + 5,
+        ..Default::default()
+    };
+    // Past 2262: rejected, the others still written.
+    let late = Span { trace_id: trace, span_id: vec![0xee; 8], name: "late".into(), start_time_unix_nano: t0, end_time_unix_nano: u64::MAX, ..Default::default() };
+    ExportTraceServiceRequest {
+        resource_spans: vec![
+            resource_spans(vec![text("service.name", "svc-a"), text("host.name", "h1"), text("service.name", "second")], vec![client, backwards, late]),
+            resource_spans(vec![kv("service.name", Value::StringValue("svc-b".into())), kv("pod.n", Value::IntValue(2))], vec![server]),
+        ],
+    }
+}
+
+async fn rows(sink: &ClickHouseSink, sql: &str) -> Vec<Json> {
+    let bytes = sink
+        .client()
+        .query_raw(&format!("{sql} SETTINGS output_format_json_quote_64bit_integers = 0"))
+        .fetch_bytes("JSONEachRow")
+        .expect("query")
+        .collect()
+        .await
+        .expect("rows");
+    String::from_utf8(bytes.to_vec()).expect("UTF-8").lines().map(|line| serde_json::from_str(line).expect("JSON")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traces_round_trip_through_clickhouse() {
+    let Some(python) = python() else {
+        eprintln!("SKIPPED: no Python with chdb (set OTELSTORE_TEST_CHDB_PYTHON)");
+        return;
+    };
+    let front = Front::start(&python);
+    let sink = ClickHouseSink::new(&ClickHouseSettings { endpoint: front.url.clone(), database: "otel_test".into(), ..Default::default() })
+        .expect("settings");
+    assert_eq!(sink.migrate().await.expect("first migration pass"), vec![1, 2, 3, 4]);
+    assert_eq!(sink.migrate().await.expect("second migration pass"), Vec::<u32>::new());
+
+    let t0 = base_time();
+    let encoded = encode_traces(&request(t0).encode_to_vec()).expect("valid request");
+    assert_eq!((encoded.rows, encoded.rejected), (3, 1));
+    assert!(encoded.first_rejection.as_deref().is_some_and(|r| r.starts_with("span eeeeeeeeeeeeeeee")), "{:?}", encoded.first_rejection);
+    sink.write_traces(&[&encoded.block, &Bytes::new()]).await.expect("insert");
+
+    let got = rows(
+        &sink,
+        "SELECT toUnixTimestamp64Nano(Timestamp) AS ts, TraceId, SpanId, ParentSpanId, TraceState, SpanName, SpanKind, \
+         ServiceName, ResourceAttributes, CAST(ResourceAttributes, 'Array(Tuple(String, String))') AS ResourcePairs, \
+         ResourceAttributes['service.name'] AS ResourceService, \
+         ScopeName, ScopeVersion, SpanAttributes, Duration, StatusCode, StatusMessage, \
+         arrayMap(t -> toUnixTimestamp64Nano(t), Events.Timestamp) AS EventTimes, Events.Name, Events.Attributes, \
+         Links.TraceId, Links.SpanId, Links.TraceState, Links.Attributes \
+         FROM otel_test.otel_traces ORDER BY SpanId",
+    )
+    .await;
+    assert_eq!(got.len(), 3, "{got:#?}");
+    let trace = "0a".repeat(16);
+    let a_pairs = json!([["service.name", "svc-a"], ["host.name", "h1"], ["service.name", "second"]]);
+    assert_eq!(
+        got[0],
+        json!({
+            "ts": t0, "TraceId": trace, "SpanId": "aaaaaaaaaaaaaaaa", "ParentSpanId": "1111111111111111",
+            "TraceState": "vendor=x", "SpanName": "GET items", "SpanKind": "Client", "ServiceName": "svc-a",
+            // The map keeps both service.name pairs (JSON readers, serde_json here, keep the last);
+            // m['service.name'] and ServiceName give the first, as contrib's Map.Get does.
+            "ResourceAttributes": {"service.name": "second", "host.name": "h1"}, "ResourcePairs": a_pairs,
+            "ResourceService": "svc-a",
+            "ScopeName": "io.test", "ScopeVersion": "1.0.0",
+            "SpanAttributes": {
+                "http.method": "GET", "n": "-3", "ok": "true", "ratio": "0.25", "tiny": "1e-7", "raw": "AQID",
+                "list": "[1,\"\\u003ca\\u003e\"]", "map": "{\"a\":2,\"z\":\"1\"}"
+            },
+            "Duration": 3_000_000, "StatusCode": "Ok", "StatusMessage": "",
+            "EventTimes": [t0 + 1, t0 + 2], "Events.Name": ["sent", "acked"], "Events.Attributes": [{"size": "10"}, {}],
+            "Links.TraceId": ["0b".repeat(16)], "Links.SpanId": ["bbbbbbbbbbbbbbbb"], "Links.TraceState": ["k=v"],
+            "Links.Attributes": [{"link.n": "7"}]
+        })
+    );
+    assert_eq!(
+        got[1],
+        json!({
+            "ts": t0 + 1_000_000, "TraceId": trace, "SpanId": "cccccccccccccccc", "ParentSpanId": "aaaaaaaaaaaaaaaa",
+            "TraceState": "", "SpanName": "GET /items", "SpanKind": "Server", "ServiceName": "svc-b",
+            "ResourceAttributes": {"service.name": "svc-b", "pod.n": "2"}, "ResourcePairs": [["service.name", "svc-b"], ["pod.n", "2"]],
+            "ResourceService": "svc-b",
+            "ScopeName": "io.test", "ScopeVersion": "1.0.0", "SpanAttributes": {},
+            "Duration": 1_000_000, "StatusCode": "Error", "StatusMessage": "boom",
+            "EventTimes": [], "Events.Name": [], "Events.Attributes": [],
+            "Links.TraceId": [], "Links.SpanId": [], "Links.TraceState": [], "Links.Attributes": []
+        })
+    );
+    assert_eq!(
+        (&got[2]["SpanId"], &got[2]["ParentSpanId"], &got[2]["SpanKind"], &got[2]["Duration"], &got[2]["StatusCode"], &got[2]["ts"]),
+        (&json!("dddddddddddddddd"), &json!(""), &json!("Unspecified"), &json!(0), &json!("Unset"), &json!(t0 + 10))
+    );
+
+    // The schema's materialized views saw the block.
+    let ids = rows(&sink, "SELECT TraceId, toUnixTimestamp(min(Start)) AS s, toUnixTimestamp(max(End)) AS e FROM otel_test.otel_traces_trace_id_ts GROUP BY TraceId").await;
+    let second = (t0 / 1_000_000_000) as i64;
+    assert_eq!(ids, vec![json!({"TraceId": trace, "s": second, "e": second})]);
+    let stats = rows(
+        &sink,
+        "SELECT ServiceName, SpanName, SpanKind, countMerge(Spans) AS n, sumMerge(Errors) AS errors, maxMerge(DurationMax) AS max \
+         FROM otel_test.otel_span_stats_1h GROUP BY ServiceName, SpanName, SpanKind ORDER BY ServiceName, SpanName",
+    )
+    .await;
+    assert_eq!(
+        stats,
+        vec![
+            json!({"ServiceName": "svc-a", "SpanName": "GET items", "SpanKind": "Client", "n": 1, "errors": 0, "max": 3_000_000}),
+            json!({"ServiceName": "svc-a", "SpanName": "odd", "SpanKind": "Unspecified", "n": 1, "errors": 0, "max": 0}),
+            json!({"ServiceName": "svc-b", "SpanName": "GET /items", "SpanKind": "Server", "n": 1, "errors": 1, "max": 1_000_000}),
+        ]
+    );
+    let deps = rows(
+        &sink,
+        "SELECT ParentService, ChildService, uniqCombined64Merge(Calls) AS calls, uniqCombined64Merge(Errors) AS errors \
+         FROM otel_test.otel_service_dependencies_1h GROUP BY ParentService, ChildService",
+    )
+    .await;
+    assert_eq!(deps, vec![json!({"ParentService": "svc-a", "ChildService": "svc-b", "calls": 1, "errors": 1})]);
+
+    // Two requests' blocks in one INSERT.
+    let more = encode_traces(&request(t0 + 60_000_000_000).encode_to_vec()).expect("valid request");
+    sink.write_traces(&[&encoded.block, &more.block]).await.expect("insert two blocks");
+    assert_eq!(rows(&sink, "SELECT count() AS n FROM otel_test.otel_traces").await, vec![json!({"n": 9})]);
+
+    // Without LZ4, the same bytes go as they are.
+    let plain = ClickHouseSink::new(&ClickHouseSettings { endpoint: front.url.clone(), database: "otel_test".into(), compression: false, ..Default::default() })
+        .expect("settings");
+    plain.write_traces(&[&more.block]).await.expect("insert uncompressed");
+    assert_eq!(rows(&sink, "SELECT count() AS n FROM otel_test.otel_traces").await, vec![json!({"n": 12})]);
+
+    // Bytes that are not a Native block: ClickHouse refuses them as bad data, which is permanent.
+    let error = sink.write_traces(&[&Bytes::from_static(b"\x16\x01\x05bogus\x06String")]).await.expect_err("garbage");
+    eprintln!("refused as expected: {error}");
+    assert_eq!(error.kind(), ErrorKind::Permanent, "{error}");
+    assert!(error.to_string().starts_with("ClickHouse: insert spans: "), "{error}");
+
+    // Nobody listening: retryable.
+    drop(front);
+    let error = sink.write_traces(&[&encoded.block]).await.expect_err("server gone");
+    assert_eq!(error.kind(), ErrorKind::Retryable, "{error}");
+}
