@@ -171,3 +171,22 @@ impl Error {
         Error::BatchFailed { retryable: self.kind() == ErrorKind::Retryable, message: self.to_string() }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clickhouse_bad_data_is_permanent_and_the_rest_retryable() {
+        assert_eq!(clickhouse_exception_code("Code: 33. DB::Exception: Cannot read all data. (CANNOT_READ_ALL_DATA)"), Some(33));
+        assert_eq!(clickhouse_exception_code("  Code: 241. DB::Exception: Memory limit"), Some(241));
+        assert_eq!(clickhouse_exception_code("bad gateway"), None);
+        let kind = |text: &str| Error::ClickHouse { action: "insert spans", source: clickhouse::error::Error::BadResponse(text.into()) }.kind();
+        assert_eq!(kind("Code: 53. DB::Exception: Type mismatch"), ErrorKind::Permanent);
+        assert_eq!(kind("Code: 60. DB::Exception: Unknown table"), ErrorKind::Retryable);
+        assert_eq!(kind("Code: 252. DB::Exception: Too many parts"), ErrorKind::Retryable);
+        assert_eq!(kind("502 Bad Gateway"), ErrorKind::Retryable);
+        let timed_out = Error::ClickHouse { action: "insert spans", source: clickhouse::error::Error::TimedOut };
+        assert_eq!(timed_out.kind(), ErrorKind::Retryable);
+    }
+}
