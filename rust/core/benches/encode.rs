@@ -7,7 +7,9 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::common::v1::{
+    any_value::Value, AnyValue, InstrumentationScope, KeyValue,
+};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{span::Event, ResourceSpans, ScopeSpans, Span, Status};
 use otelstore::sink::postgres::spans;
@@ -16,7 +18,11 @@ use prost::Message;
 const SPANS_PER_REQUEST: usize = 1000;
 
 fn kv(key: &str, value: Value) -> KeyValue {
-    KeyValue { key: key.into(), value: Some(AnyValue { value: Some(value) }), ..Default::default() }
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue { value: Some(value) }),
+        ..Default::default()
+    }
 }
 
 fn text(key: &str, value: &str) -> KeyValue {
@@ -81,9 +87,16 @@ fn request(realistic: bool) -> Vec<u8> {
         .collect();
     ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
-            resource: Some(Resource { attributes: resource, ..Default::default() }),
+            resource: Some(Resource {
+                attributes: resource,
+                ..Default::default()
+            }),
             scope_spans: vec![ScopeSpans {
-                scope: Some(InstrumentationScope { name: "opentelemetry.instrumentation.flask".into(), version: "0.45b0".into(), ..Default::default() }),
+                scope: Some(InstrumentationScope {
+                    name: "opentelemetry.instrumentation.flask".into(),
+                    version: "0.45b0".into(),
+                    ..Default::default()
+                }),
                 spans,
                 schema_url: String::new(),
             }],
@@ -109,11 +122,29 @@ fn per_span(work: impl Fn()) -> f64 {
 }
 
 fn main() {
-    println!("{:<14} {:>12} {:>12} {:>16}", "span shape", "OTLP B/span", "COPY B/span", "ns/span (core)");
+    println!(
+        "{:<14} {:>12} {:>12} {:>16}",
+        "span shape", "OTLP B/span", "COPY B/span", "ns/span (core)"
+    );
     for (name, realistic) in [("telemetrygen", false), ("realistic", true)] {
         let otlp = request(realistic);
-        let copy_bytes = spans::encode(&otlp).expect("valid request").rows.finish().data.len();
-        let ns = per_span(|| drop(black_box(spans::encode(black_box(&otlp)).map(|e| e.rows.finish()))));
-        println!("{:<14} {:>12} {:>12} {:>16.0}", name, otlp.len() / SPANS_PER_REQUEST, copy_bytes / SPANS_PER_REQUEST, ns);
+        let copy_bytes = spans::encode(&otlp)
+            .expect("valid request")
+            .rows
+            .finish()
+            .data
+            .len();
+        let ns = per_span(|| {
+            drop(black_box(
+                spans::encode(black_box(&otlp)).map(|e| e.rows.finish()),
+            ))
+        });
+        println!(
+            "{:<14} {:>12} {:>12} {:>16.0}",
+            name,
+            otlp.len() / SPANS_PER_REQUEST,
+            copy_bytes / SPANS_PER_REQUEST,
+            ns
+        );
     }
 }

@@ -86,7 +86,11 @@ impl BatchWriter {
         let workers = (0..settings.workers)
             .map(|_| tokio::spawn(Arc::clone(&shared).work().with_subscriber(dispatch.clone())))
             .collect();
-        Self { sender: Mutex::new(Some(sender)), workers: Mutex::new(workers), shared }
+        Self {
+            sender: Mutex::new(Some(sender)),
+            workers: Mutex::new(workers),
+            shared,
+        }
     }
 
     pub fn name(&self) -> &'static str {
@@ -95,7 +99,10 @@ impl BatchWriter {
 
     pub fn submit(&self, job: Job) -> Result<(), Error> {
         let rows = job.rows.rows();
-        let sender = self.sender.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let sender = self
+            .sender
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let sender = sender.as_ref().ok_or(Error::ShutDown)?;
         self.shared.rows_held.fetch_add(rows, Ordering::SeqCst);
         sender.send(job).map_err(|_| {
@@ -108,12 +115,27 @@ impl BatchWriter {
     /// reports how many accepted rows were left unwritten, if any: those still queued or cut off
     /// mid-write, and those of fire-and-forget requests whose write was given up.
     pub async fn shutdown(&self, deadline: Instant) -> Result<(), Error> {
-        *self.shared.give_up_at.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(deadline);
-        self.sender.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
-        let workers = std::mem::take(&mut *self.workers.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+        *self
+            .shared
+            .give_up_at
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(deadline);
+        self.sender
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        let workers = std::mem::take(
+            &mut *self
+                .workers
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
         for worker in workers {
             let abort = worker.abort_handle();
-            if tokio::time::timeout_at(deadline.into(), worker).await.is_err() {
+            if tokio::time::timeout_at(deadline.into(), worker)
+                .await
+                .is_err()
+            {
                 abort.abort();
             }
         }
@@ -122,9 +144,13 @@ impl BatchWriter {
         let mut receiver = self.shared.receiver.lock().await;
         receiver.close();
         while receiver.try_recv().is_ok() {}
-        let unwritten = self.shared.rows_held.load(Ordering::SeqCst) + self.shared.rows_abandoned.load(Ordering::SeqCst);
+        let unwritten = self.shared.rows_held.load(Ordering::SeqCst)
+            + self.shared.rows_abandoned.load(Ordering::SeqCst);
         if unwritten > 0 {
-            tracing::error!(rows = unwritten, "shutdown deadline passed before every accepted row was written");
+            tracing::error!(
+                rows = unwritten,
+                "shutdown deadline passed before every accepted row was written"
+            );
             return Err(Error::ShutdownTimedOut { rows: unwritten });
         }
         Ok(())
@@ -164,27 +190,49 @@ impl Shared {
             let now = Instant::now();
             // A caller that stopped waiting gets the last error; it retries through the collector,
             // and the request id keeps a later success from storing it twice.
-            let (expired, waiting): (Vec<Job>, Vec<Job>) = batch.into_iter().partition(|job| job.deadline.is_some_and(|d| d <= now));
+            let (expired, waiting): (Vec<Job>, Vec<Job>) = batch
+                .into_iter()
+                .partition(|job| job.deadline.is_some_and(|d| d <= now));
             batch = waiting;
             for job in expired {
-                let last = last_error.as_ref().map_or_else(|| "none yet".to_owned(), ToString::to_string);
+                let last = last_error
+                    .as_ref()
+                    .map_or_else(|| "none yet".to_owned(), ToString::to_string);
                 self.answer(job, Err(Error::DeadlineExceeded { last_error: last }));
             }
             if batch.is_empty() {
                 return;
             }
 
-            let give_up_at = *self.give_up_at.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let give_up_at = *self
+                .give_up_at
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
             let nearest_deadline = batch.iter().filter_map(|j| j.deadline).min();
-            let attempt_ends = [give_up_at, nearest_deadline].into_iter().flatten().fold(now + self.write_timeout, Instant::min);
-            let pending: Vec<Pending<'_>> = batch.iter().map(|job| Pending { request_id: job.request_id, rows: &job.rows }).collect();
+            let attempt_ends = [give_up_at, nearest_deadline]
+                .into_iter()
+                .flatten()
+                .fold(now + self.write_timeout, Instant::min);
+            let pending: Vec<Pending<'_>> = batch
+                .iter()
+                .map(|job| Pending {
+                    request_id: job.request_id,
+                    rows: &job.rows,
+                })
+                .collect();
             let started = Instant::now();
-            let attempt = tokio::time::timeout_at(attempt_ends.into(), self.sink.write(&pending)).await;
+            let attempt =
+                tokio::time::timeout_at(attempt_ends.into(), self.sink.write(&pending)).await;
             drop(pending);
             let result = attempt.unwrap_or_else(|_| Err(Error::WriteTimeout(attempt_ends - now)));
             match result {
                 Ok(outcomes) => {
-                    self.record_success(table, started.elapsed(), &outcomes, batch.iter().map(|j| j.rows.bytes()).sum());
+                    self.record_success(
+                        table,
+                        started.elapsed(),
+                        &outcomes,
+                        batch.iter().map(|j| j.rows.bytes()).sum(),
+                    );
                     for (job, stored) in batch.into_iter().zip(outcomes) {
                         self.answer(job, Ok(stored));
                     }
@@ -197,20 +245,27 @@ impl Shared {
                     if give_up_at.is_some_and(|at| Instant::now() + backoff >= at) {
                         for job in batch {
                             if job.ack.is_none() {
-                                self.rows_abandoned.fetch_add(job.rows.rows(), Ordering::SeqCst);
+                                self.rows_abandoned
+                                    .fetch_add(job.rows.rows(), Ordering::SeqCst);
                             }
                             self.answer(job, Err(error.for_each_call()));
                         }
                         return;
                     }
                     // Sleep no longer than the nearest caller waits, so it hears back in time.
-                    let wake = nearest_deadline.map_or(Instant::now() + backoff, |d| d.min(Instant::now() + backoff));
+                    let wake = nearest_deadline.map_or(Instant::now() + backoff, |d| {
+                        d.min(Instant::now() + backoff)
+                    });
                     tokio::time::sleep_until(wake.into()).await;
                     backoff = jittered(backoff * 2).min(MAX_BACKOFF);
                     last_error = Some(error);
                 }
                 Err(error) => {
-                    self.telemetry.add(Counter::RowsRejected, table, batch.iter().map(|j| j.rows.rows()).sum());
+                    self.telemetry.add(
+                        Counter::RowsRejected,
+                        table,
+                        batch.iter().map(|j| j.rows.rows()).sum(),
+                    );
                     tracing::error!(table = table, requests = batch.len(), %error, "write failed permanently");
                     for job in batch {
                         self.answer(job, Err(error.for_each_call()));
@@ -221,19 +276,39 @@ impl Shared {
         }
     }
 
-    fn record_success(&self, table: &'static str, elapsed: Duration, outcomes: &[Stored], bytes: usize) {
+    fn record_success(
+        &self,
+        table: &'static str,
+        elapsed: Duration,
+        outcomes: &[Stored],
+        bytes: usize,
+    ) {
         let written: u64 = outcomes.iter().map(|s| s.written).sum();
         self.telemetry.add(Counter::RowsWritten, table, written);
-        self.telemetry.add(Counter::BytesWritten, table, bytes as u64);
+        self.telemetry
+            .add(Counter::BytesWritten, table, bytes as u64);
         self.telemetry.add(Counter::BatchesWritten, table, 1);
-        self.telemetry.add(Counter::RowsRejected, table, outcomes.iter().map(|s| s.rejected).sum());
-        self.telemetry.add(Counter::DuplicateRequestsSkipped, table, outcomes.iter().filter(|s| s.duplicate).count() as u64);
+        self.telemetry.add(
+            Counter::RowsRejected,
+            table,
+            outcomes.iter().map(|s| s.rejected).sum(),
+        );
+        self.telemetry.add(
+            Counter::DuplicateRequestsSkipped,
+            table,
+            outcomes.iter().filter(|s| s.duplicate).count() as u64,
+        );
         self.telemetry.record_write(table, elapsed, written);
         self.telemetry.set_database_error(None);
     }
 
     fn answer(&self, job: Job, outcome: Result<Stored, Error>) {
-        let Job { rows, ack, reservation, .. } = job;
+        let Job {
+            rows,
+            ack,
+            reservation,
+            ..
+        } = job;
         drop(reservation);
         let rows = rows.rows();
         self.rows_held.fetch_sub(rows, Ordering::SeqCst);

@@ -17,7 +17,10 @@ pub struct ConfigError {
 
 impl ConfigError {
     fn new(field: &str, reason: impl Into<String>) -> Self {
-        Self { field: field.to_owned(), reason: reason.into() }
+        Self {
+            field: field.to_owned(),
+            reason: reason.into(),
+        }
     }
 }
 
@@ -88,10 +91,17 @@ const DAY: Duration = Duration::from_secs(86_400);
 
 impl Retention {
     fn validate(&self) -> Result<(), ConfigError> {
-        for (field, value) in [("retention.raw", self.raw), ("retention.rollup_5m", self.rollup_5m), ("retention.rollup_1h", self.rollup_1h)] {
+        for (field, value) in [
+            ("retention.raw", self.raw),
+            ("retention.rollup_5m", self.rollup_5m),
+            ("retention.rollup_1h", self.rollup_1h),
+        ] {
             // Partitions are a day wide: a shorter retention could not be honoured.
             if value.0 < DAY || value.0 > DAY * 3660 {
-                return Err(ConfigError::new(field, format!("must be between 24h and 87840h (about 10 years), got {value}")));
+                return Err(ConfigError::new(
+                    field,
+                    format!("must be between 24h and 87840h (about 10 years), got {value}"),
+                ));
             }
         }
         Ok(())
@@ -161,7 +171,11 @@ impl Config {
         let mut de = serde_json::Deserializer::from_slice(json);
         let config: Config = serde_path_to_error::deserialize(&mut de).map_err(|e| {
             let path = e.path().to_string();
-            let field = if path == "." { "config".to_owned() } else { path };
+            let field = if path == "." {
+                "config".to_owned()
+            } else {
+                path
+            };
             let reason = e.into_inner().to_string();
             // The position inside the generated JSON means nothing to whoever wrote the YAML.
             let reason = match reason.rfind(" at line ") {
@@ -183,13 +197,19 @@ impl Config {
         if !(MIN_MEMORY_LIMIT_MIB..=MAX_MEMORY_LIMIT_MIB).contains(&self.memory_limit_mib) {
             return Err(ConfigError::new(
                 "memory_limit_mib",
-                format!("must be between {MIN_MEMORY_LIMIT_MIB} and {MAX_MEMORY_LIMIT_MIB}, got {}", self.memory_limit_mib),
+                format!(
+                    "must be between {MIN_MEMORY_LIMIT_MIB} and {MAX_MEMORY_LIMIT_MIB}, got {}",
+                    self.memory_limit_mib
+                ),
             ));
         }
         if !(1..=MAX_BATCH_ROWS).contains(&self.max_batch_rows) {
             return Err(ConfigError::new(
                 "max_batch_rows",
-                format!("must be between 1 and {MAX_BATCH_ROWS}, got {}", self.max_batch_rows),
+                format!(
+                    "must be between 1 and {MAX_BATCH_ROWS}, got {}",
+                    self.max_batch_rows
+                ),
             ));
         }
         validate_timeout("write_timeout", self.write_timeout)?;
@@ -205,11 +225,18 @@ impl Config {
 impl PostgresConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         if self.dsn.trim().is_empty() {
-            return Err(ConfigError::new("postgres.dsn", "must be set (for example postgres://user@127.0.0.1:5432/db)"));
+            return Err(ConfigError::new(
+                "postgres.dsn",
+                "must be set (for example postgres://user@127.0.0.1:5432/db)",
+            ));
         }
         // tokio-postgres's parse errors do not echo the input, so the password stays out of the message.
-        let parsed = tokio_postgres::Config::from_str(&self.dsn)
-            .map_err(|e| ConfigError::new("postgres.dsn", format!("not a valid connection string: {e}")))?;
+        let parsed = tokio_postgres::Config::from_str(&self.dsn).map_err(|e| {
+            ConfigError::new(
+                "postgres.dsn",
+                format!("not a valid connection string: {e}"),
+            )
+        })?;
         if parsed.get_hosts().is_empty() {
             return Err(ConfigError::new("postgres.dsn", "names no host"));
         }
@@ -217,14 +244,22 @@ impl PostgresConfig {
         if !(1..=MAX_POOL_SIZE).contains(&self.pool_size) {
             return Err(ConfigError::new(
                 "postgres.pool_size",
-                format!("must be between 1 and {MAX_POOL_SIZE}, got {}", self.pool_size),
+                format!(
+                    "must be between 1 and {MAX_POOL_SIZE}, got {}",
+                    self.pool_size
+                ),
             ));
         }
         validate_timeout("postgres.connect_timeout", self.connect_timeout)?;
-        if self.maintenance_interval.0 < Duration::from_secs(1) || self.maintenance_interval.0 > Duration::from_secs(3600) {
+        if self.maintenance_interval.0 < Duration::from_secs(1)
+            || self.maintenance_interval.0 > Duration::from_secs(3600)
+        {
             return Err(ConfigError::new(
                 "postgres.maintenance_interval",
-                format!("must be between 1s and 1h, got {}", self.maintenance_interval),
+                format!(
+                    "must be between 1s and 1h, got {}",
+                    self.maintenance_interval
+                ),
             ));
         }
         if !self.ca_file.is_empty() {
@@ -236,7 +271,10 @@ impl PostgresConfig {
 
 fn validate_timeout(field: &str, timeout: GoDuration) -> Result<(), ConfigError> {
     if timeout.0.is_zero() || timeout.0 > MAX_TIMEOUT {
-        return Err(ConfigError::new(field, format!("must be more than 0s and at most 10m, got {timeout}")));
+        return Err(ConfigError::new(
+            field,
+            format!("must be more than 0s and at most 10m, got {timeout}"),
+        ));
     }
     Ok(())
 }
@@ -253,7 +291,9 @@ fn validate_identifier(field: &str, name: &str) -> Result<(), ConfigError> {
     } else {
         Err(ConfigError::new(
             field,
-            format!("must be a plain SQL name matching [A-Za-z_][A-Za-z0-9_]{{0,62}}, got {name:?}"),
+            format!(
+                "must be a plain SQL name matching [A-Za-z_][A-Za-z0-9_]{{0,62}}, got {name:?}"
+            ),
         ))
     }
 }
@@ -292,7 +332,9 @@ impl FromStr for GoDuration {
     /// Accepts Go's `time.ParseDuration` syntax without a sign: a sequence of decimal numbers, each
     /// with an optional fraction and a unit (ns, us, µs, ms, s, m, h); "0" alone is zero.
     fn from_str(text: &str) -> Result<Self, String> {
-        let invalid = || format!("invalid duration {text:?} (use a Go duration such as \"10s\", \"1m30s\", \"500ms\")");
+        let invalid = || {
+            format!("invalid duration {text:?} (use a Go duration such as \"10s\", \"1m30s\", \"500ms\")")
+        };
         if text == "0" {
             return Ok(GoDuration(Duration::ZERO));
         }
@@ -302,10 +344,14 @@ impl FromStr for GoDuration {
             return Err(invalid());
         }
         while !rest.is_empty() {
-            let number_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(invalid)?;
+            let number_len = rest
+                .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+                .ok_or_else(invalid)?;
             let (number, after) = rest.split_at(number_len);
             let value: f64 = number.parse().map_err(|_| invalid())?;
-            let unit_len = after.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(after.len());
+            let unit_len = after
+                .find(|c: char| c.is_ascii_digit() || c == '.')
+                .unwrap_or(after.len());
             let (unit, after_unit) = after.split_at(unit_len);
             let scale = match unit {
                 "ns" => 1.0,
@@ -348,7 +394,9 @@ mod tests {
     }
 
     fn error_of(json: &str) -> String {
-        Config::from_json(json.as_bytes()).expect_err("config should be rejected").to_string()
+        Config::from_json(json.as_bytes())
+            .expect_err("config should be rejected")
+            .to_string()
     }
 
     #[test]
@@ -365,7 +413,10 @@ mod tests {
         assert_eq!(config.retention.raw.0, DAY * 30);
         assert_eq!(config.retention.rollup_5m.0, DAY * 90);
         assert_eq!(config.retention.rollup_1h.0, DAY * 365);
-        assert_eq!(config.postgres.maintenance_interval.0, Duration::from_secs(60));
+        assert_eq!(
+            config.postgres.maintenance_interval.0,
+            Duration::from_secs(60)
+        );
     }
 
     #[test]
@@ -373,28 +424,59 @@ mod tests {
         let defaults = Config::defaults_json();
         let parsed: Config = serde_json::from_str(&defaults).expect("defaults parse");
         assert_eq!(parsed, Config::default());
-        assert_eq!(error_of(&defaults), "postgres.dsn: must be set (for example postgres://user@127.0.0.1:5432/db)");
+        assert_eq!(
+            error_of(&defaults),
+            "postgres.dsn: must be set (for example postgres://user@127.0.0.1:5432/db)"
+        );
     }
 
     #[test]
     fn errors_name_the_field_and_value() {
-        assert_eq!(error_of(&with_dsn(r#","pool_size":0"#)), "postgres.pool_size: must be between 1 and 64, got 0");
-        assert!(error_of(&with_dsn(r#","schema":"otel; DROP TABLE x""#)).starts_with("postgres.schema: must be a plain SQL name"));
-        assert!(error_of(&with_dsn(r#","schema":"otel; DROP TABLE x""#)).contains(r#""otel; DROP TABLE x""#));
-        assert!(error_of(&with_dsn(r#","connect_timeout":"ten""#)).starts_with("postgres.connect_timeout: invalid duration \"ten\""));
-        assert!(error_of(&with_dsn(r#","connect_timeout":"0s""#)).starts_with("postgres.connect_timeout: must be more than 0s"));
-        assert!(error_of(&with_dsn(r#","pool_size":"four""#)).starts_with("postgres.pool_size: invalid type: string"));
-        let top = |extra: &str| error_of(&format!(r#"{{{extra},"postgres":{{"dsn":"postgres://u@h/db"}}}}"#));
-        assert_eq!(top(r#""memory_limit_mib":4"#), "memory_limit_mib: must be between 8 and 1048576, got 4");
-        assert_eq!(top(r#""max_batch_rows":0"#), "max_batch_rows: must be between 1 and 1000000, got 0");
-        assert_eq!(top(r#""write_timeout":"11m""#), "write_timeout: must be more than 0s and at most 10m, got 11m");
-        assert_eq!(top(r#""acknowledge":"maybe""#), "acknowledge: unknown variant `maybe`, expected `committed` or `accepted`");
-        assert_eq!(top(r#""retention":{"raw":"12h"}"#), "retention.raw: must be between 24h and 87840h (about 10 years), got 12h");
+        assert_eq!(
+            error_of(&with_dsn(r#","pool_size":0"#)),
+            "postgres.pool_size: must be between 1 and 64, got 0"
+        );
+        assert!(error_of(&with_dsn(r#","schema":"otel; DROP TABLE x""#))
+            .starts_with("postgres.schema: must be a plain SQL name"));
+        assert!(error_of(&with_dsn(r#","schema":"otel; DROP TABLE x""#))
+            .contains(r#""otel; DROP TABLE x""#));
+        assert!(error_of(&with_dsn(r#","connect_timeout":"ten""#))
+            .starts_with("postgres.connect_timeout: invalid duration \"ten\""));
+        assert!(error_of(&with_dsn(r#","connect_timeout":"0s""#))
+            .starts_with("postgres.connect_timeout: must be more than 0s"));
+        assert!(error_of(&with_dsn(r#","pool_size":"four""#))
+            .starts_with("postgres.pool_size: invalid type: string"));
+        let top = |extra: &str| {
+            error_of(&format!(
+                r#"{{{extra},"postgres":{{"dsn":"postgres://u@h/db"}}}}"#
+            ))
+        };
+        assert_eq!(
+            top(r#""memory_limit_mib":4"#),
+            "memory_limit_mib: must be between 8 and 1048576, got 4"
+        );
+        assert_eq!(
+            top(r#""max_batch_rows":0"#),
+            "max_batch_rows: must be between 1 and 1000000, got 0"
+        );
+        assert_eq!(
+            top(r#""write_timeout":"11m""#),
+            "write_timeout: must be more than 0s and at most 10m, got 11m"
+        );
+        assert_eq!(
+            top(r#""acknowledge":"maybe""#),
+            "acknowledge: unknown variant `maybe`, expected `committed` or `accepted`"
+        );
+        assert_eq!(
+            top(r#""retention":{"raw":"12h"}"#),
+            "retention.raw: must be between 24h and 87840h (about 10 years), got 12h"
+        );
         assert_eq!(
             error_of(&with_dsn(r#","maintenance_interval":"2h""#)),
             "postgres.maintenance_interval: must be between 1s and 1h, got 2h"
         );
-        assert!(error_of(&with_dsn(r#","poolsize":4"#)).starts_with("postgres.poolsize: unknown field `poolsize`"));
+        assert!(error_of(&with_dsn(r#","poolsize":4"#))
+            .starts_with("postgres.poolsize: unknown field `poolsize`"));
         assert!(error_of(r#"{"postgress":{}}"#).starts_with("postgress: unknown field"));
         let message = error_of("not json");
         assert!(message.starts_with("config: expected ident"), "{message}");
@@ -402,10 +484,17 @@ mod tests {
 
     #[test]
     fn dsn_errors_never_echo_the_password() {
-        let message = error_of(r#"{"postgres":{"dsn":"postgres://otel:hunter2@127.0.0.1:notaport/db"}}"#);
-        assert!(message.starts_with("postgres.dsn: not a valid connection string"), "{message}");
+        let message =
+            error_of(r#"{"postgres":{"dsn":"postgres://otel:hunter2@127.0.0.1:notaport/db"}}"#);
+        assert!(
+            message.starts_with("postgres.dsn: not a valid connection string"),
+            "{message}"
+        );
         assert!(!message.contains("hunter2"), "{message}");
-        let debug = format!("{:?}", Config::from_json(with_dsn("").as_bytes()).expect("valid"));
+        let debug = format!(
+            "{:?}",
+            Config::from_json(with_dsn("").as_bytes()).expect("valid")
+        );
         assert!(!debug.contains("secret"), "{debug}");
     }
 
@@ -415,9 +504,13 @@ mod tests {
             error_of(&with_dsn(r#","ca_file":"/nonexistent/ca.pem""#)),
             r#"postgres.ca_file: cannot read "/nonexistent/ca.pem": No such file or directory (os error 2)"#
         );
-        let empty = std::env::temp_dir().join(format!("otelstore-empty-ca-{}.pem", std::process::id()));
+        let empty =
+            std::env::temp_dir().join(format!("otelstore-empty-ca-{}.pem", std::process::id()));
         std::fs::write(&empty, "no certificate here\n").expect("write");
-        let message = error_of(&with_dsn(&format!(r#","ca_file":{:?}"#, empty.display().to_string())));
+        let message = error_of(&with_dsn(&format!(
+            r#","ca_file":{:?}"#,
+            empty.display().to_string()
+        )));
         std::fs::remove_file(&empty).expect("remove");
         assert!(message.ends_with("holds no PEM certificate"), "{message}");
     }
@@ -438,7 +531,10 @@ mod tests {
         assert_eq!(GoDuration(Duration::from_secs(90)).to_string(), "90s");
         assert_eq!(GoDuration(Duration::from_secs(120)).to_string(), "2m");
         assert_eq!(GoDuration(DAY * 30).to_string(), "720h");
-        assert_eq!(GoDuration(Duration::from_millis(1500)).to_string(), "1500ms");
+        assert_eq!(
+            GoDuration(Duration::from_millis(1500)).to_string(),
+            "1500ms"
+        );
         assert_eq!(GoDuration(Duration::from_nanos(7)).to_string(), "7ns");
     }
 }

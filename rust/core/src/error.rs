@@ -22,16 +22,31 @@ pub enum Error {
     Config(#[from] ConfigError),
 
     #[error("malformed OTLP {signal} request ({len} bytes): {source}")]
-    Decode { signal: Signal, len: usize, source: crate::wire::WireError },
+    Decode {
+        signal: Signal,
+        len: usize,
+        source: crate::wire::WireError,
+    },
 
     #[error("{written} {} written, {rejected} rejected; first rejection: {first}", signal.items())]
-    RowsRejected { signal: Signal, written: u64, rejected: u64, first: String },
+    RowsRejected {
+        signal: Signal,
+        written: u64,
+        rejected: u64,
+        first: String,
+    },
 
     #[error("PostgreSQL: {action}: {}", chain(source))]
-    Postgres { action: &'static str, source: tokio_postgres::Error },
+    Postgres {
+        action: &'static str,
+        source: tokio_postgres::Error,
+    },
 
     #[error("ClickHouse: {action}: {}", chain(source))]
-    ClickHouse { action: &'static str, source: clickhouse::error::Error },
+    ClickHouse {
+        action: &'static str,
+        source: clickhouse::error::Error,
+    },
 
     #[error("PostgreSQL: no connection available: {}", chain(.0))]
     Pool(#[from] deadpool_postgres::PoolError),
@@ -43,7 +58,11 @@ pub enum Error {
     ShutDownBeforeWrite,
 
     #[error("memory limit reached: {bytes} bytes do not fit beside the {held} held (limit {limit} bytes)")]
-    MemoryLimit { bytes: usize, held: usize, limit: usize },
+    MemoryLimit {
+        bytes: usize,
+        held: usize,
+        limit: usize,
+    },
 
     #[error("a write attempt took longer than {0:?}")]
     WriteTimeout(std::time::Duration),
@@ -80,8 +99,12 @@ impl Error {
             | Error::WriteTimeout(_)
             | Error::ConcurrentDuplicate
             | Error::DeadlineExceeded { .. } => ErrorKind::Retryable,
-            Error::BatchFailed { retryable: true, .. } => ErrorKind::Retryable,
-            Error::BatchFailed { retryable: false, .. } => ErrorKind::Permanent,
+            Error::BatchFailed {
+                retryable: true, ..
+            } => ErrorKind::Retryable,
+            Error::BatchFailed {
+                retryable: false, ..
+            } => ErrorKind::Permanent,
             Error::ShutDown => ErrorKind::ShutDown,
         }
     }
@@ -90,7 +113,9 @@ impl Error {
         move |source| Error::Postgres { action, source }
     }
 
-    pub(crate) fn clickhouse(action: &'static str) -> impl FnOnce(clickhouse::error::Error) -> Error {
+    pub(crate) fn clickhouse(
+        action: &'static str,
+    ) -> impl FnOnce(clickhouse::error::Error) -> Error {
         move |source| Error::ClickHouse { action, source }
     }
 }
@@ -120,7 +145,9 @@ const CLICKHOUSE_BAD_DATA: &[u32] = &[
 /// The exception code at the start of a ClickHouse error text: `Code: 27. DB::Exception: ...`.
 pub(crate) fn clickhouse_exception_code(text: &str) -> Option<u32> {
     let rest = text.trim_start().strip_prefix("Code:")?.trim_start();
-    let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+    let digits = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
     rest[..digits].parse().ok()
 }
 
@@ -168,7 +195,10 @@ fn chain(error: &dyn std::error::Error) -> String {
 impl Error {
     /// A copy of this failure for each export call that shared the write.
     pub fn for_each_call(&self) -> Error {
-        Error::BatchFailed { retryable: self.kind() == ErrorKind::Retryable, message: self.to_string() }
+        Error::BatchFailed {
+            retryable: self.kind() == ErrorKind::Retryable,
+            message: self.to_string(),
+        }
     }
 }
 
@@ -178,15 +208,41 @@ mod tests {
 
     #[test]
     fn clickhouse_bad_data_is_permanent_and_the_rest_retryable() {
-        assert_eq!(clickhouse_exception_code("Code: 33. DB::Exception: Cannot read all data. (CANNOT_READ_ALL_DATA)"), Some(33));
-        assert_eq!(clickhouse_exception_code("  Code: 241. DB::Exception: Memory limit"), Some(241));
+        assert_eq!(
+            clickhouse_exception_code(
+                "Code: 33. DB::Exception: Cannot read all data. (CANNOT_READ_ALL_DATA)"
+            ),
+            Some(33)
+        );
+        assert_eq!(
+            clickhouse_exception_code("  Code: 241. DB::Exception: Memory limit"),
+            Some(241)
+        );
         assert_eq!(clickhouse_exception_code("bad gateway"), None);
-        let kind = |text: &str| Error::ClickHouse { action: "insert spans", source: clickhouse::error::Error::BadResponse(text.into()) }.kind();
-        assert_eq!(kind("Code: 53. DB::Exception: Type mismatch"), ErrorKind::Permanent);
-        assert_eq!(kind("Code: 60. DB::Exception: Unknown table"), ErrorKind::Retryable);
-        assert_eq!(kind("Code: 252. DB::Exception: Too many parts"), ErrorKind::Retryable);
+        let kind = |text: &str| {
+            Error::ClickHouse {
+                action: "insert spans",
+                source: clickhouse::error::Error::BadResponse(text.into()),
+            }
+            .kind()
+        };
+        assert_eq!(
+            kind("Code: 53. DB::Exception: Type mismatch"),
+            ErrorKind::Permanent
+        );
+        assert_eq!(
+            kind("Code: 60. DB::Exception: Unknown table"),
+            ErrorKind::Retryable
+        );
+        assert_eq!(
+            kind("Code: 252. DB::Exception: Too many parts"),
+            ErrorKind::Retryable
+        );
         assert_eq!(kind("502 Bad Gateway"), ErrorKind::Retryable);
-        let timed_out = Error::ClickHouse { action: "insert spans", source: clickhouse::error::Error::TimedOut };
+        let timed_out = Error::ClickHouse {
+            action: "insert spans",
+            source: clickhouse::error::Error::TimedOut,
+        };
         assert_eq!(timed_out.kind(), ErrorKind::Retryable);
     }
 }

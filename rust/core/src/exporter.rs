@@ -13,9 +13,9 @@ use tracing::instrument::WithSubscriber;
 
 use crate::batch::{BatchWriter, Job, WriterSettings};
 use crate::config::{Acknowledge, Config};
-use crate::signal::Signal;
 use crate::error::Error;
 use crate::limiter::MemoryLimiter;
+use crate::signal::Signal;
 use crate::sink::postgres::{self, PostgresSink, Stored};
 use crate::telemetry::{Counter, Telemetry};
 
@@ -61,9 +61,23 @@ impl Exporter {
             max_batch_rows: config.max_batch_rows,
             write_timeout: config.write_timeout.0,
         };
-        let writer = |name| BatchWriter::start(Arc::clone(&postgres), name, Arc::clone(&telemetry), settings, &dispatch);
+        let writer = |name| {
+            BatchWriter::start(
+                Arc::clone(&postgres),
+                name,
+                Arc::clone(&telemetry),
+                settings,
+                &dispatch,
+            )
+        };
         let (spans, logs, metrics) = (writer("spans"), writer("logs"), writer("metrics"));
-        let maintenance = tokio::spawn(maintain(Arc::clone(&postgres), config.postgres.maintenance_interval.0).with_subscriber(dispatch.clone()));
+        let maintenance = tokio::spawn(
+            maintain(
+                Arc::clone(&postgres),
+                config.postgres.maintenance_interval.0,
+            )
+            .with_subscriber(dispatch.clone()),
+        );
         drop(entered);
         Ok(Self {
             runtime,
@@ -83,19 +97,35 @@ impl Exporter {
     /// Decodes one OTLP request and hands its rows to the signal's writer. With `acknowledge:
     /// committed` this returns once they are committed, or with the last error when `timeout` runs
     /// out first.
-    pub fn export(&self, signal: Signal, otlp: &[u8], timeout: Option<Duration>) -> Result<Written, Error> {
+    pub fn export(
+        &self,
+        signal: Signal,
+        otlp: &[u8],
+        timeout: Option<Duration>,
+    ) -> Result<Written, Error> {
         let _call = self.calls.enter()?;
         let deadline = timeout.map(|t| Instant::now() + t);
-        tracing::dispatcher::with_default(&self.dispatch, || self.export_signal(signal, otlp, deadline))
+        tracing::dispatcher::with_default(&self.dispatch, || {
+            self.export_signal(signal, otlp, deadline)
+        })
     }
 
-    fn export_signal(&self, signal: Signal, otlp: &[u8], deadline: Option<Instant>) -> Result<Written, Error> {
+    fn export_signal(
+        &self,
+        signal: Signal,
+        otlp: &[u8],
+        deadline: Option<Instant>,
+    ) -> Result<Written, Error> {
         let writer = match signal {
             Signal::Traces => &self.spans,
             Signal::Logs => &self.logs,
             Signal::Metrics => &self.metrics,
         };
-        let encoded = postgres::encode(signal, otlp).map_err(|source| Error::Decode { signal, len: otlp.len(), source })?;
+        let encoded = postgres::encode(signal, otlp).map_err(|source| Error::Decode {
+            signal,
+            len: otlp.len(),
+            source,
+        })?;
         let rows = encoded.rows.rows();
         let stored = if encoded.rows.tables.is_empty() {
             Stored::default()
@@ -104,22 +134,45 @@ impl Exporter {
             let request_id = request_id(signal, otlp);
             match self.acknowledge {
                 Acknowledge::Accepted => {
-                    writer.submit(Job { request_id, rows: encoded.rows, deadline: None, ack: None, reservation })?;
-                    Stored { written: rows, ..Default::default() }
+                    writer.submit(Job {
+                        request_id,
+                        rows: encoded.rows,
+                        deadline: None,
+                        ack: None,
+                        reservation,
+                    })?;
+                    Stored {
+                        written: rows,
+                        ..Default::default()
+                    }
                 }
                 Acknowledge::Committed => {
                     let (ack, answer) = oneshot::channel();
-                    writer.submit(Job { request_id, rows: encoded.rows, deadline, ack: Some(ack), reservation })?;
+                    writer.submit(Job {
+                        request_id,
+                        rows: encoded.rows,
+                        deadline,
+                        ack: Some(ack),
+                        reservation,
+                    })?;
                     self.wait(answer, deadline)?
                 }
             }
         };
         // Items the tables cannot take never reach the writer, which counts the database's refusals.
-        self.telemetry.add(Counter::RowsRejected, writer.name(), encoded.rejected);
+        self.telemetry
+            .add(Counter::RowsRejected, writer.name(), encoded.rejected);
         let rejected = encoded.rejected + stored.rejected;
         match encoded.first_rejection.or(stored.first_rejection) {
-            Some(first) if rejected > 0 => Err(Error::RowsRejected { signal, written: stored.written, rejected, first }),
-            _ => Ok(Written { rows: stored.written }),
+            Some(first) if rejected > 0 => Err(Error::RowsRejected {
+                signal,
+                written: stored.written,
+                rejected,
+                first,
+            }),
+            _ => Ok(Written {
+                rows: stored.written,
+            }),
         }
     }
 
@@ -127,13 +180,19 @@ impl Exporter {
     /// queued then is reported as not written (and, if it is written later, its retry is
     /// recognized). The writer answers at the deadline itself, with the last error it saw; the
     /// grace lets that answer win over the bare timeout.
-    fn wait<T>(&self, answer: oneshot::Receiver<Result<T, Error>>, deadline: Option<Instant>) -> Result<T, Error> {
+    fn wait<T>(
+        &self,
+        answer: oneshot::Receiver<Result<T, Error>>,
+        deadline: Option<Instant>,
+    ) -> Result<T, Error> {
         const GRACE: Duration = Duration::from_millis(50);
         self.runtime.block_on(async {
             let answered = match deadline {
-                Some(deadline) => tokio::time::timeout_at((deadline + GRACE).into(), answer).await.map_err(|_| Error::DeadlineExceeded {
-                    last_error: "still queued behind other writes".to_owned(),
-                })?,
+                Some(deadline) => tokio::time::timeout_at((deadline + GRACE).into(), answer)
+                    .await
+                    .map_err(|_| Error::DeadlineExceeded {
+                        last_error: "still queued behind other writes".to_owned(),
+                    })?,
                 None => answer.await,
             };
             answered.map_err(|_| Error::ShutDownBeforeWrite)?
@@ -148,8 +207,11 @@ impl Exporter {
         tracing::dispatcher::with_default(&self.dispatch, || {
             self.runtime.block_on(async {
                 self.maintenance.abort();
-                let (spans, logs, metrics) =
-                    tokio::join!(self.spans.shutdown(deadline), self.logs.shutdown(deadline), self.metrics.shutdown(deadline));
+                let (spans, logs, metrics) = tokio::join!(
+                    self.spans.shutdown(deadline),
+                    self.logs.shutdown(deadline),
+                    self.metrics.shutdown(deadline)
+                );
                 let _ = tokio::time::timeout_at(deadline.into(), self.calls.drained()).await;
                 self.postgres.close();
                 unwritten_rows([spans, logs, metrics])

@@ -47,7 +47,9 @@ fn signal(value: u32) -> Result<Signal, Failure> {
         v if v == OtelstoreSignal::Traces as u32 => Ok(Signal::Traces),
         v if v == OtelstoreSignal::Logs as u32 => Ok(Signal::Logs),
         v if v == OtelstoreSignal::Metrics as u32 => Ok(Signal::Metrics),
-        other => Err(misuse(&format!("unknown signal {other} (expected an OtelstoreSignal)"))),
+        other => Err(misuse(&format!(
+            "unknown signal {other} (expected an OtelstoreSignal)"
+        ))),
     }
 }
 
@@ -64,12 +66,18 @@ impl From<Error> for Failure {
             ErrorKind::Retryable => OtelstoreStatus::Retryable,
             ErrorKind::ShutDown => OtelstoreStatus::InvalidArgument,
         };
-        Failure { status, message: error.to_string() }
+        Failure {
+            status,
+            message: error.to_string(),
+        }
     }
 }
 
 fn misuse(message: &str) -> Failure {
-    Failure { status: OtelstoreStatus::InvalidArgument, message: message.to_owned() }
+    Failure {
+        status: OtelstoreStatus::InvalidArgument,
+        message: message.to_owned(),
+    }
 }
 
 fn registry() -> &'static Mutex<HashMap<u64, Arc<Exporter>>> {
@@ -80,12 +88,21 @@ fn registry() -> &'static Mutex<HashMap<u64, Arc<Exporter>>> {
 static NEXT_HANDLE: AtomicU64 = AtomicU64::new(1);
 
 fn lookup(handle: u64) -> Result<Arc<Exporter>, Failure> {
-    let exporters = registry().lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    exporters.get(&handle).cloned().ok_or_else(|| misuse(&format!("unknown exporter handle {handle} (never created, or freed)")))
+    let exporters = registry()
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    exporters.get(&handle).cloned().ok_or_else(|| {
+        misuse(&format!(
+            "unknown exporter handle {handle} (never created, or freed)"
+        ))
+    })
 }
 
 /// Runs `body`, turning an error or a panic into a status and an optional message for the caller.
-fn call(message_out: *mut *mut c_char, body: impl FnOnce() -> Result<(), Failure>) -> OtelstoreStatus {
+fn call(
+    message_out: *mut *mut c_char,
+    body: impl FnOnce() -> Result<(), Failure>,
+) -> OtelstoreStatus {
     let failure = match catch_unwind(AssertUnwindSafe(body)) {
         Ok(Ok(())) => return OtelstoreStatus::Ok,
         Ok(Err(failure)) => failure,
@@ -95,7 +112,10 @@ fn call(message_out: *mut *mut c_char, body: impl FnOnce() -> Result<(), Failure
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".to_owned());
-            Failure { status: OtelstoreStatus::Internal, message: format!("internal error (please report): {what}") }
+            Failure {
+                status: OtelstoreStatus::Internal,
+                message: format!("internal error (please report): {what}"),
+            }
         }
     };
     write_string(message_out, &failure.message);
@@ -146,11 +166,17 @@ pub unsafe extern "C" fn otelstore_config_defaults(json_out: *mut *mut c_char) -
 /// # Safety
 /// `config_json` must point to `config_len` readable bytes; `message_out` must be null or a valid `char **`.
 #[no_mangle]
-pub unsafe extern "C" fn otelstore_config_validate(config_json: *const u8, config_len: usize, message_out: *mut *mut c_char) -> OtelstoreStatus {
+pub unsafe extern "C" fn otelstore_config_validate(
+    config_json: *const u8,
+    config_len: usize,
+    message_out: *mut *mut c_char,
+) -> OtelstoreStatus {
     call(message_out, || {
         // SAFETY: forwarded from this function's contract.
         let json = unsafe { bytes(config_json, config_len, "config_json") }?;
-        Config::from_json(json).map(|_| ()).map_err(|e| Failure::from(Error::from(e)))
+        Config::from_json(json)
+            .map(|_| ())
+            .map_err(|e| Failure::from(Error::from(e)))
     })
 }
 
@@ -176,7 +202,10 @@ pub unsafe extern "C" fn otelstore_exporter_new(
         let config = Config::from_json(json).map_err(Error::from)?;
         let exporter = Exporter::new(config)?;
         let handle = NEXT_HANDLE.fetch_add(1, Ordering::Relaxed);
-        registry().lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(handle, Arc::new(exporter));
+        registry()
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(handle, Arc::new(exporter));
         // SAFETY: checked non-null above; the caller guarantees it is writable.
         unsafe { *handle_out = handle };
         Ok(())
@@ -206,7 +235,10 @@ pub unsafe extern "C" fn otelstore_exporter_export(
         // SAFETY: forwarded from this function's contract.
         let otlp = unsafe { bytes(otlp, otlp_len, "otlp") }?;
         let timeout = (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms));
-        exporter.export(signal, otlp, timeout).map(|_| ()).map_err(Failure::from)
+        exporter
+            .export(signal, otlp, timeout)
+            .map(|_| ())
+            .map_err(Failure::from)
     })
 }
 
@@ -217,7 +249,10 @@ pub unsafe extern "C" fn otelstore_exporter_export(
 /// # Safety
 /// `json_out` must be a valid `char **`.
 #[no_mangle]
-pub unsafe extern "C" fn otelstore_exporter_drain(handle: u64, json_out: *mut *mut c_char) -> OtelstoreStatus {
+pub unsafe extern "C" fn otelstore_exporter_drain(
+    handle: u64,
+    json_out: *mut *mut c_char,
+) -> OtelstoreStatus {
     if json_out.is_null() {
         return OtelstoreStatus::InvalidArgument;
     }
@@ -233,10 +268,16 @@ pub unsafe extern "C" fn otelstore_exporter_drain(handle: u64, json_out: *mut *m
 /// # Safety
 /// `message_out` must be null or a valid `char **`.
 #[no_mangle]
-pub unsafe extern "C" fn otelstore_exporter_shutdown(handle: u64, timeout_ms: u64, message_out: *mut *mut c_char) -> OtelstoreStatus {
+pub unsafe extern "C" fn otelstore_exporter_shutdown(
+    handle: u64,
+    timeout_ms: u64,
+    message_out: *mut *mut c_char,
+) -> OtelstoreStatus {
     call(message_out, || {
         let exporter = lookup(handle)?;
-        exporter.shutdown(Duration::from_millis(timeout_ms)).map_err(Failure::from)
+        exporter
+            .shutdown(Duration::from_millis(timeout_ms))
+            .map_err(Failure::from)
     })
 }
 
@@ -244,9 +285,14 @@ pub unsafe extern "C" fn otelstore_exporter_shutdown(handle: u64, timeout_ms: u6
 #[no_mangle]
 pub extern "C" fn otelstore_exporter_free(handle: u64) -> OtelstoreStatus {
     call(std::ptr::null_mut(), || {
-        let removed = registry().lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&handle);
+        let removed = registry()
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(&handle);
         // Dropping the last reference stops the runtime; an export still running keeps its own.
-        removed.map(drop).ok_or_else(|| misuse("unknown exporter handle"))
+        removed
+            .map(drop)
+            .ok_or_else(|| misuse("unknown exporter handle"))
     })
 }
 

@@ -13,7 +13,12 @@ const MAX_DEPTH: usize = 64;
 
 /// `{"key": value, ...}` for the attribute list in field `field` of `message`. Duplicate keys are
 /// written as sent; PostgreSQL keeps the last one.
-pub fn write_attributes(out: &mut Vec<u8>, message: &[u8], field: u32, path: &'static str) -> Result<(), WireError> {
+pub fn write_attributes(
+    out: &mut Vec<u8>,
+    message: &[u8],
+    field: u32,
+    path: &'static str,
+) -> Result<(), WireError> {
     out.push(b'{');
     let mut first = true;
     for entry in Fields::new(message, path) {
@@ -32,7 +37,12 @@ pub fn write_attributes(out: &mut Vec<u8>, message: &[u8], field: u32, path: &'s
 
 /// The key and value of one KeyValue. Inside a map value (`nested`), a key starting with '$' gets
 /// one more, so `{"$bytes": ...}` and the other tagged forms can only ever mean a tagged value.
-fn write_key_value(out: &mut Vec<u8>, key_value: &[u8], nested: bool, depth: usize) -> Result<(), WireError> {
+fn write_key_value(
+    out: &mut Vec<u8>,
+    key_value: &[u8],
+    nested: bool,
+    depth: usize,
+) -> Result<(), WireError> {
     let mut key = "";
     let mut value = None;
     for entry in Fields::new(key_value, "KeyValue") {
@@ -73,7 +83,11 @@ fn write_value(out: &mut Vec<u8>, value: Option<&[u8]>, depth: usize) -> Result<
     };
     match number {
         1 => write_string(out, v.string("AnyValue.string_value")?),
-        2 => out.extend_from_slice(if v.varint("AnyValue.bool_value")? != 0 { b"true" } else { b"false" }),
+        2 => out.extend_from_slice(if v.varint("AnyValue.bool_value")? != 0 {
+            b"true"
+        } else {
+            b"false"
+        }),
         3 => write_int(out, v.varint("AnyValue.int_value")? as i64),
         4 => {
             let double = f64::from_bits(v.fixed64("AnyValue.double_value")?);
@@ -81,7 +95,13 @@ fn write_value(out: &mut Vec<u8>, value: Option<&[u8]>, depth: usize) -> Result<
                 write_double(out, double);
             } else {
                 // JSON has no such numbers.
-                let name = if double.is_nan() { "NaN" } else if double > 0.0 { "Infinity" } else { "-Infinity" };
+                let name = if double.is_nan() {
+                    "NaN"
+                } else if double > 0.0 {
+                    "Infinity"
+                } else {
+                    "-Infinity"
+                };
                 out.extend_from_slice(b"{\"$double\":\"");
                 out.extend_from_slice(name.as_bytes());
                 out.extend_from_slice(b"\"}");
@@ -89,10 +109,17 @@ fn write_value(out: &mut Vec<u8>, value: Option<&[u8]>, depth: usize) -> Result<
         }
         5 | 6 => {
             if depth >= MAX_DEPTH {
-                return Err(WireError { path: "AnyValue", reason: "arrays and maps nest deeper than 64 levels" });
+                return Err(WireError {
+                    path: "AnyValue",
+                    reason: "arrays and maps nest deeper than 64 levels",
+                });
             }
             let map = number == 6;
-            let path = if map { "AnyValue.kvlist_value" } else { "AnyValue.array_value" };
+            let path = if map {
+                "AnyValue.kvlist_value"
+            } else {
+                "AnyValue.array_value"
+            };
             out.push(if map { b'{' } else { b'[' });
             let mut first = true;
             for entry in Fields::new(v.bytes(path)?, path) {
@@ -117,8 +144,13 @@ fn write_value(out: &mut Vec<u8>, value: Option<&[u8]>, depth: usize) -> Result<
             let bytes = v.bytes("AnyValue.bytes_value")?;
             out.extend_from_slice(b"{\"$bytes\":\"");
             let start = out.len();
-            out.resize(start + base64::encoded_len(bytes.len(), true).unwrap_or(0), 0);
-            let written = base64::engine::general_purpose::STANDARD.encode_slice(bytes, &mut out[start..]).unwrap_or(0);
+            out.resize(
+                start + base64::encoded_len(bytes.len(), true).unwrap_or(0),
+                0,
+            );
+            let written = base64::engine::general_purpose::STANDARD
+                .encode_slice(bytes, &mut out[start..])
+                .unwrap_or(0);
             out.truncate(start + written);
             out.extend_from_slice(b"\"}");
         }
@@ -181,7 +213,8 @@ pub fn write_links(out: &mut Vec<u8>, span: &[u8], field: u32) -> Result<(), Wir
             continue;
         }
         let link = value.bytes("Span.links")?;
-        let (mut trace_id, mut span_id, mut trace_state, mut dropped, mut flags) = (&[][..], &[][..], "", 0, 0);
+        let (mut trace_id, mut span_id, mut trace_state, mut dropped, mut flags) =
+            (&[][..], &[][..], "", 0, 0);
         for entry in Fields::new(link, "Link") {
             match entry? {
                 (1, v) => trace_id = v.bytes("Link.trace_id")?,
@@ -217,7 +250,12 @@ pub fn write_links(out: &mut Vec<u8>, span: &[u8], field: u32) -> Result<(), Wir
 /// `[{"time_unix_nano", "value", "trace_id", "span_id", "filtered_attributes"}, ...]` for the
 /// exemplars in field `field` of a metric data point. The value is an int or a double as in
 /// attributes, null when unset; the ids are lower-case hex as in links.
-pub(crate) fn write_exemplars(out: &mut Vec<u8>, point: &[u8], field: u32, path: &'static str) -> Result<(), WireError> {
+pub(crate) fn write_exemplars(
+    out: &mut Vec<u8>,
+    point: &[u8],
+    field: u32,
+    path: &'static str,
+) -> Result<(), WireError> {
     out.push(b'[');
     let mut first = true;
     for entry in Fields::new(point, path) {
@@ -269,7 +307,13 @@ fn write_any_double(out: &mut Vec<u8>, value: f64) {
     if value.is_finite() {
         write_double(out, value);
     } else {
-        let name = if value.is_nan() { "NaN" } else if value > 0.0 { "Infinity" } else { "-Infinity" };
+        let name = if value.is_nan() {
+            "NaN"
+        } else if value > 0.0 {
+            "Infinity"
+        } else {
+            "-Infinity"
+        };
         out.extend_from_slice(b"{\"$double\":\"");
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b"\"}");
@@ -320,7 +364,9 @@ fn write_string_parts(out: &mut Vec<u8>, prefix: &str, s: &str) {
     let bytes = s.as_bytes();
     // Most strings need no escape. This scan has no early exit so that it vectorizes; the loop
     // below does not.
-    if !bytes.iter().fold(false, |special, &b| special | (b < 0x20) | (b == b'"') | (b == b'\\')) {
+    if !bytes.iter().fold(false, |special, &b| {
+        special | (b < 0x20) | (b == b'"') | (b == b'\\')
+    }) {
         out.extend_from_slice(bytes);
         out.push(b'"');
         return;
@@ -363,7 +409,11 @@ mod tests {
     use prost::Message;
 
     fn attributes_json(attributes: &[KeyValue]) -> String {
-        let span = Span { attributes: attributes.to_vec(), ..Default::default() }.encode_to_vec();
+        let span = Span {
+            attributes: attributes.to_vec(),
+            ..Default::default()
+        }
+        .encode_to_vec();
         let mut out = Vec::new();
         write_attributes(&mut out, &span, 9, "Span.attributes").expect("valid");
         String::from_utf8(out).expect("UTF-8")
@@ -380,11 +430,24 @@ mod tests {
             kv("nan", value(Value::DoubleValue(f64::NAN))),
             kv("inf", value(Value::DoubleValue(f64::NEG_INFINITY))),
             kv("bytes", value(Value::BytesValue(vec![0, 1, 254, 255]))),
-            kv("arr", value(Value::ArrayValue(ArrayValue { values: vec![AnyValue { value: Some(Value::IntValue(1)) }, AnyValue { value: None }] }))),
+            kv(
+                "arr",
+                value(Value::ArrayValue(ArrayValue {
+                    values: vec![
+                        AnyValue {
+                            value: Some(Value::IntValue(1)),
+                        },
+                        AnyValue { value: None },
+                    ],
+                })),
+            ),
             kv(
                 "map",
                 value(Value::KvlistValue(KeyValueList {
-                    values: vec![kv("$bytes", value(Value::StringValue("not bytes".into()))), kv("k", value(Value::BoolValue(false)))],
+                    values: vec![
+                        kv("$bytes", value(Value::StringValue("not bytes".into()))),
+                        kv("k", value(Value::BoolValue(false))),
+                    ],
                 })),
             ),
             kv("unset", None),
@@ -398,17 +461,38 @@ mod tests {
 
     #[test]
     fn nesting_is_bounded() {
-        let mut nested = AnyValue { value: Some(Value::IntValue(1)) };
+        let mut nested = AnyValue {
+            value: Some(Value::IntValue(1)),
+        };
         for _ in 0..MAX_DEPTH {
-            nested = AnyValue { value: Some(Value::ArrayValue(ArrayValue { values: vec![nested] })) };
+            nested = AnyValue {
+                value: Some(Value::ArrayValue(ArrayValue {
+                    values: vec![nested],
+                })),
+            };
         }
         let json = attributes_json(&[kv("deep", Some(nested.clone()))]);
-        assert!(json.ends_with(&format!("1{}}}", "]".repeat(MAX_DEPTH))), "{json}");
+        assert!(
+            json.ends_with(&format!("1{}}}", "]".repeat(MAX_DEPTH))),
+            "{json}"
+        );
 
-        let deeper = AnyValue { value: Some(Value::ArrayValue(ArrayValue { values: vec![nested] })) };
-        let span = Span { attributes: vec![kv("deep", Some(deeper))], ..Default::default() }.encode_to_vec();
-        let error = write_attributes(&mut Vec::new(), &span, 9, "Span.attributes").expect_err("too deep");
-        assert_eq!(error.to_string(), "AnyValue: arrays and maps nest deeper than 64 levels");
+        let deeper = AnyValue {
+            value: Some(Value::ArrayValue(ArrayValue {
+                values: vec![nested],
+            })),
+        };
+        let span = Span {
+            attributes: vec![kv("deep", Some(deeper))],
+            ..Default::default()
+        }
+        .encode_to_vec();
+        let error =
+            write_attributes(&mut Vec::new(), &span, 9, "Span.attributes").expect_err("too deep");
+        assert_eq!(
+            error.to_string(),
+            "AnyValue: arrays and maps nest deeper than 64 levels"
+        );
     }
 
     #[test]
@@ -429,7 +513,10 @@ mod tests {
             kv("max", value(Value::DoubleValue(f64::MAX))),
             kv("small", value(Value::DoubleValue(-1.5e-7))),
         ]);
-        assert!(json.starts_with(r#"{"big":10000000000000000.0,"max":17976931348623157"#), "{json}");
+        assert!(
+            json.starts_with(r#"{"big":10000000000000000.0,"max":17976931348623157"#),
+            "{json}"
+        );
         assert!(json.ends_with(r#".0,"small":-1.5e-7}"#), "{json}");
         let parsed: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
         assert_eq!(parsed["max"].as_f64(), Some(f64::MAX));
@@ -437,7 +524,10 @@ mod tests {
 
     #[test]
     fn strings_are_escaped_and_nul_is_replaced() {
-        let json = attributes_json(&[kv("q\"\\", value(Value::StringValue("a\nb\tc\u{1}\0é😀".into())))]);
+        let json = attributes_json(&[kv(
+            "q\"\\",
+            value(Value::StringValue("a\nb\tc\u{1}\0é😀".into())),
+        )]);
         assert_eq!(json, "{\"q\\\"\\\\\":\"a\\nb\\tc\\u0001\\ufffdé😀\"}");
         let parsed: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
         assert_eq!(parsed["q\"\\"], "a\nb\tc\u{1}\u{fffd}é😀");
@@ -457,7 +547,12 @@ mod tests {
     #[test]
     fn events_and_links_carry_every_field() {
         let span = Span {
-            events: vec![Event { time_unix_nano: u64::MAX, name: "ev".into(), attributes: vec![kv("a", value(Value::IntValue(1)))], dropped_attributes_count: 3 }],
+            events: vec![Event {
+                time_unix_nano: u64::MAX,
+                name: "ev".into(),
+                attributes: vec![kv("a", value(Value::IntValue(1)))],
+                dropped_attributes_count: 3,
+            }],
             ..Default::default()
         }
         .encode_to_vec();
@@ -499,7 +594,10 @@ mod tests {
         };
         let point = NumberDataPoint {
             exemplars: vec![
-                exemplar(Some(exemplar::Value::AsInt(-3)), vec![kv("a", value(Value::IntValue(1)))]),
+                exemplar(
+                    Some(exemplar::Value::AsInt(-3)),
+                    vec![kv("a", value(Value::IntValue(1)))],
+                ),
                 exemplar(Some(exemplar::Value::AsDouble(2.0)), vec![]),
                 exemplar(Some(exemplar::Value::AsDouble(f64::NEG_INFINITY)), vec![]),
                 Exemplar::default(),

@@ -3,9 +3,9 @@
 //! The collector's Go component calls it through the C ABI in [`ffi`]; Rust programs use
 //! [`Exporter`] directly.
 
+pub mod batch;
 pub mod config;
 pub mod error;
-pub mod batch;
 pub mod exporter;
 pub mod ffi;
 mod json;

@@ -22,7 +22,11 @@ pub struct Reservation {
 
 impl MemoryLimiter {
     pub fn new(limit: usize, telemetry: Arc<Telemetry>) -> Arc<Self> {
-        Arc::new(Self { limit, held: AtomicUsize::new(0), telemetry })
+        Arc::new(Self {
+            limit,
+            held: AtomicUsize::new(0),
+            telemetry,
+        })
     }
 
     pub fn limit(&self) -> usize {
@@ -34,17 +38,26 @@ impl MemoryLimiter {
     /// valid request can be written eventually: the core then holds at most the limit or the
     /// largest single request, whichever is more.
     pub fn try_reserve(self: &Arc<Self>, bytes: usize) -> Result<Reservation, Error> {
-        let reserved = self.held.fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
-            (held == 0 || held + bytes <= self.limit).then_some(held + bytes)
-        });
+        let reserved = self
+            .held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                (held == 0 || held + bytes <= self.limit).then_some(held + bytes)
+            });
         match reserved {
             Ok(before) => {
                 self.telemetry.set_bytes_held(before + bytes);
-                Ok(Reservation { limiter: Arc::clone(self), bytes })
+                Ok(Reservation {
+                    limiter: Arc::clone(self),
+                    bytes,
+                })
             }
             Err(held) => {
                 self.telemetry.add(Counter::RequestsRefused, "", 1);
-                Err(Error::MemoryLimit { bytes, held, limit: self.limit })
+                Err(Error::MemoryLimit {
+                    bytes,
+                    held,
+                    limit: self.limit,
+                })
             }
         }
     }
@@ -68,7 +81,10 @@ mod tests {
         let first = limiter.try_reserve(60).expect("fits");
         let refused = limiter.try_reserve(50).err().expect("over the limit");
         assert_eq!(refused.kind(), ErrorKind::Retryable);
-        assert_eq!(refused.to_string(), "memory limit reached: 50 bytes do not fit beside the 60 held (limit 100 bytes)");
+        assert_eq!(
+            refused.to_string(),
+            "memory limit reached: 50 bytes do not fit beside the 60 held (limit 100 bytes)"
+        );
         drop(first);
         let _second = limiter.try_reserve(100).expect("fits again once freed");
     }
@@ -77,10 +93,16 @@ mod tests {
     fn a_request_larger_than_the_whole_limit_is_admitted_alone() {
         let limiter = MemoryLimiter::new(100, Arc::new(Telemetry::default()));
         let alone = limiter.try_reserve(150).expect("nothing else held");
-        assert_eq!(limiter.try_reserve(1).err().map(|e| e.kind()), Some(ErrorKind::Retryable));
+        assert_eq!(
+            limiter.try_reserve(1).err().map(|e| e.kind()),
+            Some(ErrorKind::Retryable)
+        );
         drop(alone);
         let small = limiter.try_reserve(10).expect("fits");
-        assert_eq!(limiter.try_reserve(150).err().map(|e| e.kind()), Some(ErrorKind::Retryable));
+        assert_eq!(
+            limiter.try_reserve(150).err().map(|e| e.kind()),
+            Some(ErrorKind::Retryable)
+        );
         drop(small);
     }
 }

@@ -5,7 +5,9 @@ use std::str::FromStr;
 
 use base64::Engine;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList};
+use opentelemetry_proto::tonic::common::v1::{
+    any_value::Value, AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList,
+};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
@@ -24,8 +26,10 @@ use crate::sink::postgres::spans::{encode, EncodedSpans, COLUMNS};
 
 /// Strings with what JSON and PostgreSQL text treat specially, mixed with any other character.
 fn hostile_string() -> impl Strategy<Value = String> {
-    let special =
-        select(vec!['\0', '"', '\\', '/', '\n', '\r', '\t', '\u{1}', '\u{1f}', '\u{7f}', '$', 'é', '\u{2028}', '\u{fffd}', '😀']);
+    let special = select(vec![
+        '\0', '"', '\\', '/', '\n', '\r', '\t', '\u{1}', '\u{1f}', '\u{7f}', '$', 'é', '\u{2028}',
+        '\u{fffd}', '😀',
+    ]);
     vec(prop_oneof![special, any::<char>()], 0..8).prop_map(String::from_iter)
 }
 
@@ -33,7 +37,16 @@ fn hostile_string() -> impl Strategy<Value = String> {
 fn key() -> impl Strategy<Value = String> {
     prop_oneof![
         hostile_string(),
-        select(vec!["service.name", "$bytes", "$double", "$strindex", "$", "$$", "k"]).prop_map(str::to_owned),
+        select(vec![
+            "service.name",
+            "$bytes",
+            "$double",
+            "$strindex",
+            "$",
+            "$$",
+            "k"
+        ])
+        .prop_map(str::to_owned),
     ]
 }
 
@@ -42,7 +55,18 @@ fn double() -> impl Strategy<Value = f64> {
         proptest::num::f64::ANY,
         // Every bit pattern: signalling NaNs, NaN payloads, subnormals.
         any::<u64>().prop_map(f64::from_bits),
-        select(vec![f64::NAN, -f64::NAN, f64::INFINITY, f64::NEG_INFINITY, -0.0, 1.0, 1e-7, 1e15, 1e16, 9007199254740994.0]),
+        select(vec![
+            f64::NAN,
+            -f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            -0.0,
+            1.0,
+            1e-7,
+            1e15,
+            1e16,
+            9007199254740994.0
+        ]),
         select(vec![f64::MAX, f64::MIN_POSITIVE, 5e-324]),
     ]
 }
@@ -52,7 +76,8 @@ fn any_value() -> impl Strategy<Value = AnyValue> {
         Just(None),
         hostile_string().prop_map(|s| Some(Value::StringValue(s))),
         any::<bool>().prop_map(|b| Some(Value::BoolValue(b))),
-        prop_oneof![any::<i64>(), select(vec![i64::MIN, i64::MAX, -1, 0, 1])].prop_map(|i| Some(Value::IntValue(i))),
+        prop_oneof![any::<i64>(), select(vec![i64::MIN, i64::MAX, -1, 0, 1])]
+            .prop_map(|i| Some(Value::IntValue(i))),
         double().prop_map(|d| Some(Value::DoubleValue(d))),
         vec(any::<u8>(), 0..12).prop_map(|b| Some(Value::BytesValue(b))),
         any::<i32>().prop_map(|i| Some(Value::StringValueStrindex(i))),
@@ -60,14 +85,22 @@ fn any_value() -> impl Strategy<Value = AnyValue> {
     .prop_map(|value| AnyValue { value });
     leaf.prop_recursive(4, 48, 4, |inner| {
         prop_oneof![
-            vec(inner.clone(), 0..4).prop_map(|values| AnyValue { value: Some(Value::ArrayValue(ArrayValue { values })) }),
-            vec(key_value(inner), 0..4).prop_map(|values| AnyValue { value: Some(Value::KvlistValue(KeyValueList { values })) }),
+            vec(inner.clone(), 0..4).prop_map(|values| AnyValue {
+                value: Some(Value::ArrayValue(ArrayValue { values }))
+            }),
+            vec(key_value(inner), 0..4).prop_map(|values| AnyValue {
+                value: Some(Value::KvlistValue(KeyValueList { values }))
+            }),
         ]
     })
 }
 
 fn key_value(value: impl Strategy<Value = AnyValue>) -> impl Strategy<Value = KeyValue> {
-    (key(), option::of(value)).prop_map(|(key, value)| KeyValue { key, value, ..Default::default() })
+    (key(), option::of(value)).prop_map(|(key, value)| KeyValue {
+        key,
+        value,
+        ..Default::default()
+    })
 }
 
 fn attributes() -> impl Strategy<Value = Vec<KeyValue>> {
@@ -76,7 +109,11 @@ fn attributes() -> impl Strategy<Value = Vec<KeyValue>> {
 
 /// Ids of any length, mostly the valid 16 and 8 bytes.
 fn id() -> impl Strategy<Value = Vec<u8>> {
-    prop_oneof![vec(any::<u8>(), 16), vec(any::<u8>(), 8), vec(any::<u8>(), 0..=20)]
+    prop_oneof![
+        vec(any::<u8>(), 16),
+        vec(any::<u8>(), 8),
+        vec(any::<u8>(), 0..=20)
+    ]
 }
 
 /// Times mostly in a bigint's range, so that most spans become rows.
@@ -102,38 +139,74 @@ fn count() -> impl Strategy<Value = u32> {
 }
 
 fn event() -> impl Strategy<Value = Event> {
-    (time(), hostile_string(), attributes(), count()).prop_map(|(time_unix_nano, name, attributes, dropped_attributes_count)| Event {
-        time_unix_nano,
-        name,
-        attributes,
-        dropped_attributes_count,
-    })
-}
-
-fn link() -> impl Strategy<Value = Link> {
-    (id(), id(), hostile_string(), any::<u32>(), attributes(), count()).prop_map(
-        |(trace_id, span_id, trace_state, flags, attributes, dropped_attributes_count)| Link {
-            trace_id,
-            span_id,
-            trace_state,
+    (time(), hostile_string(), attributes(), count()).prop_map(
+        |(time_unix_nano, name, attributes, dropped_attributes_count)| Event {
+            time_unix_nano,
+            name,
             attributes,
             dropped_attributes_count,
-            flags,
         },
     )
 }
 
+fn link() -> impl Strategy<Value = Link> {
+    (
+        id(),
+        id(),
+        hostile_string(),
+        any::<u32>(),
+        attributes(),
+        count(),
+    )
+        .prop_map(
+            |(trace_id, span_id, trace_state, flags, attributes, dropped_attributes_count)| Link {
+                trace_id,
+                span_id,
+                trace_state,
+                attributes,
+                dropped_attributes_count,
+                flags,
+            },
+        )
+}
+
 fn span() -> impl Strategy<Value = Span> {
     (
-        (id(), id(), prop_oneof![Just(Vec::new()), id()], hostile_string(), any::<u32>(), hostile_string()),
-        (enum_value(), time(), time(), option::of((hostile_string(), enum_value()))),
-        (attributes(), vec(event(), 0..3), vec(link(), 0..3), count(), count(), count()),
+        (
+            id(),
+            id(),
+            prop_oneof![Just(Vec::new()), id()],
+            hostile_string(),
+            any::<u32>(),
+            hostile_string(),
+        ),
+        (
+            enum_value(),
+            time(),
+            time(),
+            option::of((hostile_string(), enum_value())),
+        ),
+        (
+            attributes(),
+            vec(event(), 0..3),
+            vec(link(), 0..3),
+            count(),
+            count(),
+            count(),
+        ),
     )
         .prop_map(
             |(
                 (trace_id, span_id, parent_span_id, trace_state, flags, name),
                 (kind, start_time_unix_nano, end_time_unix_nano, status),
-                (attributes, events, links, dropped_attributes_count, dropped_events_count, dropped_links_count),
+                (
+                    attributes,
+                    events,
+                    links,
+                    dropped_attributes_count,
+                    dropped_events_count,
+                    dropped_links_count,
+                ),
             )| Span {
                 trace_id,
                 span_id,
@@ -158,29 +231,60 @@ fn span() -> impl Strategy<Value = Span> {
 /// A resource, often with a string `service.name` somewhere among its attributes, since the generic
 /// attributes rarely hit that key with a string value.
 fn resource() -> impl Strategy<Value = Resource> {
-    (attributes(), option::of(hostile_string()), any::<Index>()).prop_map(|(mut attributes, service_name, at)| {
-        if let Some(name) = service_name {
-            let value = Some(AnyValue { value: Some(Value::StringValue(name)) });
-            attributes.insert(at.index(attributes.len() + 1), KeyValue { key: "service.name".into(), value, ..Default::default() });
-        }
-        Resource { attributes, ..Default::default() }
-    })
+    (attributes(), option::of(hostile_string()), any::<Index>()).prop_map(
+        |(mut attributes, service_name, at)| {
+            if let Some(name) = service_name {
+                let value = Some(AnyValue {
+                    value: Some(Value::StringValue(name)),
+                });
+                attributes.insert(
+                    at.index(attributes.len() + 1),
+                    KeyValue {
+                        key: "service.name".into(),
+                        value,
+                        ..Default::default()
+                    },
+                );
+            }
+            Resource {
+                attributes,
+                ..Default::default()
+            }
+        },
+    )
 }
 
 fn scope_spans() -> impl Strategy<Value = ScopeSpans> {
-    let scope = (hostile_string(), hostile_string(), attributes()).prop_map(|(name, version, attributes)| InstrumentationScope {
-        name,
-        version,
-        attributes,
-        ..Default::default()
-    });
-    (option::of(scope), vec(span(), 0..6), hostile_string()).prop_map(|(scope, spans, schema_url)| ScopeSpans { scope, spans, schema_url })
+    let scope = (hostile_string(), hostile_string(), attributes()).prop_map(
+        |(name, version, attributes)| InstrumentationScope {
+            name,
+            version,
+            attributes,
+            ..Default::default()
+        },
+    );
+    (option::of(scope), vec(span(), 0..6), hostile_string()).prop_map(
+        |(scope, spans, schema_url)| ScopeSpans {
+            scope,
+            spans,
+            schema_url,
+        },
+    )
 }
 
 fn request() -> impl Strategy<Value = ExportTraceServiceRequest> {
-    let resource_spans = (option::of(resource()), vec(scope_spans(), 1..4), hostile_string())
-        .prop_map(|(resource, scope_spans, schema_url)| ResourceSpans { resource, scope_spans, schema_url });
-    vec(resource_spans, 1..4).prop_map(|resource_spans| ExportTraceServiceRequest { resource_spans })
+    let resource_spans = (
+        option::of(resource()),
+        vec(scope_spans(), 1..4),
+        hostile_string(),
+    )
+        .prop_map(|(resource, scope_spans, schema_url)| ResourceSpans {
+            resource,
+            scope_spans,
+            schema_url,
+        });
+    vec(resource_spans, 1..4)
+        .prop_map(|resource_spans| ExportTraceServiceRequest { resource_spans })
 }
 
 #[derive(Debug, Clone)]
@@ -194,7 +298,8 @@ fn mutation() -> impl Strategy<Value = Mutation> {
     prop_oneof![
         (any::<Index>(), 0..8u8).prop_map(|(at, bit)| Mutation::FlipBit(at, bit)),
         any::<Index>().prop_map(Mutation::Truncate),
-        (any::<Index>(), vec(any::<u8>(), 1..8)).prop_map(|(at, bytes)| Mutation::Insert(at, bytes)),
+        (any::<Index>(), vec(any::<u8>(), 1..8))
+            .prop_map(|(at, bytes)| Mutation::Insert(at, bytes)),
     ]
 }
 
@@ -234,7 +339,10 @@ enum Wire {
 /// Protobuf wire format with arbitrary field numbers, wire types and nesting: it gets past the
 /// framing into prost's checks of each field, which random bytes almost never do.
 fn wire_message() -> impl Strategy<Value = Vec<u8>> {
-    let payload = prop_oneof![vec(any::<u8>(), 0..8), hostile_string().prop_map(String::into_bytes)];
+    let payload = prop_oneof![
+        vec(any::<u8>(), 0..8),
+        hostile_string().prop_map(String::into_bytes)
+    ];
     payload.prop_recursive(8, 128, 4, |inner| {
         let value = prop_oneof![
             any::<u64>().prop_map(Wire::Varint),
@@ -307,16 +415,28 @@ fn nested_request(depth: usize) -> Vec<u8> {
 fn check_decode(bytes: &[u8]) -> Result<(), TestCaseError> {
     match (ExportTraceServiceRequest::decode(bytes), encode(bytes)) {
         (Ok(request), Ok(_)) => check_rows(&request),
-        (Ok(_), Err(error)) => Err(TestCaseError::fail(format!("prost accepts what the encoder refuses: {error}"))),
+        (Ok(_), Err(error)) => Err(TestCaseError::fail(format!(
+            "prost accepts what the encoder refuses: {error}"
+        ))),
         (Err(_), Ok(encoded)) => {
             let chunk = encoded.rows.finish();
             prop_assert_eq!(copy_rows(&chunk.data).len() as u64, chunk.rows);
             Ok(())
         }
         (Err(_), Err(error)) => {
-            let error = Error::Decode { signal: Signal::Traces, len: bytes.len(), source: error };
+            let error = Error::Decode {
+                signal: Signal::Traces,
+                len: bytes.len(),
+                source: error,
+            };
             prop_assert_eq!(error.kind(), ErrorKind::Permanent);
-            prop_assert!(error.to_string().starts_with("malformed OTLP traces request"), "{}", error);
+            prop_assert!(
+                error
+                    .to_string()
+                    .starts_with("malformed OTLP traces request"),
+                "{}",
+                error
+            );
             Ok(())
         }
     }
@@ -336,13 +456,22 @@ fn fits(span: &Span) -> bool {
 /// and is counted as rejected.
 fn check_rows(request: &ExportTraceServiceRequest) -> Result<(), TestCaseError> {
     let otlp = request.encode_to_vec();
-    let EncodedSpans { rows, rejected, first_rejection, .. } = encode(&otlp).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let EncodedSpans {
+        rows,
+        rejected,
+        first_rejection,
+        ..
+    } = encode(&otlp).map_err(|e| TestCaseError::fail(e.to_string()))?;
     let chunk = rows.finish();
     let parsed = copy_rows(&chunk.data);
     let spans: Vec<_> = request
         .resource_spans
         .iter()
-        .flat_map(|r| r.scope_spans.iter().flat_map(move |s| s.spans.iter().map(move |span| (r, s, span))))
+        .flat_map(|r| {
+            r.scope_spans
+                .iter()
+                .flat_map(move |s| s.spans.iter().map(move |span| (r, s, span)))
+        })
         .collect();
     let kept: Vec<_> = spans.iter().filter(|(_, _, span)| fits(span)).collect();
 
@@ -362,9 +491,17 @@ fn check_rows(request: &ExportTraceServiceRequest) -> Result<(), TestCaseError> 
     prop_assert_eq!(at, chunk.data.len());
     match spans.iter().find(|(_, _, span)| !fits(span)) {
         Some((_, _, span)) => {
-            let named = format!("span {} of trace {}: ", hex(&span.span_id), hex(&span.trace_id));
+            let named = format!(
+                "span {} of trace {}: ",
+                hex(&span.span_id),
+                hex(&span.trace_id)
+            );
             let message = first_rejection.unwrap_or_default();
-            prop_assert!(message.starts_with(&named), "{:?} does not name the first rejected span", message);
+            prop_assert!(
+                message.starts_with(&named),
+                "{:?} does not name the first rejected span",
+                message
+            );
         }
         None => prop_assert_eq!(first_rejection, None),
     }
@@ -374,22 +511,49 @@ fn check_rows(request: &ExportTraceServiceRequest) -> Result<(), TestCaseError> 
     Ok(())
 }
 
-const TEXT_COLUMNS: &[&str] =
-    &["trace_state", "name", "status_message", "service_name", "resource_schema_url", "scope_name", "scope_version", "scope_schema_url"];
+const TEXT_COLUMNS: &[&str] = &[
+    "trace_state",
+    "name",
+    "status_message",
+    "service_name",
+    "resource_schema_url",
+    "scope_name",
+    "scope_version",
+    "scope_schema_url",
+];
 
 /// Microseconds from the Unix epoch to PostgreSQL's epoch, 2000-01-01.
 const POSTGRES_EPOCH_MICROS: i64 = 946_684_800_000_000;
 
-fn check_row(row: &Row, resource_spans: &ResourceSpans, scope_spans: &ScopeSpans, span: &Span) -> Result<(), TestCaseError> {
+fn check_row(
+    row: &Row,
+    resource_spans: &ResourceSpans,
+    scope_spans: &ScopeSpans,
+    span: &Span,
+) -> Result<(), TestCaseError> {
     prop_assert_eq!(row.len(), COLUMNS.len());
-    let column = |name: &str| &row[COLUMNS.iter().position(|c| *c == name).expect("a known column")];
-    let resource_attributes = resource_spans.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
+    let column = |name: &str| {
+        &row[COLUMNS
+            .iter()
+            .position(|c| *c == name)
+            .expect("a known column")]
+    };
+    let resource_attributes = resource_spans
+        .resource
+        .as_ref()
+        .map_or(&[][..], |r| &r.attributes[..]);
     let scope = scope_spans.scope.clone().unwrap_or_default();
     let status = span.status.clone().unwrap_or_default();
     // `fits` held, so these casts are exact.
-    let (start, end) = (span.start_time_unix_nano as i64, span.end_time_unix_nano as i64);
+    let (start, end) = (
+        span.start_time_unix_nano as i64,
+        span.end_time_unix_nano as i64,
+    );
     // The last `service.name` decides, as the last duplicate key does in jsonb.
-    let last_service_name = resource_attributes.iter().rev().find(|a| a.key == "service.name");
+    let last_service_name = resource_attributes
+        .iter()
+        .rev()
+        .find(|a| a.key == "service.name");
     let service_name = match last_service_name.and_then(|a| a.value.as_ref()?.value.as_ref()) {
         Some(Value::StringValue(name)) => name.as_str(),
         _ => "",
@@ -401,13 +565,19 @@ fn check_row(row: &Row, resource_spans: &ResourceSpans, scope_spans: &ScopeSpans
     let expected = [
         ("trace_id", Some(span.trace_id.clone())),
         ("span_id", Some(span.span_id.clone())),
-        ("parent_span_id", (!span.parent_span_id.is_empty()).then(|| span.parent_span_id.clone())),
+        (
+            "parent_span_id",
+            (!span.parent_span_id.is_empty()).then(|| span.parent_span_id.clone()),
+        ),
         ("trace_state", text(&span.trace_state)),
         ("flags", int(&span.flags.to_be_bytes())),
         ("name", text(&span.name)),
         ("kind", int(&(span.kind as i16).to_be_bytes())),
         // Non-negative, so integer division truncates to the microsecond as PostgreSQL does.
-        ("start_time", int(&(start / 1000 - POSTGRES_EPOCH_MICROS).to_be_bytes())),
+        (
+            "start_time",
+            int(&(start / 1000 - POSTGRES_EPOCH_MICROS).to_be_bytes()),
+        ),
         ("start_time_unix_nano", int(&start.to_be_bytes())),
         ("duration_ns", int(&(end - start).to_be_bytes())),
         ("status_code", int(&(status.code as i16).to_be_bytes())),
@@ -417,7 +587,10 @@ fn check_row(row: &Row, resource_spans: &ResourceSpans, scope_spans: &ScopeSpans
         ("scope_name", text(&scope.name)),
         ("scope_version", text(&scope.version)),
         ("scope_schema_url", text(&scope_spans.schema_url)),
-        ("dropped_attributes_count", saturated(span.dropped_attributes_count)),
+        (
+            "dropped_attributes_count",
+            saturated(span.dropped_attributes_count),
+        ),
         ("dropped_events_count", saturated(span.dropped_events_count)),
         ("dropped_links_count", saturated(span.dropped_links_count)),
     ];
@@ -425,19 +598,41 @@ fn check_row(row: &Row, resource_spans: &ResourceSpans, scope_spans: &ScopeSpans
         prop_assert_eq!(column(name), value, "column {}", name);
     }
     for name in TEXT_COLUMNS {
-        let bytes = column(name).as_deref().expect("text columns are never NULL");
-        prop_assert!(std::str::from_utf8(bytes).is_ok() && !bytes.contains(&0), "{} is not text: {:?}", name, bytes);
+        let bytes = column(name)
+            .as_deref()
+            .expect("text columns are never NULL");
+        prop_assert!(
+            std::str::from_utf8(bytes).is_ok() && !bytes.contains(&0),
+            "{} is not text: {:?}",
+            name,
+            bytes
+        );
     }
 
-    for (name, attributes) in
-        [("resource_attributes", resource_attributes), ("scope_attributes", &scope.attributes[..]), ("span_attributes", &span.attributes[..])]
-    {
-        same(decode_attributes(jsonb(column(name))), stored_attributes(attributes))?;
+    for (name, attributes) in [
+        ("resource_attributes", resource_attributes),
+        ("scope_attributes", &scope.attributes[..]),
+        ("span_attributes", &span.attributes[..]),
+    ] {
+        same(
+            decode_attributes(jsonb(column(name))),
+            stored_attributes(attributes),
+        )?;
     }
-    let Json::Array(events) = jsonb(column("events")) else { return Err(TestCaseError::fail("events are not an array")) };
-    same(events.into_iter().map(decode_event).collect::<Vec<_>>(), span.events.iter().map(stored_event).collect::<Vec<_>>())?;
-    let Json::Array(links) = jsonb(column("links")) else { return Err(TestCaseError::fail("links are not an array")) };
-    same(links.into_iter().map(decode_link).collect::<Vec<_>>(), span.links.iter().map(stored_link).collect::<Vec<_>>())
+    let Json::Array(events) = jsonb(column("events")) else {
+        return Err(TestCaseError::fail("events are not an array"));
+    };
+    same(
+        events.into_iter().map(decode_event).collect::<Vec<_>>(),
+        span.events.iter().map(stored_event).collect::<Vec<_>>(),
+    )?;
+    let Json::Array(links) = jsonb(column("links")) else {
+        return Err(TestCaseError::fail("links are not an array"));
+    };
+    same(
+        links.into_iter().map(decode_link).collect::<Vec<_>>(),
+        span.links.iter().map(stored_link).collect::<Vec<_>>(),
+    )
 }
 
 /// Compares by Debug text: a double prints in its shortest round-trip form, so this is bit-exact for
@@ -462,26 +657,44 @@ fn hex(bytes: &[u8]) -> String {
 fn stored_attributes(attributes: &[KeyValue]) -> Vec<KeyValue> {
     attributes
         .iter()
-        .map(|a| KeyValue { key: without_nul(&a.key), value: Some(stored_value(a.value.as_ref())), ..Default::default() })
+        .map(|a| KeyValue {
+            key: without_nul(&a.key),
+            value: Some(stored_value(a.value.as_ref())),
+            ..Default::default()
+        })
         .collect()
 }
 
 fn stored_value(value: Option<&AnyValue>) -> AnyValue {
-    let value = value.and_then(|v| v.value.as_ref()).map(|value| match value {
-        Value::StringValue(s) => Value::StringValue(without_nul(s)),
-        Value::ArrayValue(array) => Value::ArrayValue(ArrayValue { values: array.values.iter().map(|v| stored_value(Some(v))).collect() }),
-        Value::KvlistValue(map) => Value::KvlistValue(KeyValueList { values: stored_attributes(&map.values) }),
-        other => other.clone(),
-    });
+    let value = value
+        .and_then(|v| v.value.as_ref())
+        .map(|value| match value {
+            Value::StringValue(s) => Value::StringValue(without_nul(s)),
+            Value::ArrayValue(array) => Value::ArrayValue(ArrayValue {
+                values: array.values.iter().map(|v| stored_value(Some(v))).collect(),
+            }),
+            Value::KvlistValue(map) => Value::KvlistValue(KeyValueList {
+                values: stored_attributes(&map.values),
+            }),
+            other => other.clone(),
+        });
     AnyValue { value }
 }
 
 fn stored_event(event: &Event) -> Event {
-    Event { name: without_nul(&event.name), attributes: stored_attributes(&event.attributes), ..event.clone() }
+    Event {
+        name: without_nul(&event.name),
+        attributes: stored_attributes(&event.attributes),
+        ..event.clone()
+    }
 }
 
 fn stored_link(link: &Link) -> Link {
-    Link { trace_state: without_nul(&link.trace_state), attributes: stored_attributes(&link.attributes), ..link.clone() }
+    Link {
+        trace_state: without_nul(&link.trace_state),
+        attributes: stored_attributes(&link.attributes),
+        ..link.clone()
+    }
 }
 
 // ---- Reading the jsonb columns back ----
@@ -548,7 +761,9 @@ impl JsonReader<'_> {
             b't' => (Json::Bool(true), 4),
             b'f' => (Json::Bool(false), 5),
             _ => {
-                let len = rest.find(|c: char| !matches!(c, '-' | '+' | '.' | 'e' | 'E' | '0'..='9')).unwrap_or(rest.len());
+                let len = rest
+                    .find(|c: char| !matches!(c, '-' | '+' | '.' | 'e' | 'E' | '0'..='9'))
+                    .unwrap_or(rest.len());
                 (Json::Number(rest[..len].to_owned()), len)
             }
         };
@@ -580,8 +795,17 @@ impl JsonReader<'_> {
 
 /// An attribute object back to its list, duplicates and order kept; top-level keys are not escaped.
 fn decode_attributes(json: Json) -> Vec<KeyValue> {
-    let Json::Object(entries) = json else { panic!("attributes are not an object: {json:?}") };
-    entries.into_iter().map(|(key, value)| KeyValue { key, value: Some(decode_value(value)), ..Default::default() }).collect()
+    let Json::Object(entries) = json else {
+        panic!("attributes are not an object: {json:?}")
+    };
+    entries
+        .into_iter()
+        .map(|(key, value)| KeyValue {
+            key,
+            value: Some(decode_value(value)),
+            ..Default::default()
+        })
+        .collect()
 }
 
 /// The encoding table of schema/README.md, read backwards.
@@ -592,30 +816,45 @@ fn decode_value(json: Json) -> AnyValue {
         Json::String(s) => Some(Value::StringValue(s)),
         Json::Number(n) if n.contains(['.', 'e', 'E']) => Some(Value::DoubleValue(parse(&n))),
         Json::Number(n) => Some(Value::IntValue(parse(&n))),
-        Json::Array(items) => Some(Value::ArrayValue(ArrayValue { values: items.into_iter().map(decode_value).collect() })),
+        Json::Array(items) => Some(Value::ArrayValue(ArrayValue {
+            values: items.into_iter().map(decode_value).collect(),
+        })),
         Json::Object(entries) => Some(match &entries[..] {
-            [(tag, Json::String(name))] if tag == "$double" => Value::DoubleValue(match name.as_str() {
-                "NaN" => f64::NAN,
-                "Infinity" => f64::INFINITY,
-                "-Infinity" => f64::NEG_INFINITY,
-                other => panic!("unknown $double {other:?}"),
-            }),
-            [(tag, Json::String(base64))] if tag == "$bytes" => {
-                Value::BytesValue(base64::engine::general_purpose::STANDARD.decode(base64).expect("$bytes is base64"))
+            [(tag, Json::String(name))] if tag == "$double" => {
+                Value::DoubleValue(match name.as_str() {
+                    "NaN" => f64::NAN,
+                    "Infinity" => f64::INFINITY,
+                    "-Infinity" => f64::NEG_INFINITY,
+                    other => panic!("unknown $double {other:?}"),
+                })
             }
-            [(tag, Json::Number(index))] if tag == "$strindex" => Value::StringValueStrindex(parse(index)),
+            [(tag, Json::String(base64))] if tag == "$bytes" => Value::BytesValue(
+                base64::engine::general_purpose::STANDARD
+                    .decode(base64)
+                    .expect("$bytes is base64"),
+            ),
+            [(tag, Json::Number(index))] if tag == "$strindex" => {
+                Value::StringValueStrindex(parse(index))
+            }
             _ => Value::KvlistValue(KeyValueList {
                 values: entries
                     .into_iter()
                     .map(|(key, value)| {
                         let key = match key.strip_prefix('$') {
                             Some(unescaped) => {
-                                assert!(unescaped.starts_with('$'), "map key {key:?} is neither a tag nor an escaped '$' key");
+                                assert!(
+                                    unescaped.starts_with('$'),
+                                    "map key {key:?} is neither a tag nor an escaped '$' key"
+                                );
                                 unescaped.to_owned()
                             }
                             None => key,
                         };
-                        KeyValue { key, value: Some(decode_value(value)), ..Default::default() }
+                        KeyValue {
+                            key,
+                            value: Some(decode_value(value)),
+                            ..Default::default()
+                        }
                     })
                     .collect(),
             }),
@@ -625,8 +864,15 @@ fn decode_value(json: Json) -> AnyValue {
 }
 
 fn decode_event(json: Json) -> Event {
-    let [time_unix_nano, name, attributes, dropped_attributes_count] =
-        fields(json, ["time_unix_nano", "name", "attributes", "dropped_attributes_count"]);
+    let [time_unix_nano, name, attributes, dropped_attributes_count] = fields(
+        json,
+        [
+            "time_unix_nano",
+            "name",
+            "attributes",
+            "dropped_attributes_count",
+        ],
+    );
     Event {
         time_unix_nano: number(time_unix_nano),
         name: string(name),
@@ -636,8 +882,17 @@ fn decode_event(json: Json) -> Event {
 }
 
 fn decode_link(json: Json) -> Link {
-    let [trace_id, span_id, trace_state, flags, attributes, dropped_attributes_count] =
-        fields(json, ["trace_id", "span_id", "trace_state", "flags", "attributes", "dropped_attributes_count"]);
+    let [trace_id, span_id, trace_state, flags, attributes, dropped_attributes_count] = fields(
+        json,
+        [
+            "trace_id",
+            "span_id",
+            "trace_state",
+            "flags",
+            "attributes",
+            "dropped_attributes_count",
+        ],
+    );
     Link {
         trace_id: hex_bytes(trace_id),
         span_id: hex_bytes(span_id),
@@ -650,16 +905,23 @@ fn decode_link(json: Json) -> Link {
 
 /// The values of an object that has exactly these keys.
 fn fields<const N: usize>(json: Json, names: [&str; N]) -> [Json; N] {
-    let Json::Object(mut entries) = json else { panic!("not an object: {json:?}") };
+    let Json::Object(mut entries) = json else {
+        panic!("not an object: {json:?}")
+    };
     assert_eq!(entries.len(), N, "fields of {entries:?}");
     names.map(|name| {
-        let at = entries.iter().position(|(key, _)| key == name).unwrap_or_else(|| panic!("no {name} in {entries:?}"));
+        let at = entries
+            .iter()
+            .position(|(key, _)| key == name)
+            .unwrap_or_else(|| panic!("no {name} in {entries:?}"));
         entries.swap_remove(at).1
     })
 }
 
 fn number<T: FromStr<Err: Debug>>(json: Json) -> T {
-    let Json::Number(text) = json else { panic!("not a number: {json:?}") };
+    let Json::Number(text) = json else {
+        panic!("not a number: {json:?}")
+    };
     parse(&text)
 }
 
@@ -669,14 +931,23 @@ fn parse<T: FromStr<Err: Debug>>(text: &str) -> T {
 }
 
 fn string(json: Json) -> String {
-    let Json::String(s) = json else { panic!("not a string: {json:?}") };
+    let Json::String(s) = json else {
+        panic!("not a string: {json:?}")
+    };
     s
 }
 
 fn hex_bytes(json: Json) -> Vec<u8> {
     let text = string(json);
-    assert!(text.len().is_multiple_of(2) && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')), "not lower-case hex: {text:?}");
-    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex")).collect()
+    assert!(
+        text.len().is_multiple_of(2)
+            && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),
+        "not lower-case hex: {text:?}"
+    );
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex"))
+        .collect()
 }
 
 // ---- Reading the COPY data back ----
@@ -694,12 +965,18 @@ fn copy_rows_of(columns: &[&str], mut data: &[u8]) -> Vec<Row> {
     let mut rows = Vec::new();
     while !data.is_empty() {
         let count = i16::from_be_bytes(take(&mut data, 2).try_into().expect("2 bytes"));
-        assert_eq!(usize::try_from(count).ok(), Some(columns.len()), "field count");
+        assert_eq!(
+            usize::try_from(count).ok(),
+            Some(columns.len()),
+            "field count"
+        );
         let row = (0..count)
             .map(|_| {
                 let len = i32::from_be_bytes(take(&mut data, 4).try_into().expect("4 bytes"));
                 assert!(len >= -1, "field length {len}");
-                usize::try_from(len).ok().map(|len| take(&mut data, len).to_vec())
+                usize::try_from(len)
+                    .ok()
+                    .map(|len| take(&mut data, len).to_vec())
             })
             .collect();
         rows.push(row);
@@ -756,8 +1033,21 @@ mod logs {
     fn log_record() -> impl Strategy<Value = LogRecord> {
         let optional_id = || prop_oneof![Just(Vec::new()), id()];
         (
-            (prop_oneof![1 => Just(0), 4 => time()], time(), enum_value(), hostile_string(), option::of(any_value())),
-            (attributes(), count(), any::<u32>(), optional_id(), optional_id(), hostile_string()),
+            (
+                prop_oneof![1 => Just(0), 4 => time()],
+                time(),
+                enum_value(),
+                hostile_string(),
+                option::of(any_value()),
+            ),
+            (
+                attributes(),
+                count(),
+                any::<u32>(),
+                optional_id(),
+                optional_id(),
+                hostile_string(),
+            ),
         )
             .prop_map(
                 |(
@@ -780,17 +1070,33 @@ mod logs {
     }
 
     fn request() -> impl Strategy<Value = ExportLogsServiceRequest> {
-        let scope = (hostile_string(), hostile_string(), attributes()).prop_map(|(name, version, attributes)| InstrumentationScope {
-            name,
-            version,
-            attributes,
-            ..Default::default()
-        });
-        let scope_logs = (option::of(scope), vec(log_record(), 0..6), hostile_string())
-            .prop_map(|(scope, log_records, schema_url)| ScopeLogs { scope, log_records, schema_url });
-        let resource_logs = (option::of(resource()), vec(scope_logs, 1..4), hostile_string())
-            .prop_map(|(resource, scope_logs, schema_url)| ResourceLogs { resource, scope_logs, schema_url });
-        vec(resource_logs, 1..4).prop_map(|resource_logs| ExportLogsServiceRequest { resource_logs })
+        let scope = (hostile_string(), hostile_string(), attributes()).prop_map(
+            |(name, version, attributes)| InstrumentationScope {
+                name,
+                version,
+                attributes,
+                ..Default::default()
+            },
+        );
+        let scope_logs = (option::of(scope), vec(log_record(), 0..6), hostile_string()).prop_map(
+            |(scope, log_records, schema_url)| ScopeLogs {
+                scope,
+                log_records,
+                schema_url,
+            },
+        );
+        let resource_logs = (
+            option::of(resource()),
+            vec(scope_logs, 1..4),
+            hostile_string(),
+        )
+            .prop_map(|(resource, scope_logs, schema_url)| ResourceLogs {
+                resource,
+                scope_logs,
+                schema_url,
+            });
+        vec(resource_logs, 1..4)
+            .prop_map(|resource_logs| ExportLogsServiceRequest { resource_logs })
     }
 
     /// As for spans: what prost accepts the encoder accepts, with faithful rows; anything else it
@@ -798,7 +1104,9 @@ mod logs {
     fn check_decode(bytes: &[u8]) -> Result<(), TestCaseError> {
         match (ExportLogsServiceRequest::decode(bytes), encode(bytes)) {
             (Ok(request), Ok(_)) => check_rows(&request),
-            (Ok(_), Err(error)) => Err(TestCaseError::fail(format!("prost accepts what the encoder refuses: {error}"))),
+            (Ok(_), Err(error)) => Err(TestCaseError::fail(format!(
+                "prost accepts what the encoder refuses: {error}"
+            ))),
             (Err(_), Ok(encoded)) => {
                 let chunk = encoded.rows.finish();
                 prop_assert_eq!(log_rows(&chunk.data).len() as u64, chunk.rows);
@@ -817,15 +1125,27 @@ mod logs {
 
     fn check_rows(request: &ExportLogsServiceRequest) -> Result<(), TestCaseError> {
         let otlp = request.encode_to_vec();
-        let EncodedLogs { rows, rejected, first_rejection, .. } = encode(&otlp).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let EncodedLogs {
+            rows,
+            rejected,
+            first_rejection,
+            ..
+        } = encode(&otlp).map_err(|e| TestCaseError::fail(e.to_string()))?;
         let chunk = rows.finish();
         let parsed = log_rows(&chunk.data);
         let records: Vec<_> = request
             .resource_logs
             .iter()
-            .flat_map(|r| r.scope_logs.iter().flat_map(move |s| s.log_records.iter().map(move |record| (r, s, record))))
+            .flat_map(|r| {
+                r.scope_logs
+                    .iter()
+                    .flat_map(move |s| s.log_records.iter().map(move |record| (r, s, record)))
+            })
             .collect();
-        let kept: Vec<_> = records.iter().filter(|(_, _, record)| fits(record)).collect();
+        let kept: Vec<_> = records
+            .iter()
+            .filter(|(_, _, record)| fits(record))
+            .collect();
 
         prop_assert_eq!(chunk.rows + rejected, records.len() as u64);
         prop_assert_eq!(parsed.len() as u64, chunk.rows);
@@ -835,7 +1155,11 @@ mod logs {
             Some(index) => {
                 let message = first_rejection.unwrap_or_default();
                 let named = format!("log record {index} of the request");
-                prop_assert!(message.starts_with(&named), "{:?} does not name the first rejected record", message);
+                prop_assert!(
+                    message.starts_with(&named),
+                    "{:?} does not name the first rejected record",
+                    message
+                );
             }
             None => prop_assert_eq!(first_rejection, None),
         }
@@ -845,14 +1169,33 @@ mod logs {
         Ok(())
     }
 
-    fn check_row(row: &Row, resource_logs: &ResourceLogs, scope_logs: &ScopeLogs, record: &LogRecord) -> Result<(), TestCaseError> {
-        let column = |name: &str| &row[COLUMNS.iter().position(|c| *c == name).expect("a known column")];
-        let resource_attributes = resource_logs.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
+    fn check_row(
+        row: &Row,
+        resource_logs: &ResourceLogs,
+        scope_logs: &ScopeLogs,
+        record: &LogRecord,
+    ) -> Result<(), TestCaseError> {
+        let column = |name: &str| {
+            &row[COLUMNS
+                .iter()
+                .position(|c| *c == name)
+                .expect("a known column")]
+        };
+        let resource_attributes = resource_logs
+            .resource
+            .as_ref()
+            .map_or(&[][..], |r| &r.attributes[..]);
         let scope = scope_logs.scope.clone().unwrap_or_default();
         // `fits` held, so these casts are exact.
-        let (time, observed) = (record.time_unix_nano as i64, record.observed_time_unix_nano as i64);
+        let (time, observed) = (
+            record.time_unix_nano as i64,
+            record.observed_time_unix_nano as i64,
+        );
         let filed = if time != 0 { time } else { observed };
-        let last_service_name = resource_attributes.iter().rev().find(|a| a.key == "service.name");
+        let last_service_name = resource_attributes
+            .iter()
+            .rev()
+            .find(|a| a.key == "service.name");
         let service_name = match last_service_name.and_then(|a| a.value.as_ref()?.value.as_ref()) {
             Some(Value::StringValue(name)) => name.as_str(),
             _ => "",
@@ -862,12 +1205,23 @@ mod logs {
         let id = |id: &[u8]| (!id.is_empty()).then(|| id.to_vec());
 
         let expected = [
-            ("time", int(&(filed / 1000 - POSTGRES_EPOCH_MICROS).to_be_bytes())),
+            (
+                "time",
+                int(&(filed / 1000 - POSTGRES_EPOCH_MICROS).to_be_bytes()),
+            ),
             ("time_unix_nano", int(&time.to_be_bytes())),
             ("observed_time_unix_nano", int(&observed.to_be_bytes())),
-            ("severity_number", int(&(record.severity_number as i16).to_be_bytes())),
+            (
+                "severity_number",
+                int(&(record.severity_number as i16).to_be_bytes()),
+            ),
             ("severity_text", text(&record.severity_text)),
-            ("dropped_attributes_count", int(&i32::try_from(record.dropped_attributes_count).unwrap_or(i32::MAX).to_be_bytes())),
+            (
+                "dropped_attributes_count",
+                int(&i32::try_from(record.dropped_attributes_count)
+                    .unwrap_or(i32::MAX)
+                    .to_be_bytes()),
+            ),
             ("flags", int(&record.flags.to_be_bytes())),
             ("trace_id", id(&record.trace_id)),
             ("span_id", id(&record.span_id)),
@@ -881,15 +1235,23 @@ mod logs {
         for (name, value) in &expected {
             prop_assert_eq!(column(name), value, "column {}", name);
         }
-        for (name, attributes) in
-            [("resource_attributes", resource_attributes), ("scope_attributes", &scope.attributes[..]), ("attributes", &record.attributes[..])]
-        {
-            same(decode_attributes(jsonb(column(name))), stored_attributes(attributes))?;
+        for (name, attributes) in [
+            ("resource_attributes", resource_attributes),
+            ("scope_attributes", &scope.attributes[..]),
+            ("attributes", &record.attributes[..]),
+        ] {
+            same(
+                decode_attributes(jsonb(column(name))),
+                stored_attributes(attributes),
+            )?;
         }
         // A body without a value is stored as no body: the collector's pdata sends an absent body
         // as an empty one, so the two cannot be told apart.
         match record.body.as_ref().filter(|body| body.value.is_some()) {
-            Some(body) => same(decode_value(jsonb(column("body"))), stored_value(Some(body))),
+            Some(body) => same(
+                decode_value(jsonb(column("body"))),
+                stored_value(Some(body)),
+            ),
             None => {
                 prop_assert_eq!(column("body"), &None);
                 Ok(())
@@ -934,16 +1296,24 @@ mod metrics {
     use opentelemetry_proto::tonic::metrics::v1::metric::Data;
     use opentelemetry_proto::tonic::metrics::v1::summary_data_point::ValueAtQuantile;
     use opentelemetry_proto::tonic::metrics::v1::{
-        exemplar, number_data_point, Exemplar, ExponentialHistogram, ExponentialHistogramDataPoint, Gauge, Histogram, HistogramDataPoint,
-        Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, Summary, SummaryDataPoint,
+        exemplar, number_data_point, Exemplar, ExponentialHistogram, ExponentialHistogramDataPoint,
+        Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics,
+        ScopeMetrics, Sum, Summary, SummaryDataPoint,
     };
 
     use super::*;
     use crate::sink::postgres::metrics::{
-        encode, EncodedMetrics, EXPONENTIAL_HISTOGRAM_COLUMNS, GAUGE_COLUMNS, HISTOGRAM_COLUMNS, SUMMARY_COLUMNS, SUM_COLUMNS,
+        encode, EncodedMetrics, EXPONENTIAL_HISTOGRAM_COLUMNS, GAUGE_COLUMNS, HISTOGRAM_COLUMNS,
+        SUMMARY_COLUMNS, SUM_COLUMNS,
     };
 
-    const TABLES: [&[&str]; 5] = [GAUGE_COLUMNS, SUM_COLUMNS, HISTOGRAM_COLUMNS, EXPONENTIAL_HISTOGRAM_COLUMNS, SUMMARY_COLUMNS];
+    const TABLES: [&[&str]; 5] = [
+        GAUGE_COLUMNS,
+        SUM_COLUMNS,
+        HISTOGRAM_COLUMNS,
+        EXPONENTIAL_HISTOGRAM_COLUMNS,
+        SUMMARY_COLUMNS,
+    ];
 
     /// Counts mostly in a bigint's range, sometimes just past it.
     fn point_count() -> impl Strategy<Value = u64> {
@@ -955,32 +1325,62 @@ mod metrics {
     }
 
     fn exemplar() -> impl Strategy<Value = Exemplar> {
-        let value = prop_oneof![double().prop_map(exemplar::Value::AsDouble), any::<i64>().prop_map(exemplar::Value::AsInt)];
-        (attributes(), time(), id(), id(), option::of(value)).prop_map(|(filtered_attributes, time_unix_nano, span_id, trace_id, value)| {
-            Exemplar { filtered_attributes, time_unix_nano, span_id, trace_id, value }
-        })
+        let value = prop_oneof![
+            double().prop_map(exemplar::Value::AsDouble),
+            any::<i64>().prop_map(exemplar::Value::AsInt)
+        ];
+        (attributes(), time(), id(), id(), option::of(value)).prop_map(
+            |(filtered_attributes, time_unix_nano, span_id, trace_id, value)| Exemplar {
+                filtered_attributes,
+                time_unix_nano,
+                span_id,
+                trace_id,
+                value,
+            },
+        )
     }
 
     /// Start, time, attributes, flags and exemplars, which (but for a summary's exemplars) every point has.
     type Common = (u64, u64, Vec<KeyValue>, u32, Vec<Exemplar>);
 
     fn common() -> impl Strategy<Value = Common> {
-        (prop_oneof![1 => Just(0), 4 => time()], time(), attributes(), any::<u32>(), vec(exemplar(), 0..3))
+        (
+            prop_oneof![1 => Just(0), 4 => time()],
+            time(),
+            attributes(),
+            any::<u32>(),
+            vec(exemplar(), 0..3),
+        )
     }
 
     fn number_point() -> impl Strategy<Value = NumberDataPoint> {
-        let value =
-            prop_oneof![double().prop_map(number_data_point::Value::AsDouble), any::<i64>().prop_map(number_data_point::Value::AsInt)];
-        (common(), option::of(value)).prop_map(|((start_time_unix_nano, time_unix_nano, attributes, flags, exemplars), value)| {
-            NumberDataPoint { attributes, start_time_unix_nano, time_unix_nano, exemplars, flags, value }
-        })
+        let value = prop_oneof![
+            double().prop_map(number_data_point::Value::AsDouble),
+            any::<i64>().prop_map(number_data_point::Value::AsInt)
+        ];
+        (common(), option::of(value)).prop_map(
+            |((start_time_unix_nano, time_unix_nano, attributes, flags, exemplars), value)| {
+                NumberDataPoint {
+                    attributes,
+                    start_time_unix_nano,
+                    time_unix_nano,
+                    exemplars,
+                    flags,
+                    value,
+                }
+            },
+        )
     }
 
     fn histogram_point() -> impl Strategy<Value = HistogramDataPoint> {
         (
             common(),
             point_count(),
-            [option::of(double()), option::of(double()), option::of(double())],
+            [
+                option::of(double()),
+                option::of(double()),
+                option::of(double()),
+            ],
             vec(point_count(), 0..5),
             vec(double(), 0..5),
         )
@@ -1010,14 +1410,30 @@ mod metrics {
     }
 
     fn buckets() -> impl Strategy<Value = Buckets> {
-        (any::<i32>(), vec(point_count(), 0..5)).prop_map(|(offset, bucket_counts)| Buckets { offset, bucket_counts })
+        (any::<i32>(), vec(point_count(), 0..5)).prop_map(|(offset, bucket_counts)| Buckets {
+            offset,
+            bucket_counts,
+        })
     }
 
     fn exponential_point() -> impl Strategy<Value = ExponentialHistogramDataPoint> {
         (
             common(),
-            (point_count(), [option::of(double()), option::of(double()), option::of(double())]),
-            (any::<i32>(), point_count(), double(), option::of(buckets()), option::of(buckets())),
+            (
+                point_count(),
+                [
+                    option::of(double()),
+                    option::of(double()),
+                    option::of(double()),
+                ],
+            ),
+            (
+                any::<i32>(),
+                point_count(),
+                double(),
+                option::of(buckets()),
+                option::of(buckets()),
+            ),
         )
             .prop_map(
                 |(
@@ -1044,9 +1460,15 @@ mod metrics {
     }
 
     fn summary_point() -> impl Strategy<Value = SummaryDataPoint> {
-        let quantile = (double(), double()).prop_map(|(quantile, value)| ValueAtQuantile { quantile, value });
+        let quantile =
+            (double(), double()).prop_map(|(quantile, value)| ValueAtQuantile { quantile, value });
         (common(), point_count(), double(), vec(quantile, 0..4)).prop_map(
-            |((start_time_unix_nano, time_unix_nano, attributes, flags, _), count, sum, quantile_values)| SummaryDataPoint {
+            |(
+                (start_time_unix_nano, time_unix_nano, attributes, flags, _),
+                count,
+                sum,
+                quantile_values,
+            )| SummaryDataPoint {
                 attributes,
                 start_time_unix_nano,
                 time_unix_nano,
@@ -1061,35 +1483,79 @@ mod metrics {
     fn data() -> impl Strategy<Value = Data> {
         prop_oneof![
             vec(number_point(), 0..4).prop_map(|data_points| Data::Gauge(Gauge { data_points })),
-            (vec(number_point(), 0..4), enum_value(), any::<bool>()).prop_map(|(data_points, aggregation_temporality, is_monotonic)| {
-                Data::Sum(Sum { data_points, aggregation_temporality, is_monotonic })
-            }),
-            (vec(histogram_point(), 0..4), enum_value())
-                .prop_map(|(data_points, aggregation_temporality)| Data::Histogram(Histogram { data_points, aggregation_temporality })),
-            (vec(exponential_point(), 0..4), enum_value()).prop_map(|(data_points, aggregation_temporality)| {
-                Data::ExponentialHistogram(ExponentialHistogram { data_points, aggregation_temporality })
-            }),
-            vec(summary_point(), 0..4).prop_map(|data_points| Data::Summary(Summary { data_points })),
+            (vec(number_point(), 0..4), enum_value(), any::<bool>()).prop_map(
+                |(data_points, aggregation_temporality, is_monotonic)| {
+                    Data::Sum(Sum {
+                        data_points,
+                        aggregation_temporality,
+                        is_monotonic,
+                    })
+                }
+            ),
+            (vec(histogram_point(), 0..4), enum_value()).prop_map(
+                |(data_points, aggregation_temporality)| Data::Histogram(Histogram {
+                    data_points,
+                    aggregation_temporality
+                })
+            ),
+            (vec(exponential_point(), 0..4), enum_value()).prop_map(
+                |(data_points, aggregation_temporality)| {
+                    Data::ExponentialHistogram(ExponentialHistogram {
+                        data_points,
+                        aggregation_temporality,
+                    })
+                }
+            ),
+            vec(summary_point(), 0..4)
+                .prop_map(|data_points| Data::Summary(Summary { data_points })),
         ]
     }
 
     fn metric() -> impl Strategy<Value = Metric> {
-        (hostile_string(), hostile_string(), hostile_string(), attributes(), option::of(data()))
-            .prop_map(|(name, description, unit, metadata, data)| Metric { name, description, unit, metadata, data })
+        (
+            hostile_string(),
+            hostile_string(),
+            hostile_string(),
+            attributes(),
+            option::of(data()),
+        )
+            .prop_map(|(name, description, unit, metadata, data)| Metric {
+                name,
+                description,
+                unit,
+                metadata,
+                data,
+            })
     }
 
     fn request() -> impl Strategy<Value = ExportMetricsServiceRequest> {
-        let scope = (hostile_string(), hostile_string(), attributes()).prop_map(|(name, version, attributes)| InstrumentationScope {
-            name,
-            version,
-            attributes,
-            ..Default::default()
-        });
-        let scope_metrics = (option::of(scope), vec(metric(), 0..4), hostile_string())
-            .prop_map(|(scope, metrics, schema_url)| ScopeMetrics { scope, metrics, schema_url });
-        let resource_metrics = (option::of(resource()), vec(scope_metrics, 1..3), hostile_string())
-            .prop_map(|(resource, scope_metrics, schema_url)| ResourceMetrics { resource, scope_metrics, schema_url });
-        vec(resource_metrics, 1..3).prop_map(|resource_metrics| ExportMetricsServiceRequest { resource_metrics })
+        let scope = (hostile_string(), hostile_string(), attributes()).prop_map(
+            |(name, version, attributes)| InstrumentationScope {
+                name,
+                version,
+                attributes,
+                ..Default::default()
+            },
+        );
+        let scope_metrics = (option::of(scope), vec(metric(), 0..4), hostile_string()).prop_map(
+            |(scope, metrics, schema_url)| ScopeMetrics {
+                scope,
+                metrics,
+                schema_url,
+            },
+        );
+        let resource_metrics = (
+            option::of(resource()),
+            vec(scope_metrics, 1..3),
+            hostile_string(),
+        )
+            .prop_map(|(resource, scope_metrics, schema_url)| ResourceMetrics {
+                resource,
+                scope_metrics,
+                schema_url,
+            });
+        vec(resource_metrics, 1..3)
+            .prop_map(|resource_metrics| ExportMetricsServiceRequest { resource_metrics })
     }
 
     /// As for spans: what prost accepts the encoder accepts, with faithful rows; anything else it
@@ -1097,11 +1563,16 @@ mod metrics {
     fn check_decode(bytes: &[u8]) -> Result<(), TestCaseError> {
         match (ExportMetricsServiceRequest::decode(bytes), encode(bytes)) {
             (Ok(request), Ok(_)) => check_rows(&request),
-            (Ok(_), Err(error)) => Err(TestCaseError::fail(format!("prost accepts what the encoder refuses: {error}"))),
+            (Ok(_), Err(error)) => Err(TestCaseError::fail(format!(
+                "prost accepts what the encoder refuses: {error}"
+            ))),
             (Err(_), Ok(encoded)) => {
                 for (rows, columns) in tables(encoded).0.into_iter().zip(TABLES) {
                     let chunk = rows.finish();
-                    prop_assert_eq!(super::copy_rows_of(columns, &chunk.data).len() as u64, chunk.rows);
+                    prop_assert_eq!(
+                        super::copy_rows_of(columns, &chunk.data).len() as u64,
+                        chunk.rows
+                    );
                 }
                 Ok(())
             }
@@ -1109,8 +1580,16 @@ mod metrics {
         }
     }
 
-    fn tables(encoded: EncodedMetrics) -> ([crate::sink::postgres::CopyRows; 5], u64, Option<String>) {
-        let rows = [encoded.gauge, encoded.sum, encoded.histogram, encoded.exponential_histogram, encoded.summary];
+    fn tables(
+        encoded: EncodedMetrics,
+    ) -> ([crate::sink::postgres::CopyRows; 5], u64, Option<String>) {
+        let rows = [
+            encoded.gauge,
+            encoded.sum,
+            encoded.histogram,
+            encoded.exponential_histogram,
+            encoded.summary,
+        ];
         (rows, encoded.rejected, encoded.first_rejection)
     }
 
@@ -1147,7 +1626,9 @@ mod metrics {
     }
 
     fn temporality(value: i32) -> Option<Option<Vec<u8>>> {
-        i16::try_from(value).ok().map(|t| Some(t.to_be_bytes().to_vec()))
+        i16::try_from(value)
+            .ok()
+            .map(|t| Some(t.to_be_bytes().to_vec()))
     }
 
     /// PostgreSQL's binary array of 8-byte elements, spelled out independently of the encoder.
@@ -1168,12 +1649,20 @@ mod metrics {
     }
 
     fn counts(values: &[u64]) -> Option<Option<Vec<u8>>> {
-        let elements: Option<Vec<[u8; 8]>> = values.iter().map(|&v| i64::try_from(v).ok().map(i64::to_be_bytes)).collect();
+        let elements: Option<Vec<[u8; 8]>> = values
+            .iter()
+            .map(|&v| i64::try_from(v).ok().map(i64::to_be_bytes))
+            .collect();
         Some(array(20, &elements?))
     }
 
     fn doubles(values: impl Iterator<Item = f64>) -> Option<Vec<u8>> {
-        array(701, &values.map(|v| v.to_bits().to_be_bytes()).collect::<Vec<_>>())
+        array(
+            701,
+            &values
+                .map(|v| v.to_bits().to_be_bytes())
+                .collect::<Vec<_>>(),
+        )
     }
 
     fn optional(value: Option<f64>) -> Option<Vec<u8>> {
@@ -1198,26 +1687,58 @@ mod metrics {
         for resource in &request.resource_metrics {
             for scope in &resource.scope_metrics {
                 for metric in &scope.metrics {
-                    let mut push =
-                        |table, kind, common, specific| points.push(Point { resource, scope, metric, table, kind, common, specific });
+                    let mut push = |table, kind, common, specific| {
+                        points.push(Point {
+                            resource,
+                            scope,
+                            metric,
+                            table,
+                            kind,
+                            common,
+                            specific,
+                        })
+                    };
                     match &metric.data {
                         Some(Data::Gauge(gauge)) => {
                             for p in &gauge.data_points {
-                                let common = (p.start_time_unix_nano, p.time_unix_nano, &p.attributes[..], p.flags, &p.exemplars[..]);
+                                let common = (
+                                    p.start_time_unix_nano,
+                                    p.time_unix_nano,
+                                    &p.attributes[..],
+                                    p.flags,
+                                    &p.exemplars[..],
+                                );
                                 push(0, "gauge", common, Some(number_columns(p)));
                             }
                         }
                         Some(Data::Sum(sum)) => {
                             for p in &sum.data_points {
-                                let common = (p.start_time_unix_nano, p.time_unix_nano, &p.attributes[..], p.flags, &p.exemplars[..]);
-                                let specific = temporality(sum.aggregation_temporality)
-                                    .map(|t| [number_columns(p), vec![t, Some(vec![u8::from(sum.is_monotonic)])]].concat());
+                                let common = (
+                                    p.start_time_unix_nano,
+                                    p.time_unix_nano,
+                                    &p.attributes[..],
+                                    p.flags,
+                                    &p.exemplars[..],
+                                );
+                                let specific = temporality(sum.aggregation_temporality).map(|t| {
+                                    [
+                                        number_columns(p),
+                                        vec![t, Some(vec![u8::from(sum.is_monotonic)])],
+                                    ]
+                                    .concat()
+                                });
                                 push(1, "sum", common, specific);
                             }
                         }
                         Some(Data::Histogram(histogram)) => {
                             for p in &histogram.data_points {
-                                let common = (p.start_time_unix_nano, p.time_unix_nano, &p.attributes[..], p.flags, &p.exemplars[..]);
+                                let common = (
+                                    p.start_time_unix_nano,
+                                    p.time_unix_nano,
+                                    &p.attributes[..],
+                                    p.flags,
+                                    &p.exemplars[..],
+                                );
                                 let specific = (|| {
                                     Some(vec![
                                         count(p.count)?,
@@ -1234,8 +1755,17 @@ mod metrics {
                         }
                         Some(Data::ExponentialHistogram(histogram)) => {
                             for p in &histogram.data_points {
-                                let common = (p.start_time_unix_nano, p.time_unix_nano, &p.attributes[..], p.flags, &p.exemplars[..]);
-                                let (positive, negative) = (p.positive.clone().unwrap_or_default(), p.negative.clone().unwrap_or_default());
+                                let common = (
+                                    p.start_time_unix_nano,
+                                    p.time_unix_nano,
+                                    &p.attributes[..],
+                                    p.flags,
+                                    &p.exemplars[..],
+                                );
+                                let (positive, negative) = (
+                                    p.positive.clone().unwrap_or_default(),
+                                    p.negative.clone().unwrap_or_default(),
+                                );
                                 let specific = (|| {
                                     Some(vec![
                                         count(p.count)?,
@@ -1257,7 +1787,13 @@ mod metrics {
                         }
                         Some(Data::Summary(summary)) => {
                             for p in &summary.data_points {
-                                let common = (p.start_time_unix_nano, p.time_unix_nano, &p.attributes[..], p.flags, &[][..]);
+                                let common = (
+                                    p.start_time_unix_nano,
+                                    p.time_unix_nano,
+                                    &p.attributes[..],
+                                    p.flags,
+                                    &[][..],
+                                );
                                 let specific = count(p.count).map(|count| {
                                     vec![
                                         count,
@@ -1278,29 +1814,40 @@ mod metrics {
     }
 
     fn fits(point: &Point<'_>) -> bool {
-        point.specific.is_some() && i64::try_from(point.common.0).is_ok() && i64::try_from(point.common.1).is_ok()
+        point.specific.is_some()
+            && i64::try_from(point.common.0).is_ok()
+            && i64::try_from(point.common.1).is_ok()
     }
 
     fn check_rows(request: &ExportMetricsServiceRequest) -> Result<(), TestCaseError> {
         let otlp = request.encode_to_vec();
-        let (tables, rejected, first_rejection) = tables(encode(&otlp).map_err(|e| TestCaseError::fail(e.to_string()))?);
+        let (tables, rejected, first_rejection) =
+            tables(encode(&otlp).map_err(|e| TestCaseError::fail(e.to_string()))?);
         // prost leaves out a double field of -0.0, equal to its default, so the reference is what
         // it reads back.
-        let request = ExportMetricsServiceRequest::decode(&otlp[..]).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let request = ExportMetricsServiceRequest::decode(&otlp[..])
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
         let points = points(&request);
         prop_assert_eq!(rejected, points.iter().filter(|p| !fits(p)).count() as u64);
         match points.iter().find(|p| !fits(p)) {
             Some(point) => {
                 let named = format!("{} point of metric {:?}: ", point.kind, point.metric.name);
                 let message = first_rejection.unwrap_or_default();
-                prop_assert!(message.starts_with(&named), "{:?} does not name the first rejected point", message);
+                prop_assert!(
+                    message.starts_with(&named),
+                    "{:?} does not name the first rejected point",
+                    message
+                );
             }
             None => prop_assert_eq!(first_rejection, None),
         }
         for (table, (rows, columns)) in tables.into_iter().zip(TABLES).enumerate() {
             let chunk = rows.finish();
             let parsed = super::copy_rows_of(columns, &chunk.data);
-            let kept: Vec<_> = points.iter().filter(|p| p.table == table && fits(p)).collect();
+            let kept: Vec<_> = points
+                .iter()
+                .filter(|p| p.table == table && fits(p))
+                .collect();
             prop_assert_eq!(parsed.len() as u64, chunk.rows);
             prop_assert_eq!(parsed.len(), kept.len());
             prop_assert_eq!(chunk.row_ranges().len(), parsed.len());
@@ -1312,13 +1859,21 @@ mod metrics {
     }
 
     fn check_row(row: &Row, columns: &[&str], point: &Point<'_>) -> Result<(), TestCaseError> {
-        let resource_attributes = point.resource.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
+        let resource_attributes = point
+            .resource
+            .resource
+            .as_ref()
+            .map_or(&[][..], |r| &r.attributes[..]);
         let scope = point.scope.scope.clone().unwrap_or_default();
-        let service_name =
-            match resource_attributes.iter().rev().find(|a| a.key == "service.name").and_then(|a| a.value.as_ref()?.value.as_ref()) {
-                Some(Value::StringValue(name)) => name.as_str(),
-                _ => "",
-            };
+        let service_name = match resource_attributes
+            .iter()
+            .rev()
+            .find(|a| a.key == "service.name")
+            .and_then(|a| a.value.as_ref()?.value.as_ref())
+        {
+            Some(Value::StringValue(name)) => name.as_str(),
+            _ => "",
+        };
         let text = |s: &str| Expected::Field(Some(without_nul(s).into_bytes()));
         let (start, time, attributes, flags, exemplars) = point.common;
         // `fits` held, so these casts are exact.
@@ -1342,19 +1897,37 @@ mod metrics {
             Expected::Field(Some(flags.to_be_bytes().to_vec())),
             Expected::Exemplars(exemplars),
         ];
-        expected.extend(point.specific.iter().flatten().cloned().map(Expected::Field));
+        expected.extend(
+            point
+                .specific
+                .iter()
+                .flatten()
+                .cloned()
+                .map(Expected::Field),
+        );
         prop_assert_eq!(expected.len(), columns.len());
         for ((name, field), expected) in columns.iter().zip(row).zip(expected) {
             match expected {
                 Expected::Field(value) => prop_assert_eq!(field, &value, "column {}", name),
-                Expected::Attributes(attributes) => same(decode_attributes(jsonb(field)), stored_attributes(attributes))?,
+                Expected::Attributes(attributes) => same(
+                    decode_attributes(jsonb(field)),
+                    stored_attributes(attributes),
+                )?,
                 Expected::Exemplars(exemplars) => {
-                    let Json::Array(decoded) = jsonb(field) else { return Err(TestCaseError::fail("exemplars are not an array")) };
+                    let Json::Array(decoded) = jsonb(field) else {
+                        return Err(TestCaseError::fail("exemplars are not an array"));
+                    };
                     let stored: Vec<Exemplar> = exemplars
                         .iter()
-                        .map(|e| Exemplar { filtered_attributes: stored_attributes(&e.filtered_attributes), ..e.clone() })
+                        .map(|e| Exemplar {
+                            filtered_attributes: stored_attributes(&e.filtered_attributes),
+                            ..e.clone()
+                        })
                         .collect();
-                    same(decoded.into_iter().map(decode_exemplar).collect::<Vec<_>>(), stored)?;
+                    same(
+                        decoded.into_iter().map(decode_exemplar).collect::<Vec<_>>(),
+                        stored,
+                    )?;
                 }
             }
         }
@@ -1362,8 +1935,16 @@ mod metrics {
     }
 
     fn decode_exemplar(json: Json) -> Exemplar {
-        let [time_unix_nano, value, trace_id, span_id, filtered_attributes] =
-            fields(json, ["time_unix_nano", "value", "trace_id", "span_id", "filtered_attributes"]);
+        let [time_unix_nano, value, trace_id, span_id, filtered_attributes] = fields(
+            json,
+            [
+                "time_unix_nano",
+                "value",
+                "trace_id",
+                "span_id",
+                "filtered_attributes",
+            ],
+        );
         let value = match decode_value(value).value {
             None => None,
             Some(Value::IntValue(int)) => Some(exemplar::Value::AsInt(int)),

@@ -85,7 +85,9 @@ struct Database {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Telemetry {
@@ -104,7 +106,11 @@ impl Telemetry {
         if writes.len() == MAX_WRITES {
             writes.pop_front();
         }
-        writes.push_back(WriteRecord { table, seconds: elapsed.as_secs_f64(), rows });
+        writes.push_back(WriteRecord {
+            table,
+            seconds: elapsed.as_secs_f64(),
+            rows,
+        });
     }
 
     /// Remembers whether the last write reached the database, for the host's health reporting.
@@ -138,12 +144,21 @@ impl Telemetry {
         let drained = Drained {
             counters,
             gauges: vec![
-                Gauge { name: "bytes_held", value: self.bytes_held.load(Ordering::Relaxed) },
-                Gauge { name: "memory_limit_bytes", value: memory_limit_bytes as u64 },
+                Gauge {
+                    name: "bytes_held",
+                    value: self.bytes_held.load(Ordering::Relaxed),
+                },
+                Gauge {
+                    name: "memory_limit_bytes",
+                    value: memory_limit_bytes as u64,
+                },
             ],
             writes: lock(&self.writes).drain(..).collect(),
             logs: lock(&self.logs).drain(..).collect(),
-            database: Database { reachable: database_error.is_none(), error: database_error.unwrap_or_default() },
+            database: Database {
+                reachable: database_error.is_none(),
+                error: database_error.unwrap_or_default(),
+            },
         };
         // Plain structs of strings and numbers always serialize.
         serde_json::to_string(&drained).unwrap_or_default()
@@ -167,9 +182,16 @@ impl<S: Subscriber> Layer<S> for LogLayer {
             Level::DEBUG => "debug",
             Level::TRACE => return,
         };
-        let mut visitor = FieldVisitor { message: String::new(), fields: BTreeMap::new() };
+        let mut visitor = FieldVisitor {
+            message: String::new(),
+            fields: BTreeMap::new(),
+        };
         event.record(&mut visitor);
-        self.0.push_log(LogRecord { level, message: visitor.message, fields: visitor.fields });
+        self.0.push_log(LogRecord {
+            level,
+            message: visitor.message,
+            fields: visitor.fields,
+        });
     }
 }
 
@@ -216,9 +238,18 @@ mod tests {
             first["counters"],
             serde_json::json!([{"name": "rows_written", "table": "spans", "delta": 7}, {"name": "requests_refused", "table": "", "delta": 1}])
         );
-        assert_eq!(first["gauges"], serde_json::json!([{"name": "bytes_held", "value": 10}, {"name": "memory_limit_bytes", "value": 100}]));
-        assert_eq!(first["writes"], serde_json::json!([{"table": "spans", "seconds": 0.25, "rows": 7}]));
-        assert_eq!(first["database"], serde_json::json!({"reachable": false, "error": "connection refused"}));
+        assert_eq!(
+            first["gauges"],
+            serde_json::json!([{"name": "bytes_held", "value": 10}, {"name": "memory_limit_bytes", "value": 100}])
+        );
+        assert_eq!(
+            first["writes"],
+            serde_json::json!([{"table": "spans", "seconds": 0.25, "rows": 7}])
+        );
+        assert_eq!(
+            first["database"],
+            serde_json::json!({"reachable": false, "error": "connection refused"})
+        );
 
         telemetry.set_database_error(None);
         let second: serde_json::Value = serde_json::from_str(&telemetry.drain(100)).expect("JSON");
@@ -256,6 +287,9 @@ mod tests {
         let drained: serde_json::Value = serde_json::from_str(&telemetry.drain(0)).expect("JSON");
         assert_eq!(drained["logs"].as_array().map(Vec::len), Some(MAX_LOGS));
         assert_eq!(drained["logs"][0]["fields"]["i"], "3");
-        assert_eq!(drained["counters"], serde_json::json!([{"name": "log_records_dropped", "table": "", "delta": 3}]));
+        assert_eq!(
+            drained["counters"],
+            serde_json::json!([{"name": "log_records_dropped", "table": "", "delta": 3}])
+        );
     }
 }

@@ -1,7 +1,9 @@
 //! Builders of OTLP messages for unit tests.
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::common::v1::{
+    any_value::Value, AnyValue, InstrumentationScope, KeyValue,
+};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 
@@ -10,7 +12,11 @@ pub fn value(value: Value) -> Option<AnyValue> {
 }
 
 pub fn kv(key: &str, value: Option<AnyValue>) -> KeyValue {
-    KeyValue { key: key.to_owned(), value, ..Default::default() }
+    KeyValue {
+        key: key.to_owned(),
+        value,
+        ..Default::default()
+    }
 }
 
 pub fn string_kv(key: &str, text: &str) -> KeyValue {
@@ -34,9 +40,16 @@ pub fn span(n: u8) -> Span {
 pub fn request_with(spans: Vec<Span>) -> ExportTraceServiceRequest {
     ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
-            resource: Some(Resource { attributes: vec![string_kv("service.name", "svc")], ..Default::default() }),
+            resource: Some(Resource {
+                attributes: vec![string_kv("service.name", "svc")],
+                ..Default::default()
+            }),
             scope_spans: vec![ScopeSpans {
-                scope: Some(InstrumentationScope { name: "lib".into(), version: "1.2".into(), ..Default::default() }),
+                scope: Some(InstrumentationScope {
+                    name: "lib".into(),
+                    version: "1.2".into(),
+                    ..Default::default()
+                }),
                 spans,
                 schema_url: String::new(),
             }],

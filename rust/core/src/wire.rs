@@ -22,32 +22,47 @@ impl<'a> Value<'a> {
     pub fn bytes(self, path: &'static str) -> Result<&'a [u8], WireError> {
         match self {
             Value::Bytes(bytes) => Ok(bytes),
-            _ => Err(WireError { path, reason: "wrong wire type, expected length-delimited" }),
+            _ => Err(WireError {
+                path,
+                reason: "wrong wire type, expected length-delimited",
+            }),
         }
     }
 
     pub fn string(self, path: &'static str) -> Result<&'a str, WireError> {
-        std::str::from_utf8(self.bytes(path)?).map_err(|_| WireError { path, reason: "string is not valid UTF-8" })
+        std::str::from_utf8(self.bytes(path)?).map_err(|_| WireError {
+            path,
+            reason: "string is not valid UTF-8",
+        })
     }
 
     pub fn varint(self, path: &'static str) -> Result<u64, WireError> {
         match self {
             Value::Varint(value) => Ok(value),
-            _ => Err(WireError { path, reason: "wrong wire type, expected varint" }),
+            _ => Err(WireError {
+                path,
+                reason: "wrong wire type, expected varint",
+            }),
         }
     }
 
     pub fn fixed64(self, path: &'static str) -> Result<u64, WireError> {
         match self {
             Value::Fixed64(value) => Ok(value),
-            _ => Err(WireError { path, reason: "wrong wire type, expected fixed64" }),
+            _ => Err(WireError {
+                path,
+                reason: "wrong wire type, expected fixed64",
+            }),
         }
     }
 
     pub fn fixed32(self, path: &'static str) -> Result<u32, WireError> {
         match self {
             Value::Fixed32(value) => Ok(value),
-            _ => Err(WireError { path, reason: "wrong wire type, expected fixed32" }),
+            _ => Err(WireError {
+                path,
+                reason: "wrong wire type, expected fixed32",
+            }),
         }
     }
 
@@ -83,7 +98,10 @@ impl<'a> Value<'a> {
         match self {
             Value::Fixed64(value) => Ok(Packed::single(value, path, true)),
             Value::Bytes(run) => Ok(Packed::run(run, path, true)),
-            _ => Err(WireError { path, reason: "wrong wire type, expected fixed64 or a packed run" }),
+            _ => Err(WireError {
+                path,
+                reason: "wrong wire type, expected fixed64 or a packed run",
+            }),
         }
     }
 
@@ -92,7 +110,10 @@ impl<'a> Value<'a> {
         match self {
             Value::Varint(value) => Ok(Packed::single(value, path, false)),
             Value::Bytes(run) => Ok(Packed::run(run, path, false)),
-            _ => Err(WireError { path, reason: "wrong wire type, expected varint or a packed run" }),
+            _ => Err(WireError {
+                path,
+                reason: "wrong wire type, expected varint or a packed run",
+            }),
         }
     }
 }
@@ -107,11 +128,19 @@ pub struct Packed<'a> {
 
 impl<'a> Packed<'a> {
     fn single(value: u64, path: &'static str, fixed64: bool) -> Self {
-        Self { single: Some(value), run: Fields::new(&[], path), fixed64 }
+        Self {
+            single: Some(value),
+            run: Fields::new(&[], path),
+            fixed64,
+        }
     }
 
     fn run(run: &'a [u8], path: &'static str, fixed64: bool) -> Self {
-        Self { single: None, run: Fields::new(run, path), fixed64 }
+        Self {
+            single: None,
+            run: Fields::new(run, path),
+            fixed64,
+        }
     }
 }
 
@@ -126,7 +155,8 @@ impl Iterator for Packed<'_> {
             return None;
         }
         Some(if self.fixed64 {
-            Fields::take(&mut self.run, 8).map(|bytes| u64::from_le_bytes(bytes.try_into().unwrap_or([0; 8])))
+            Fields::take(&mut self.run, 8)
+                .map(|bytes| u64::from_le_bytes(bytes.try_into().unwrap_or([0; 8])))
         } else {
             self.run.varint()
         })
@@ -150,7 +180,10 @@ impl<'a> Fields<'a> {
     fn error(&mut self, reason: &'static str) -> WireError {
         // Stop after an error: the rest of the buffer has no reliable framing.
         self.pos = self.buf.len();
-        WireError { path: self.path, reason }
+        WireError {
+            path: self.path,
+            reason,
+        }
     }
 
     /// Where the next field starts.
@@ -229,13 +262,16 @@ impl<'a> Fields<'a> {
                 return Ok(None);
             }
             let key = self.varint()?;
-            let number = u32::try_from(key >> 3).map_err(|_| self.error("field number out of range"))?;
+            let number =
+                u32::try_from(key >> 3).map_err(|_| self.error("field number out of range"))?;
             if number == 0 {
                 return Err(self.error("field number 0"));
             }
             let value = match key & 7 {
                 0 => Value::Varint(self.varint()?),
-                1 => Value::Fixed64(u64::from_le_bytes(self.take(8)?.try_into().unwrap_or([0; 8]))),
+                1 => Value::Fixed64(u64::from_le_bytes(
+                    self.take(8)?.try_into().unwrap_or([0; 8]),
+                )),
                 2 => {
                     let len = self.varint()?;
                     Value::Bytes(self.take(usize::try_from(len).unwrap_or(usize::MAX))?)
@@ -244,7 +280,9 @@ impl<'a> Fields<'a> {
                     self.skip_group(number)?;
                     continue;
                 }
-                5 => Value::Fixed32(u32::from_le_bytes(self.take(4)?.try_into().unwrap_or([0; 4]))),
+                5 => Value::Fixed32(u32::from_le_bytes(
+                    self.take(4)?.try_into().unwrap_or([0; 4]),
+                )),
                 _ => return Err(self.error("invalid wire type")),
             };
             return Ok(Some((number, value)));
@@ -294,23 +332,54 @@ mod tests {
     fn malformed_input_is_an_error_not_a_panic() {
         for (buf, reason) in [
             (&[0x08][..], "truncated varint"),
-            (&[0x0a, 0x05, 1][..], "field runs past the end of its message"),
-            (&[0x0a, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01][..], "field runs past the end of its message"),
-            (&[0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f][..], "varint overflows 64 bits"),
+            (
+                &[0x0a, 0x05, 1][..],
+                "field runs past the end of its message",
+            ),
+            (
+                &[
+                    0x0a, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01,
+                ][..],
+                "field runs past the end of its message",
+            ),
+            (
+                &[
+                    0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f,
+                ][..],
+                "varint overflows 64 bits",
+            ),
             (&[0x0e][..], "invalid wire type"),
             (&[0x00][..], "field number 0"),
             (&[0x0b, 0x14][..], "malformed group"),
             (&[0x0b][..], "truncated varint"),
             (&[0x11, 1, 2][..], "field runs past the end of its message"),
         ] {
-            assert_eq!(fields(buf), Err(WireError { path: "Test", reason }), "{buf:?}");
+            assert_eq!(
+                fields(buf),
+                Err(WireError {
+                    path: "Test",
+                    reason
+                }),
+                "{buf:?}"
+            );
         }
     }
 
     #[test]
     fn typed_access_names_the_field() {
-        assert_eq!(Value::Varint(1).bytes("Span.name"), Err(WireError { path: "Span.name", reason: "wrong wire type, expected length-delimited" }));
-        assert_eq!(Value::Bytes(&[0xff]).string("Span.name").map_err(|e| e.to_string()), Err("Span.name: string is not valid UTF-8".into()));
+        assert_eq!(
+            Value::Varint(1).bytes("Span.name"),
+            Err(WireError {
+                path: "Span.name",
+                reason: "wrong wire type, expected length-delimited"
+            })
+        );
+        assert_eq!(
+            Value::Bytes(&[0xff])
+                .string("Span.name")
+                .map_err(|e| e.to_string()),
+            Err("Span.name: string is not valid UTF-8".into())
+        );
         assert_eq!(Value::Varint(u64::MAX).int32("Span.kind"), Ok(-1));
     }
 
@@ -318,8 +387,21 @@ mod tests {
     fn doubles_and_zigzag_integers() {
         assert_eq!(Value::Fixed64(1.5f64.to_bits()).double("D"), Ok(1.5));
         assert_eq!(Value::Fixed64((-2i64) as u64).sfixed64("I"), Ok(-2));
-        assert_eq!(Value::Varint(1).double("D"), Err(WireError { path: "D", reason: "wrong wire type, expected fixed64" }));
-        for (wire, value) in [(0, 0), (1, -1), (2, 1), (3, -2), (0xffff_fffe, i32::MAX), (0xffff_ffff, i32::MIN)] {
+        assert_eq!(
+            Value::Varint(1).double("D"),
+            Err(WireError {
+                path: "D",
+                reason: "wrong wire type, expected fixed64"
+            })
+        );
+        for (wire, value) in [
+            (0, 0),
+            (1, -1),
+            (2, 1),
+            (3, -2),
+            (0xffff_fffe, i32::MAX),
+            (0xffff_ffff, i32::MIN),
+        ] {
             assert_eq!(Value::Varint(wire).sint32("S"), Ok(value), "{wire}");
         }
         // Bits past the 32nd are dropped, as prost drops them.
@@ -328,18 +410,53 @@ mod tests {
 
     #[test]
     fn repeated_scalars_packed_or_one_per_field() {
-        let collect = |packed: Result<Packed<'_>, WireError>| packed.and_then(Iterator::collect::<Result<Vec<u64>, _>>);
-        let run: Vec<u8> = [1u64, u64::MAX].iter().flat_map(|v| v.to_le_bytes()).collect();
-        assert_eq!(collect(Value::Bytes(&run).packed_fixed64("F")), Ok(vec![1, u64::MAX]));
+        let collect = |packed: Result<Packed<'_>, WireError>| {
+            packed.and_then(Iterator::collect::<Result<Vec<u64>, _>>)
+        };
+        let run: Vec<u8> = [1u64, u64::MAX]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        assert_eq!(
+            collect(Value::Bytes(&run).packed_fixed64("F")),
+            Ok(vec![1, u64::MAX])
+        );
         assert_eq!(collect(Value::Fixed64(7).packed_fixed64("F")), Ok(vec![7]));
         assert_eq!(collect(Value::Bytes(&[]).packed_fixed64("F")), Ok(vec![]));
-        assert_eq!(collect(Value::Bytes(&run[..12]).packed_fixed64("F")), Err(WireError { path: "F", reason: "field runs past the end of its message" }));
-        assert_eq!(collect(Value::Varint(7).packed_fixed64("F")), Err(WireError { path: "F", reason: "wrong wire type, expected fixed64 or a packed run" }));
+        assert_eq!(
+            collect(Value::Bytes(&run[..12]).packed_fixed64("F")),
+            Err(WireError {
+                path: "F",
+                reason: "field runs past the end of its message"
+            })
+        );
+        assert_eq!(
+            collect(Value::Varint(7).packed_fixed64("F")),
+            Err(WireError {
+                path: "F",
+                reason: "wrong wire type, expected fixed64 or a packed run"
+            })
+        );
 
-        assert_eq!(collect(Value::Bytes(&[0x01, 0x96, 0x01, 0x00]).packed_varint("V")), Ok(vec![1, 150, 0]));
+        assert_eq!(
+            collect(Value::Bytes(&[0x01, 0x96, 0x01, 0x00]).packed_varint("V")),
+            Ok(vec![1, 150, 0])
+        );
         assert_eq!(collect(Value::Varint(9).packed_varint("V")), Ok(vec![9]));
-        assert_eq!(collect(Value::Bytes(&[0x01, 0x96]).packed_varint("V")), Err(WireError { path: "V", reason: "truncated varint" }));
-        assert_eq!(collect(Value::Fixed32(1).packed_varint("V")), Err(WireError { path: "V", reason: "wrong wire type, expected varint or a packed run" }));
+        assert_eq!(
+            collect(Value::Bytes(&[0x01, 0x96]).packed_varint("V")),
+            Err(WireError {
+                path: "V",
+                reason: "truncated varint"
+            })
+        );
+        assert_eq!(
+            collect(Value::Fixed32(1).packed_varint("V")),
+            Err(WireError {
+                path: "V",
+                reason: "wrong wire type, expected varint or a packed run"
+            })
+        );
         // After an error the run ends rather than reading garbage.
         let mut packed = Value::Bytes(&[0x80]).packed_varint("V").expect("a run");
         assert!(matches!(packed.next(), Some(Err(_))));

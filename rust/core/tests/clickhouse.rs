@@ -10,7 +10,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList};
+use opentelemetry_proto::tonic::common::v1::{
+    any_value::Value, AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList,
+};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
@@ -28,9 +30,16 @@ fn python() -> Option<PathBuf> {
     let candidates = std::env::var_os("OTELSTORE_TEST_CHDB_PYTHON")
         .map(PathBuf::from)
         .into_iter()
-        .chain([repo_root().join(".venv/bin/python"), PathBuf::from("/work/main/.venv/bin/python")]);
+        .chain([
+            repo_root().join(".venv/bin/python"),
+            PathBuf::from("/work/main/.venv/bin/python"),
+        ]);
     candidates.filter(|p| p.exists()).find(|p| {
-        Command::new(p).args(["-c", "import chdb, lz4, clickhouse_cityhash"]).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+        Command::new(p)
+            .args(["-c", "import chdb, lz4, clickhouse_cityhash"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
     })
 }
 
@@ -54,9 +63,18 @@ impl Front {
             .spawn()
             .expect("start chdb_front.py");
         let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("read the port");
-        let port: u16 = line.trim().parse().unwrap_or_else(|_| panic!("chdb_front.py printed {line:?}, not a port"));
-        Front { child, dir, url: format!("http://127.0.0.1:{port}") }
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("read the port");
+        let port: u16 = line
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("chdb_front.py printed {line:?}, not a port"));
+        Front {
+            child,
+            dir,
+            url: format!("http://127.0.0.1:{port}"),
+        }
     }
 }
 
@@ -73,7 +91,11 @@ fn any(value: Value) -> Option<AnyValue> {
 }
 
 fn kv(key: &str, value: Value) -> KeyValue {
-    KeyValue { key: key.into(), value: any(value), ..Default::default() }
+    KeyValue {
+        key: key.into(),
+        value: any(value),
+        ..Default::default()
+    }
 }
 
 fn text(key: &str, value: &str) -> KeyValue {
@@ -82,9 +104,16 @@ fn text(key: &str, value: &str) -> KeyValue {
 
 fn resource_spans(attributes: Vec<KeyValue>, spans: Vec<Span>) -> ResourceSpans {
     ResourceSpans {
-        resource: Some(Resource { attributes, ..Default::default() }),
+        resource: Some(Resource {
+            attributes,
+            ..Default::default()
+        }),
         scope_spans: vec![ScopeSpans {
-            scope: Some(InstrumentationScope { name: "io.test".into(), version: "1.0.0".into(), ..Default::default() }),
+            scope: Some(InstrumentationScope {
+                name: "io.test".into(),
+                version: "1.0.0".into(),
+                ..Default::default()
+            }),
             spans,
             schema_url: String::new(),
         }],
@@ -94,7 +123,10 @@ fn resource_spans(attributes: Vec<KeyValue>, spans: Vec<Span>) -> ResourceSpans 
 
 /// Some nanoseconds an hour ago, so the rows are well inside every TTL.
 fn base_time() -> u64 {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("after 1970").as_secs();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs();
     (now - 3600) / 3600 * 3600 * 1_000_000_000 + 123_456_789
 }
 
@@ -117,12 +149,35 @@ fn request(t0: u64) -> ExportTraceServiceRequest {
             kv("ratio", Value::DoubleValue(0.25)),
             kv("tiny", Value::DoubleValue(1e-7)),
             kv("raw", Value::BytesValue(vec![1, 2, 3])),
-            kv("list", Value::ArrayValue(ArrayValue { values: vec![any(Value::IntValue(1)).unwrap(), any(Value::StringValue("<a>".into())).unwrap()] })),
-            kv("map", Value::KvlistValue(KeyValueList { values: vec![text("z", "1"), kv("a", Value::DoubleValue(2.0))] })),
+            kv(
+                "list",
+                Value::ArrayValue(ArrayValue {
+                    values: vec![
+                        any(Value::IntValue(1)).unwrap(),
+                        any(Value::StringValue("<a>".into())).unwrap(),
+                    ],
+                }),
+            ),
+            kv(
+                "map",
+                Value::KvlistValue(KeyValueList {
+                    values: vec![text("z", "1"), kv("a", Value::DoubleValue(2.0))],
+                }),
+            ),
         ],
         events: vec![
-            Event { time_unix_nano: t0 + 1, name: "sent".into(), attributes: vec![text("size", "10")], dropped_attributes_count: 0 },
-            Event { time_unix_nano: t0 + 2, name: "acked".into(), attributes: vec![], dropped_attributes_count: 0 },
+            Event {
+                time_unix_nano: t0 + 1,
+                name: "sent".into(),
+                attributes: vec![text("size", "10")],
+                dropped_attributes_count: 0,
+            },
+            Event {
+                time_unix_nano: t0 + 2,
+                name: "acked".into(),
+                attributes: vec![],
+                dropped_attributes_count: 0,
+            },
         ],
         links: vec![Link {
             trace_id: vec![0x0b; 16],
@@ -131,7 +186,10 @@ fn request(t0: u64) -> ExportTraceServiceRequest {
             attributes: vec![kv("link.n", Value::IntValue(7))],
             ..Default::default()
         }],
-        status: Some(Status { message: String::new(), code: 1 }),
+        status: Some(Status {
+            message: String::new(),
+            code: 1,
+        }),
         ..Default::default()
     };
     let server = Span {
@@ -142,7 +200,10 @@ fn request(t0: u64) -> ExportTraceServiceRequest {
         kind: 2,
         start_time_unix_nano: t0 + 1_000_000,
         end_time_unix_nano: t0 + 2_000_000,
-        status: Some(Status { message: "boom".into(), code: 2 }),
+        status: Some(Status {
+            message: "boom".into(),
+            code: 2,
+        }),
         ..Default::default()
     };
     // Unspecified kind, no parent (all zeros), ends before it starts: Duration 0.
@@ -157,11 +218,31 @@ fn request(t0: u64) -> ExportTraceServiceRequest {
         ..Default::default()
     };
     // Past 2262: rejected, the others still written.
-    let late = Span { trace_id: trace, span_id: vec![0xee; 8], name: "late".into(), start_time_unix_nano: t0, end_time_unix_nano: u64::MAX, ..Default::default() };
+    let late = Span {
+        trace_id: trace,
+        span_id: vec![0xee; 8],
+        name: "late".into(),
+        start_time_unix_nano: t0,
+        end_time_unix_nano: u64::MAX,
+        ..Default::default()
+    };
     ExportTraceServiceRequest {
         resource_spans: vec![
-            resource_spans(vec![text("service.name", "svc-a"), text("host.name", "h1"), text("service.name", "second")], vec![client, backwards, late]),
-            resource_spans(vec![kv("service.name", Value::StringValue("svc-b".into())), kv("pod.n", Value::IntValue(2))], vec![server]),
+            resource_spans(
+                vec![
+                    text("service.name", "svc-a"),
+                    text("host.name", "h1"),
+                    text("service.name", "second"),
+                ],
+                vec![client, backwards, late],
+            ),
+            resource_spans(
+                vec![
+                    kv("service.name", Value::StringValue("svc-b".into())),
+                    kv("pod.n", Value::IntValue(2)),
+                ],
+                vec![server],
+            ),
         ],
     }
 }
@@ -169,13 +250,19 @@ fn request(t0: u64) -> ExportTraceServiceRequest {
 async fn rows(sink: &ClickHouseSink, sql: &str) -> Vec<Json> {
     let bytes = sink
         .client()
-        .query_raw(&format!("{sql} SETTINGS output_format_json_quote_64bit_integers = 0"))
+        .query_raw(&format!(
+            "{sql} SETTINGS output_format_json_quote_64bit_integers = 0"
+        ))
         .fetch_bytes("JSONEachRow")
         .expect("query")
         .collect()
         .await
         .expect("rows");
-    String::from_utf8(bytes.to_vec()).expect("UTF-8").lines().map(|line| serde_json::from_str(line).expect("JSON")).collect()
+    String::from_utf8(bytes.to_vec())
+        .expect("UTF-8")
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("JSON"))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -185,16 +272,35 @@ async fn traces_round_trip_through_clickhouse() {
         return;
     };
     let front = Front::start(&python);
-    let sink = ClickHouseSink::new(&ClickHouseSettings { endpoint: front.url.clone(), database: "otel_test".into(), ..Default::default() })
-        .expect("settings");
-    assert_eq!(sink.migrate().await.expect("first migration pass"), vec![1, 2, 3, 4]);
-    assert_eq!(sink.migrate().await.expect("second migration pass"), Vec::<u32>::new());
+    let sink = ClickHouseSink::new(&ClickHouseSettings {
+        endpoint: front.url.clone(),
+        database: "otel_test".into(),
+        ..Default::default()
+    })
+    .expect("settings");
+    assert_eq!(
+        sink.migrate().await.expect("first migration pass"),
+        vec![1, 2, 3, 4]
+    );
+    assert_eq!(
+        sink.migrate().await.expect("second migration pass"),
+        Vec::<u32>::new()
+    );
 
     let t0 = base_time();
     let encoded = encode_traces(&request(t0).encode_to_vec()).expect("valid request");
     assert_eq!((encoded.rows, encoded.rejected), (3, 1));
-    assert!(encoded.first_rejection.as_deref().is_some_and(|r| r.starts_with("span eeeeeeeeeeeeeeee")), "{:?}", encoded.first_rejection);
-    sink.write_traces(&[&encoded.block, &Bytes::new()]).await.expect("insert");
+    assert!(
+        encoded
+            .first_rejection
+            .as_deref()
+            .is_some_and(|r| r.starts_with("span eeeeeeeeeeeeeeee")),
+        "{:?}",
+        encoded.first_rejection
+    );
+    sink.write_traces(&[&encoded.block, &Bytes::new()])
+        .await
+        .expect("insert");
 
     let got = rows(
         &sink,
@@ -209,7 +315,11 @@ async fn traces_round_trip_through_clickhouse() {
     .await;
     assert_eq!(got.len(), 3, "{got:#?}");
     let trace = "0a".repeat(16);
-    let a_pairs = json!([["service.name", "svc-a"], ["host.name", "h1"], ["service.name", "second"]]);
+    let a_pairs = json!([
+        ["service.name", "svc-a"],
+        ["host.name", "h1"],
+        ["service.name", "second"]
+    ]);
     assert_eq!(
         got[0],
         json!({
@@ -244,14 +354,31 @@ async fn traces_round_trip_through_clickhouse() {
         })
     );
     assert_eq!(
-        (&got[2]["SpanId"], &got[2]["ParentSpanId"], &got[2]["SpanKind"], &got[2]["Duration"], &got[2]["StatusCode"], &got[2]["ts"]),
-        (&json!("dddddddddddddddd"), &json!(""), &json!("Unspecified"), &json!(0), &json!("Unset"), &json!(t0 + 10))
+        (
+            &got[2]["SpanId"],
+            &got[2]["ParentSpanId"],
+            &got[2]["SpanKind"],
+            &got[2]["Duration"],
+            &got[2]["StatusCode"],
+            &got[2]["ts"]
+        ),
+        (
+            &json!("dddddddddddddddd"),
+            &json!(""),
+            &json!("Unspecified"),
+            &json!(0),
+            &json!("Unset"),
+            &json!(t0 + 10)
+        )
     );
 
     // The schema's materialized views saw the block.
     let ids = rows(&sink, "SELECT TraceId, toUnixTimestamp(min(Start)) AS s, toUnixTimestamp(max(End)) AS e FROM otel_test.otel_traces_trace_id_ts GROUP BY TraceId").await;
     let second = (t0 / 1_000_000_000) as i64;
-    assert_eq!(ids, vec![json!({"TraceId": trace, "s": second, "e": second})]);
+    assert_eq!(
+        ids,
+        vec![json!({"TraceId": trace, "s": second, "e": second})]
+    );
     let stats = rows(
         &sink,
         "SELECT ServiceName, SpanName, SpanKind, countMerge(Spans) AS n, sumMerge(Errors) AS errors, maxMerge(DurationMax) AS max \
@@ -272,27 +399,55 @@ async fn traces_round_trip_through_clickhouse() {
          FROM otel_test.otel_service_dependencies_1h GROUP BY ParentService, ChildService",
     )
     .await;
-    assert_eq!(deps, vec![json!({"ParentService": "svc-a", "ChildService": "svc-b", "calls": 1, "errors": 1})]);
+    assert_eq!(
+        deps,
+        vec![json!({"ParentService": "svc-a", "ChildService": "svc-b", "calls": 1, "errors": 1})]
+    );
 
     // Two requests' blocks in one INSERT.
     let more = encode_traces(&request(t0 + 60_000_000_000).encode_to_vec()).expect("valid request");
-    sink.write_traces(&[&encoded.block, &more.block]).await.expect("insert two blocks");
-    assert_eq!(rows(&sink, "SELECT count() AS n FROM otel_test.otel_traces").await, vec![json!({"n": 9})]);
+    sink.write_traces(&[&encoded.block, &more.block])
+        .await
+        .expect("insert two blocks");
+    assert_eq!(
+        rows(&sink, "SELECT count() AS n FROM otel_test.otel_traces").await,
+        vec![json!({"n": 9})]
+    );
 
     // Without LZ4, the same bytes go as they are.
-    let plain = ClickHouseSink::new(&ClickHouseSettings { endpoint: front.url.clone(), database: "otel_test".into(), compression: false, ..Default::default() })
-        .expect("settings");
-    plain.write_traces(&[&more.block]).await.expect("insert uncompressed");
-    assert_eq!(rows(&sink, "SELECT count() AS n FROM otel_test.otel_traces").await, vec![json!({"n": 12})]);
+    let plain = ClickHouseSink::new(&ClickHouseSettings {
+        endpoint: front.url.clone(),
+        database: "otel_test".into(),
+        compression: false,
+        ..Default::default()
+    })
+    .expect("settings");
+    plain
+        .write_traces(&[&more.block])
+        .await
+        .expect("insert uncompressed");
+    assert_eq!(
+        rows(&sink, "SELECT count() AS n FROM otel_test.otel_traces").await,
+        vec![json!({"n": 12})]
+    );
 
     // Bytes that are not a Native block: ClickHouse refuses them as bad data, which is permanent.
-    let error = sink.write_traces(&[&Bytes::from_static(b"\x16\x01\x05bogus\x06String")]).await.expect_err("garbage");
+    let error = sink
+        .write_traces(&[&Bytes::from_static(b"\x16\x01\x05bogus\x06String")])
+        .await
+        .expect_err("garbage");
     eprintln!("refused as expected: {error}");
     assert_eq!(error.kind(), ErrorKind::Permanent, "{error}");
-    assert!(error.to_string().starts_with("ClickHouse: insert spans: "), "{error}");
+    assert!(
+        error.to_string().starts_with("ClickHouse: insert spans: "),
+        "{error}"
+    );
 
     // Nobody listening: retryable.
     drop(front);
-    let error = sink.write_traces(&[&encoded.block]).await.expect_err("server gone");
+    let error = sink
+        .write_traces(&[&encoded.block])
+        .await
+        .expect_err("server gone");
     assert_eq!(error.kind(), ErrorKind::Retryable, "{error}");
 }

@@ -121,7 +121,9 @@ fn walk<'a>(
 ) -> Result<(), WireError> {
     let (mut resource_json, mut scope_json) = (Vec::new(), Vec::new());
     for entry in Fields::new(otlp, paths.request) {
-        let (1, resource_group) = entry? else { continue };
+        let (1, resource_group) = entry? else {
+            continue;
+        };
         let resource_group = resource_group.bytes(paths.resource_groups)?;
         let mut resource: &[u8] = &[];
         let mut resource_schema_url = "";
@@ -159,7 +161,12 @@ fn walk<'a>(
             }
             scope_json.clear();
             if with_json {
-                json::write_attributes(&mut scope_json, scope, 3, "InstrumentationScope.attributes")?;
+                json::write_attributes(
+                    &mut scope_json,
+                    scope,
+                    3,
+                    "InstrumentationScope.attributes",
+                )?;
             }
             let group = Group {
                 resource,

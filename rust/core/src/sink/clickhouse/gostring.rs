@@ -33,18 +33,34 @@ fn variant<'a>(value: &'a [u8]) -> Result<Option<(u32, Value<'a>)>, WireError> {
 
 /// Appends `AsString()` of an `AnyValue` (its message bytes).
 pub fn write_as_string(out: &mut Vec<u8>, value: &[u8]) -> Result<(), WireError> {
-    let Some((number, v)) = variant(value)? else { return Ok(()) };
+    let Some((number, v)) = variant(value)? else {
+        return Ok(());
+    };
     match number {
         1 => out.extend_from_slice(v.string("AnyValue.string_value")?.as_bytes()),
-        2 => out.extend_from_slice(if v.varint("AnyValue.bool_value")? != 0 { b"true" } else { b"false" }),
-        3 => out.extend_from_slice(itoa::Buffer::new().format(v.varint("AnyValue.int_value")? as i64).as_bytes()),
+        2 => out.extend_from_slice(if v.varint("AnyValue.bool_value")? != 0 {
+            b"true"
+        } else {
+            b"false"
+        }),
+        3 => out.extend_from_slice(
+            itoa::Buffer::new()
+                .format(v.varint("AnyValue.int_value")? as i64)
+                .as_bytes(),
+        ),
         4 => {
             let double = v.double("AnyValue.double_value")?;
             if double.is_finite() {
                 write_go_float(out, double);
             } else {
                 out.extend_from_slice(b"json: unsupported value: ");
-                out.extend_from_slice(if double.is_nan() { b"NaN" } else if double > 0.0 { b"+Inf" } else { b"-Inf" });
+                out.extend_from_slice(if double.is_nan() {
+                    b"NaN"
+                } else if double > 0.0 {
+                    b"+Inf"
+                } else {
+                    b"-Inf"
+                });
             }
         }
         5 | 6 => {
@@ -63,9 +79,17 @@ pub fn write_as_string(out: &mut Vec<u8>, value: &[u8]) -> Result<(), WireError>
 
 /// JSON of an array (5) or kvlist (6) value as encoding/json writes AsRaw() of it. Returns false if
 /// a non-finite double makes encoding/json fail.
-fn write_json(out: &mut Vec<u8>, number: u32, v: Value<'_>, depth: usize) -> Result<bool, WireError> {
+fn write_json(
+    out: &mut Vec<u8>,
+    number: u32,
+    v: Value<'_>,
+    depth: usize,
+) -> Result<bool, WireError> {
     if depth >= MAX_DEPTH {
-        return Err(WireError { path: "AnyValue", reason: "arrays and maps nest deeper than 64 levels" });
+        return Err(WireError {
+            path: "AnyValue",
+            reason: "arrays and maps nest deeper than 64 levels",
+        });
     }
     if number == 5 {
         out.push(b'[');
@@ -126,8 +150,16 @@ fn write_json_value(out: &mut Vec<u8>, value: &[u8], depth: usize) -> Result<boo
     };
     match number {
         1 => write_json_string(out, v.string("AnyValue.string_value")?),
-        2 => out.extend_from_slice(if v.varint("AnyValue.bool_value")? != 0 { b"true" } else { b"false" }),
-        3 => out.extend_from_slice(itoa::Buffer::new().format(v.varint("AnyValue.int_value")? as i64).as_bytes()),
+        2 => out.extend_from_slice(if v.varint("AnyValue.bool_value")? != 0 {
+            b"true"
+        } else {
+            b"false"
+        }),
+        3 => out.extend_from_slice(
+            itoa::Buffer::new()
+                .format(v.varint("AnyValue.int_value")? as i64)
+                .as_bytes(),
+        ),
         4 => {
             let double = v.double("AnyValue.double_value")?;
             if !double.is_finite() {
@@ -169,8 +201,13 @@ pub fn write_go_float(out: &mut Vec<u8>, value: f64) {
 
 fn write_base64(out: &mut Vec<u8>, bytes: &[u8]) {
     let start = out.len();
-    out.resize(start + base64::encoded_len(bytes.len(), true).unwrap_or(0), 0);
-    let written = base64::engine::general_purpose::STANDARD.encode_slice(bytes, &mut out[start..]).unwrap_or(0);
+    out.resize(
+        start + base64::encoded_len(bytes.len(), true).unwrap_or(0),
+        0,
+    );
+    let written = base64::engine::general_purpose::STANDARD
+        .encode_slice(bytes, &mut out[start..])
+        .unwrap_or(0);
     out.truncate(start + written);
 }
 
@@ -194,14 +231,20 @@ fn write_json_string(out: &mut Vec<u8>, s: &str) {
             _ => None,
         };
         // U+2028 and U+2029 (E2 80 A8 / E2 80 A9).
-        let line_separator = byte == 0xe2 && bytes.get(i + 1) == Some(&0x80) && matches!(bytes.get(i + 2), Some(0xa8 | 0xa9));
+        let line_separator = byte == 0xe2
+            && bytes.get(i + 1) == Some(&0x80)
+            && matches!(bytes.get(i + 2), Some(0xa8 | 0xa9));
         if escape.is_some() || byte < 0x20 || matches!(byte, b'<' | b'>' | b'&') || line_separator {
             out.extend_from_slice(&bytes[copied..i]);
             if let Some(escape) = escape {
                 out.extend_from_slice(escape);
                 i += 1;
             } else if line_separator {
-                out.extend_from_slice(if bytes[i + 2] == 0xa8 { b"\\u2028" } else { b"\\u2029" });
+                out.extend_from_slice(if bytes[i + 2] == 0xa8 {
+                    b"\\u2028"
+                } else {
+                    b"\\u2029"
+                });
                 i += 3;
             } else {
                 out.extend_from_slice(b"\\u00");
@@ -236,7 +279,11 @@ mod tests {
     }
 
     fn kv(key: &str, value: V) -> KeyValue {
-        KeyValue { key: key.into(), value: Some(any(value)), ..Default::default() }
+        KeyValue {
+            key: key.into(),
+            value: Some(any(value)),
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -268,9 +315,18 @@ mod tests {
         ] {
             assert_eq!(as_string(V::DoubleValue(value)), want, "{value:?}");
         }
-        assert_eq!(as_string(V::DoubleValue(f64::NAN)), "json: unsupported value: NaN");
-        assert_eq!(as_string(V::DoubleValue(f64::INFINITY)), "json: unsupported value: +Inf");
-        assert_eq!(as_string(V::DoubleValue(f64::NEG_INFINITY)), "json: unsupported value: -Inf");
+        assert_eq!(
+            as_string(V::DoubleValue(f64::NAN)),
+            "json: unsupported value: NaN"
+        );
+        assert_eq!(
+            as_string(V::DoubleValue(f64::INFINITY)),
+            "json: unsupported value: +Inf"
+        );
+        assert_eq!(
+            as_string(V::DoubleValue(f64::NEG_INFINITY)),
+            "json: unsupported value: -Inf"
+        );
     }
 
     #[test]
@@ -285,13 +341,21 @@ mod tests {
                 any(V::BoolValue(false)),
             ],
         });
-        assert_eq!(as_string(array), r#"[1,"x\"\u003c\u0026\u003e\u2028\n\u0001",null,"/w==",2.5,false]"#);
+        assert_eq!(
+            as_string(array),
+            r#"[1,"x\"\u003c\u0026\u003e\u2028\n\u0001",null,"/w==",2.5,false]"#
+        );
         let map = V::KvlistValue(KeyValueList {
             values: vec![
                 kv("b", V::IntValue(1)),
                 kv("a", V::ArrayValue(ArrayValue { values: vec![] })),
                 kv("b", V::IntValue(2)),
-                kv("c", V::KvlistValue(KeyValueList { values: vec![kv("z", V::StringValue("y".into()))] })),
+                kv(
+                    "c",
+                    V::KvlistValue(KeyValueList {
+                        values: vec![kv("z", V::StringValue("y".into()))],
+                    }),
+                ),
             ],
         });
         assert_eq!(as_string(map), r#"{"a":[],"b":2,"c":{"z":"y"}}"#);
@@ -299,7 +363,9 @@ mod tests {
 
     #[test]
     fn a_nan_inside_makes_the_whole_value_empty() {
-        let array = V::ArrayValue(ArrayValue { values: vec![any(V::IntValue(1)), any(V::DoubleValue(f64::NAN))] });
+        let array = V::ArrayValue(ArrayValue {
+            values: vec![any(V::IntValue(1)), any(V::DoubleValue(f64::NAN))],
+        });
         assert_eq!(as_string(array), "");
     }
 }

@@ -62,10 +62,26 @@ impl Default for ClickHouseSettings {
 
 /// Every numbered migration, in order: (version, name, SQL with placeholders).
 const MIGRATIONS: &[(u32, &str, &str)] = &[
-    (1, "traces", include_str!("../../../../../schema/clickhouse/0001_traces.sql")),
-    (2, "logs", include_str!("../../../../../schema/clickhouse/0002_logs.sql")),
-    (3, "metrics", include_str!("../../../../../schema/clickhouse/0003_metrics.sql")),
-    (4, "rollups", include_str!("../../../../../schema/clickhouse/0004_rollups.sql")),
+    (
+        1,
+        "traces",
+        include_str!("../../../../../schema/clickhouse/0001_traces.sql"),
+    ),
+    (
+        2,
+        "logs",
+        include_str!("../../../../../schema/clickhouse/0002_logs.sql"),
+    ),
+    (
+        3,
+        "metrics",
+        include_str!("../../../../../schema/clickhouse/0003_metrics.sql"),
+    ),
+    (
+        4,
+        "rollups",
+        include_str!("../../../../../schema/clickhouse/0004_rollups.sql"),
+    ),
 ];
 const BOOTSTRAP: &str = include_str!("../../../../../schema/clickhouse/bootstrap.sql");
 
@@ -86,34 +102,60 @@ impl ClickHouseSink {
     /// Builds the client without connecting: a server that is down must not stop the collector from
     /// starting, only make writes retryable.
     pub fn new(settings: &ClickHouseSettings) -> Result<Self, Error> {
-        let invalid = |field: &str, reason: String| Error::Config(ConfigError { field: format!("clickhouse.{field}"), reason });
+        let invalid = |field: &str, reason: String| {
+            Error::Config(ConfigError {
+                field: format!("clickhouse.{field}"),
+                reason,
+            })
+        };
         if !is_identifier(&settings.database) {
             return Err(invalid("database", format!("{:?} is not a name of letters, digits and '_' that does not start with a digit", settings.database)));
         }
         if !settings.cluster.is_empty() && !is_identifier(&settings.cluster) {
             return Err(invalid("cluster", format!("{:?} is not a name of letters, digits and '_' that does not start with a digit", settings.cluster)));
         }
-        for (field, days) in [("ttl_raw_days", settings.ttl_raw_days), ("ttl_5m_days", settings.ttl_5m_days), ("ttl_1h_days", settings.ttl_1h_days)] {
+        for (field, days) in [
+            ("ttl_raw_days", settings.ttl_raw_days),
+            ("ttl_5m_days", settings.ttl_5m_days),
+            ("ttl_1h_days", settings.ttl_1h_days),
+        ] {
             if days == 0 {
                 return Err(invalid(field, "must be at least 1".into()));
             }
         }
-        if !(settings.endpoint.starts_with("http://") || settings.endpoint.starts_with("https://")) {
-            return Err(invalid("endpoint", format!("{:?} is not an http:// or https:// URL", settings.endpoint)));
+        if !(settings.endpoint.starts_with("http://") || settings.endpoint.starts_with("https://"))
+        {
+            return Err(invalid(
+                "endpoint",
+                format!("{:?} is not an http:// or https:// URL", settings.endpoint),
+            ));
         }
         let mut client = Client::default()
             .with_url(settings.endpoint.as_str())
             .with_user(settings.username.as_str())
-            .with_compression(if settings.compression { Compression::Lz4 } else { Compression::None });
+            .with_compression(if settings.compression {
+                Compression::Lz4
+            } else {
+                Compression::None
+            });
         if !settings.password.is_empty() {
             client = client.with_password(settings.password.as_str());
         }
         let quoted_database = format!("\"{}\"", settings.database);
         let insert_traces_sql = format!(
             "INSERT INTO {quoted_database}.otel_traces ({}) FORMAT Native",
-            traces::COLUMNS.iter().map(|(name, _)| format!("`{name}`")).collect::<Vec<_>>().join(", ")
+            traces::COLUMNS
+                .iter()
+                .map(|(name, _)| format!("`{name}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
-        Ok(Self { client, placeholders: placeholders(settings, &quoted_database), quoted_database, insert_traces_sql })
+        Ok(Self {
+            client,
+            placeholders: placeholders(settings, &quoted_database),
+            quoted_database,
+            insert_traces_sql,
+        })
     }
 
     /// Applies the migrations the database lacks (schema/README.md, "ClickHouse"): bootstrap.sql,
@@ -122,24 +164,38 @@ impl ClickHouseSink {
     /// its record re-run a file harmlessly. Returns the versions applied.
     pub async fn migrate(&self) -> Result<Vec<u32>, Error> {
         for statement in statements(&self.render(BOOTSTRAP)) {
-            self.client.query_raw(statement).execute().await.map_err(Error::clickhouse("bootstrap the schema"))?;
+            self.client
+                .query_raw(statement)
+                .execute()
+                .await
+                .map_err(Error::clickhouse("bootstrap the schema"))?;
         }
         let applied = self
             .client
-            .query_raw(&format!("SELECT version FROM {}.otelstore_schema_migrations FINAL", self.quoted_database))
+            .query_raw(&format!(
+                "SELECT version FROM {}.otelstore_schema_migrations FINAL",
+                self.quoted_database
+            ))
             .fetch_bytes("TabSeparated")
             .map_err(Error::clickhouse("read applied migrations"))?
             .collect()
             .await
             .map_err(Error::clickhouse("read applied migrations"))?;
-        let applied: Vec<u32> = String::from_utf8_lossy(&applied).split_whitespace().filter_map(|v| v.parse().ok()).collect();
+        let applied: Vec<u32> = String::from_utf8_lossy(&applied)
+            .split_whitespace()
+            .filter_map(|v| v.parse().ok())
+            .collect();
         let mut newly_applied = Vec::new();
         for &(version, name, sql) in MIGRATIONS {
             if applied.contains(&version) {
                 continue;
             }
             for statement in statements(&self.render(sql)) {
-                self.client.query_raw(statement).execute().await.map_err(Error::clickhouse("apply a schema migration"))?;
+                self.client
+                    .query_raw(statement)
+                    .execute()
+                    .await
+                    .map_err(Error::clickhouse("apply a schema migration"))?;
             }
             self.client
                 .query_raw(&format!(
@@ -162,11 +218,19 @@ impl ClickHouseSink {
         if blocks.peek().is_none() {
             return Ok(());
         }
-        let mut insert = self.client.insert_formatted_with(self.insert_traces_sql.as_str());
+        let mut insert = self
+            .client
+            .insert_formatted_with(self.insert_traces_sql.as_str());
         for block in blocks {
-            insert.send((*block).clone()).await.map_err(Error::clickhouse("insert spans"))?;
+            insert
+                .send((*block).clone())
+                .await
+                .map_err(Error::clickhouse("insert spans"))?;
         }
-        insert.end().await.map_err(Error::clickhouse("insert spans"))
+        insert
+            .end()
+            .await
+            .map_err(Error::clickhouse("insert spans"))
     }
 
     /// The SQL of a schema file with the placeholders substituted, in one pass: substituted text is
@@ -184,10 +248,16 @@ impl ClickHouseSink {
 
 fn is_identifier(name: &str) -> bool {
     let mut chars = name.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-fn placeholders(settings: &ClickHouseSettings, quoted_database: &str) -> Vec<(&'static str, String)> {
+fn placeholders(
+    settings: &ClickHouseSettings,
+    quoted_database: &str,
+) -> Vec<(&'static str, String)> {
     let engine = |family: &str| {
         if settings.replicated {
             format!("Replicated{family}('/clickhouse/tables/{{shard}}/{{database}}/{{table}}', '{{replica}}')")
@@ -197,11 +267,21 @@ fn placeholders(settings: &ClickHouseSettings, quoted_database: &str) -> Vec<(&'
     };
     vec![
         ("database", quoted_database.to_owned()),
-        ("on_cluster", if settings.cluster.is_empty() { String::new() } else { format!(" ON CLUSTER \"{}\"", settings.cluster) }),
+        (
+            "on_cluster",
+            if settings.cluster.is_empty() {
+                String::new()
+            } else {
+                format!(" ON CLUSTER \"{}\"", settings.cluster)
+            },
+        ),
         ("engine", engine("MergeTree")),
         ("aggregating_engine", engine("AggregatingMergeTree")),
         ("replacing_engine", engine("ReplacingMergeTree")),
-        ("ttl_raw", format!("toIntervalDay({})", settings.ttl_raw_days)),
+        (
+            "ttl_raw",
+            format!("toIntervalDay({})", settings.ttl_raw_days),
+        ),
         ("ttl_5m", format!("toIntervalDay({})", settings.ttl_5m_days)),
         ("ttl_1h", format!("toIntervalDay({})", settings.ttl_1h_days)),
     ]
@@ -215,7 +295,10 @@ fn render(sql: &str, placeholders: &[(&'static str, String)]) -> String {
         let after = &rest[open + 1..];
         let value = after.find('}').and_then(|close| {
             let name = &after[..close];
-            placeholders.iter().find(|(n, _)| *n == name).map(|(_, value)| (value, close))
+            placeholders
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, value)| (value, close))
         });
         match value {
             Some((value, close)) => {
@@ -247,7 +330,11 @@ fn statements(sql: &str) -> Vec<&str> {
     }
     out.push(&sql[start..]);
     out.into_iter()
-        .filter(|chunk| chunk.lines().any(|line| !line.trim().is_empty() && !line.trim_start().starts_with("--")))
+        .filter(|chunk| {
+            chunk
+                .lines()
+                .any(|line| !line.trim().is_empty() && !line.trim_start().starts_with("--"))
+        })
         .map(str::trim)
         .collect()
 }
@@ -258,7 +345,11 @@ mod tests {
 
     #[test]
     fn placeholders_are_substituted_once() {
-        let settings = ClickHouseSettings { replicated: true, cluster: "c1".into(), ..Default::default() };
+        let settings = ClickHouseSettings {
+            replicated: true,
+            cluster: "c1".into(),
+            ..Default::default()
+        };
         let values = placeholders(&settings, "\"otel\"");
         assert_eq!(
             render("CREATE TABLE {database}.t{on_cluster} ENGINE = {engine} TTL x + {ttl_raw} {unknown} {", &values),
@@ -269,7 +360,10 @@ mod tests {
     #[test]
     fn statements_end_at_a_line_of_only_a_semicolon() {
         let sql = "-- header\nCREATE A (x String DEFAULT ';')\n;\n  ;  \n-- only a comment\n\n;\nCREATE B\n;\n";
-        assert_eq!(statements(sql), vec!["-- header\nCREATE A (x String DEFAULT ';')", "CREATE B"]);
+        assert_eq!(
+            statements(sql),
+            vec!["-- header\nCREATE A (x String DEFAULT ';')", "CREATE B"]
+        );
     }
 
     #[test]
@@ -277,7 +371,10 @@ mod tests {
         let values = placeholders(&ClickHouseSettings::default(), "\"otel\"");
         for sql in std::iter::once(BOOTSTRAP).chain(MIGRATIONS.iter().map(|m| m.2)) {
             for statement in statements(&render(sql, &values)) {
-                assert!(!statement.contains("{database}") && !statement.contains("{engine}"), "{statement}");
+                assert!(
+                    !statement.contains("{database}") && !statement.contains("{engine}"),
+                    "{statement}"
+                );
             }
         }
     }
@@ -285,13 +382,31 @@ mod tests {
     #[test]
     fn settings_are_validated() {
         for bad in [
-            ClickHouseSettings { database: "1x".into(), ..Default::default() },
-            ClickHouseSettings { database: "a\"b".into(), ..Default::default() },
-            ClickHouseSettings { cluster: "a b".into(), ..Default::default() },
-            ClickHouseSettings { ttl_5m_days: 0, ..Default::default() },
-            ClickHouseSettings { endpoint: "localhost:8123".into(), ..Default::default() },
+            ClickHouseSettings {
+                database: "1x".into(),
+                ..Default::default()
+            },
+            ClickHouseSettings {
+                database: "a\"b".into(),
+                ..Default::default()
+            },
+            ClickHouseSettings {
+                cluster: "a b".into(),
+                ..Default::default()
+            },
+            ClickHouseSettings {
+                ttl_5m_days: 0,
+                ..Default::default()
+            },
+            ClickHouseSettings {
+                endpoint: "localhost:8123".into(),
+                ..Default::default()
+            },
         ] {
-            assert!(matches!(ClickHouseSink::new(&bad), Err(Error::Config(_))), "{bad:?}");
+            assert!(
+                matches!(ClickHouseSink::new(&bad), Err(Error::Config(_))),
+                "{bad:?}"
+            );
         }
         assert!(ClickHouseSink::new(&ClickHouseSettings::default()).is_ok());
     }

@@ -44,7 +44,10 @@ impl Strings {
     /// A value whose bytes `write` appends to the buffer it is given; its length is found after.
     /// Values shorter than 128 bytes, nearly all of them, cost no move: the one-byte length is
     /// reserved before and filled in after.
-    pub fn push_with<E>(&mut self, write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>) -> Result<(), E> {
+    pub fn push_with<E>(
+        &mut self,
+        write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+    ) -> Result<(), E> {
         let at = self.data.len();
         self.data.push(0);
         write(&mut self.data)?;
@@ -176,7 +179,16 @@ mod tests {
 
     #[test]
     fn varuint_is_leb128() {
-        for (value, bytes) in [(0u64, &[0u8][..]), (127, &[0x7f]), (128, &[0x80, 0x01]), (300, &[0xac, 0x02]), (u64::MAX, &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01])] {
+        for (value, bytes) in [
+            (0u64, &[0u8][..]),
+            (127, &[0x7f]),
+            (128, &[0x80, 0x01]),
+            (300, &[0xac, 0x02]),
+            (
+                u64::MAX,
+                &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01],
+            ),
+        ] {
             let mut out = Vec::new();
             put_varuint(&mut out, value);
             assert_eq!(out, bytes, "{value}");
@@ -226,7 +238,11 @@ mod tests {
         let mut block = Block::new(3, 2, 0);
         block.column("N", "String", &Data::Strings(&names));
         block.column("M", "Map(String, String)", &Data::StringMap(&map));
-        block.column("A", "Array(Map(String, String))", &Data::Array(&outer, Box::new(Data::StringMap(&inner))));
+        block.column(
+            "A",
+            "Array(Map(String, String))",
+            &Data::Array(&outer, Box::new(Data::StringMap(&inner))),
+        );
         let out = block.finish();
         let mut want = vec![3, 2];
         want.extend_from_slice(b"\x01N\x06String\x01a\x02bc");

@@ -86,14 +86,27 @@ pub fn encode(otlp: &[u8]) -> Result<EncodedTraces, WireError> {
             Err(reason) => {
                 rejected += 1;
                 first_rejection.get_or_insert_with(|| {
-                    format!("span {} of trace {}: {reason}", hex_string(fields.span_id), hex_string(fields.trace_id))
+                    format!(
+                        "span {} of trace {}: {reason}",
+                        hex_string(fields.span_id),
+                        hex_string(fields.trace_id)
+                    )
                 });
             }
         }
         Ok(())
     })?;
-    let block = if rows == 0 { Bytes::new() } else { Bytes::from(columns.block(rows)) };
-    Ok(EncodedTraces { block, rows, rejected, first_rejection })
+    let block = if rows == 0 {
+        Bytes::new()
+    } else {
+        Bytes::from(columns.block(rows))
+    };
+    Ok(EncodedTraces {
+        block,
+        rows,
+        rejected,
+        first_rejection,
+    })
 }
 
 /// The resource attributes and service name of the current resource, encoded once and copied into
@@ -164,7 +177,12 @@ fn for_each_attribute<'a>(
 }
 
 /// Appends the attributes in field `field` of `message` to a map column as one row.
-fn write_map(map: &mut StringMap, message: &[u8], field: u32, path: &'static str) -> Result<(), WireError> {
+fn write_map(
+    map: &mut StringMap,
+    message: &[u8],
+    field: u32,
+    path: &'static str,
+) -> Result<(), WireError> {
     let mut count = 0;
     for_each_attribute(message, field, path, |key, value| {
         map.keys.push(key.as_bytes());
@@ -208,7 +226,13 @@ struct Columns {
 impl Columns {
     /// Writes one span. Its values were checked, so only a malformed request can fail here, and
     /// that fails the whole request: a half-written row is never kept.
-    fn row(&mut self, group: &Group<'_, '_>, resource: &ResourceCache, span: &[u8], fields: &SpanFields<'_>) -> Result<(), WireError> {
+    fn row(
+        &mut self,
+        group: &Group<'_, '_>,
+        resource: &ResourceCache,
+        span: &[u8],
+        fields: &SpanFields<'_>,
+    ) -> Result<(), WireError> {
         self.timestamp.push_i64(fields.start_time_unix_nano as i64);
         push_hex(&mut self.trace_id, fields.trace_id);
         push_hex(&mut self.span_id, fields.span_id);
@@ -217,14 +241,30 @@ impl Columns {
         self.span_name.push(fields.name.as_bytes());
         self.span_kind.push(span_kind(fields.kind).as_bytes());
         self.service_name.push(&resource.service_name);
-        self.resource_attributes.keys.data.extend_from_slice(&resource.keys);
-        self.resource_attributes.values.data.extend_from_slice(&resource.values);
+        self.resource_attributes
+            .keys
+            .data
+            .extend_from_slice(&resource.keys);
+        self.resource_attributes
+            .values
+            .data
+            .extend_from_slice(&resource.values);
         self.resource_attributes.offsets.end_row(resource.count);
         self.scope_name.push(group.scope_name.as_bytes());
         self.scope_version.push(group.scope_version.as_bytes());
-        write_map(&mut self.span_attributes, &span[fields.attributes.clone()], 9, "Span.attributes")?;
-        self.duration.push_u64(fields.end_time_unix_nano.saturating_sub(fields.start_time_unix_nano));
-        self.status_code.push(status_code(fields.status_code).as_bytes());
+        write_map(
+            &mut self.span_attributes,
+            &span[fields.attributes.clone()],
+            9,
+            "Span.attributes",
+        )?;
+        self.duration.push_u64(
+            fields
+                .end_time_unix_nano
+                .saturating_sub(fields.start_time_unix_nano),
+        );
+        self.status_code
+            .push(status_code(fields.status_code).as_bytes());
         self.status_message.push(fields.status_message.as_bytes());
 
         let mut events = 0;
@@ -241,7 +281,12 @@ impl Columns {
             }
             self.events_timestamp.push_i64(time as i64);
             self.events_name.push(name.as_bytes());
-            write_map(&mut self.events_attributes, event, 3, "Span.Event.attributes")?;
+            write_map(
+                &mut self.events_attributes,
+                event,
+                3,
+                "Span.Event.attributes",
+            )?;
             events += 1;
         }
         self.events.end_row(events);
@@ -287,12 +332,18 @@ impl Columns {
             Data::Fixed64(&self.duration),
             Data::Strings(&self.status_code),
             Data::Strings(&self.status_message),
-            Data::Array(&self.events, Box::new(Data::Fixed64(&self.events_timestamp))),
+            Data::Array(
+                &self.events,
+                Box::new(Data::Fixed64(&self.events_timestamp)),
+            ),
             Data::Array(&self.events, Box::new(Data::Strings(&self.events_name))),
             Data::Array(&self.events, Box::new(map(&self.events_attributes))),
             Data::Array(&self.links, Box::new(Data::Strings(&self.links_trace_id))),
             Data::Array(&self.links, Box::new(Data::Strings(&self.links_span_id))),
-            Data::Array(&self.links, Box::new(Data::Strings(&self.links_trace_state))),
+            Data::Array(
+                &self.links,
+                Box::new(Data::Strings(&self.links_trace_state)),
+            ),
             Data::Array(&self.links, Box::new(map(&self.links_attributes))),
         ];
         let capacity = data.iter().map(Data::byte_len).sum();
@@ -403,7 +454,10 @@ impl<'a> SpanFields<'a> {
 
     /// Whether the span's times fit DateTime64(9), before any of its columns is written.
     fn check(&self, span: &[u8]) -> Result<Result<(), String>, WireError> {
-        for (name, value) in [("start_time_unix_nano", self.start_time_unix_nano), ("end_time_unix_nano", self.end_time_unix_nano)] {
+        for (name, value) in [
+            ("start_time_unix_nano", self.start_time_unix_nano),
+            ("end_time_unix_nano", self.end_time_unix_nano),
+        ] {
             if i64::try_from(value).is_err() {
                 return Ok(Err(too_late(name, value)));
             }
@@ -429,7 +483,11 @@ fn too_late(field: &str, value: u64) -> String {
 
 /// Grows `range` to take in `field`; an empty range is replaced.
 fn cover(range: &mut Range<usize>, field: Range<usize>) {
-    *range = if range.start == range.end { field } else { range.start..field.end };
+    *range = if range.start == range.end {
+        field
+    } else {
+        range.start..field.end
+    };
 }
 
 #[cfg(test)]
@@ -441,7 +499,10 @@ mod tests {
     #[test]
     fn an_empty_request_has_no_block() {
         let encoded = encode(&[]).expect("valid");
-        assert_eq!((encoded.rows, encoded.rejected, encoded.block.len()), (0, 0, 0));
+        assert_eq!(
+            (encoded.rows, encoded.rejected, encoded.block.len()),
+            (0, 0, 0)
+        );
     }
 
     #[test]
@@ -457,8 +518,12 @@ mod tests {
         let mut late = span(1);
         late.end_time_unix_nano = u64::MAX;
         let mut late_event = span(2);
-        late_event.events = vec![opentelemetry_proto::tonic::trace::v1::span::Event { time_unix_nano: u64::MAX, ..Default::default() }];
-        let encoded = encode(&request_with(vec![late, span(3), late_event]).encode_to_vec()).expect("valid");
+        late_event.events = vec![opentelemetry_proto::tonic::trace::v1::span::Event {
+            time_unix_nano: u64::MAX,
+            ..Default::default()
+        }];
+        let encoded =
+            encode(&request_with(vec![late, span(3), late_event]).encode_to_vec()).expect("valid");
         assert_eq!((encoded.rows, encoded.rejected), (1, 2));
         assert_eq!(
             encoded.first_rejection.as_deref(),

@@ -31,7 +31,11 @@ pub struct CopyRows {
 impl CopyRows {
     /// Rows of `columns` fields, with room for `bytes` of them before the buffer grows.
     pub fn new(columns: i16, bytes: usize) -> Self {
-        Self { buf: Vec::with_capacity(bytes), rows: 0, columns }
+        Self {
+            buf: Vec::with_capacity(bytes),
+            rows: 0,
+            columns,
+        }
     }
 
     pub fn rows(&self) -> u64 {
@@ -116,7 +120,11 @@ impl CopyRows {
 
     /// A one-dimensional double precision[] without NULLs.
     pub fn float8_array(&mut self, values: impl ExactSizeIterator<Item = f64>) {
-        self.array(FLOAT8_OID, values.len(), values.map(|v| v.to_bits().to_be_bytes()));
+        self.array(
+            FLOAT8_OID,
+            values.len(),
+            values.map(|v| v.to_bits().to_be_bytes()),
+        );
     }
 
     /// A timestamptz from Unix nanoseconds, truncated to PostgreSQL's microsecond precision.
@@ -144,7 +152,11 @@ impl CopyRows {
     }
 
     pub fn finish(self) -> Chunk {
-        Chunk { data: Bytes::from(self.buf), rows: self.rows, columns: self.columns }
+        Chunk {
+            data: Bytes::from(self.buf),
+            rows: self.rows,
+            columns: self.columns,
+        }
     }
 
     /// A field whose length is known only after writing it: reserve the length, write, patch.
@@ -200,7 +212,9 @@ impl Chunk {
             let start = at;
             at += 2;
             for _ in 0..self.columns {
-                let len = data.get(at..at + 4).map_or(-1, |b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+                let len = data
+                    .get(at..at + 4)
+                    .map_or(-1, |b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]));
                 at += 4 + usize::try_from(len).unwrap_or(0);
             }
             ranges.push(start..at.min(data.len()));
@@ -223,12 +237,17 @@ pub(crate) mod parse {
 
     /// The field of `row` in column `name` of `columns`.
     pub fn field<'r>(columns: &[&str], row: &'r Row, name: &str) -> &'r Option<Vec<u8>> {
-        &row[columns.iter().position(|c| *c == name).unwrap_or_else(|| panic!("no column {name}"))]
+        &row[columns
+            .iter()
+            .position(|c| *c == name)
+            .unwrap_or_else(|| panic!("no column {name}"))]
     }
 
     /// The bytes of a field that must not be NULL.
     pub fn value(columns: &[&str], row: &Row, name: &str) -> Vec<u8> {
-        field(columns, row, name).clone().unwrap_or_else(|| panic!("{name} is NULL"))
+        field(columns, row, name)
+            .clone()
+            .unwrap_or_else(|| panic!("{name} is NULL"))
     }
 
     pub fn jsonb(bytes: &[u8]) -> serde_json::Value {
@@ -252,17 +271,29 @@ pub(crate) mod parse {
 
             #[allow(dead_code)]
             fn int8(row: &parse::Row, name: &str) -> i64 {
-                i64::from_be_bytes(parse::value($columns, row, name).try_into().expect("8 bytes"))
+                i64::from_be_bytes(
+                    parse::value($columns, row, name)
+                        .try_into()
+                        .expect("8 bytes"),
+                )
             }
 
             #[allow(dead_code)]
             fn int4(row: &parse::Row, name: &str) -> i32 {
-                i32::from_be_bytes(parse::value($columns, row, name).try_into().expect("4 bytes"))
+                i32::from_be_bytes(
+                    parse::value($columns, row, name)
+                        .try_into()
+                        .expect("4 bytes"),
+                )
             }
 
             #[allow(dead_code)]
             fn int2(row: &parse::Row, name: &str) -> i16 {
-                i16::from_be_bytes(parse::value($columns, row, name).try_into().expect("2 bytes"))
+                i16::from_be_bytes(
+                    parse::value($columns, row, name)
+                        .try_into()
+                        .expect("2 bytes"),
+                )
             }
 
             #[allow(dead_code)]
@@ -324,11 +355,17 @@ pub(crate) mod parse {
     }
 
     pub fn int8_array(field: &[u8]) -> Vec<i64> {
-        array(field, super::INT8_OID).into_iter().map(i64::from_be_bytes).collect()
+        array(field, super::INT8_OID)
+            .into_iter()
+            .map(i64::from_be_bytes)
+            .collect()
     }
 
     pub fn float8_array(field: &[u8]) -> Vec<f64> {
-        array(field, super::FLOAT8_OID).into_iter().map(f64::from_be_bytes).collect()
+        array(field, super::FLOAT8_OID)
+            .into_iter()
+            .map(f64::from_be_bytes)
+            .collect()
     }
 }
 
@@ -380,7 +417,10 @@ mod tests {
         let ranges = chunk.row_ranges();
         assert_eq!(ranges, vec![0..2 + 9 + 4, 15..15 + 2 + 12 + 4]);
         assert_eq!(ranges[1].end, chunk.data.len());
-        assert_eq!(parse::rows(&chunk.data[ranges[1].clone()]), vec![vec![Some(1i64.to_be_bytes().to_vec()), Some(vec![])]]);
+        assert_eq!(
+            parse::rows(&chunk.data[ranges[1].clone()]),
+            vec![vec![Some(1i64.to_be_bytes().to_vec()), Some(vec![])]]
+        );
     }
 
     #[test]
@@ -396,7 +436,10 @@ mod tests {
         rows.start_row();
         rows.timestamptz_from_unix_nanos(0);
         let parsed = parse::rows(&rows.finish().data);
-        assert_eq!(parsed[0][0], Some((-POSTGRES_EPOCH_MICROS).to_be_bytes().to_vec()));
+        assert_eq!(
+            parsed[0][0],
+            Some((-POSTGRES_EPOCH_MICROS).to_be_bytes().to_vec())
+        );
     }
 
     #[test]
@@ -414,16 +457,36 @@ mod tests {
         assert_eq!(row[0], Some((-1.5f64).to_be_bytes().to_vec()));
         assert_eq!(row[1], Some(vec![1]));
         // ndim 1, no NULLs, OID 20, 3 elements from index 1, then (length 8, value) each.
-        let mut expected = [1i32, 0, 20, 3, 1].iter().flat_map(|v| v.to_be_bytes()).collect::<Vec<u8>>();
+        let mut expected = [1i32, 0, 20, 3, 1]
+            .iter()
+            .flat_map(|v| v.to_be_bytes())
+            .collect::<Vec<u8>>();
         for value in [1i64, -2, i64::MAX] {
             expected.extend_from_slice(&8i32.to_be_bytes());
             expected.extend_from_slice(&value.to_be_bytes());
         }
         assert_eq!(row[2].as_deref(), Some(&expected[..]));
-        assert_eq!(parse::int8_array(row[2].as_deref().expect("not null")), vec![1, -2, i64::MAX]);
+        assert_eq!(
+            parse::int8_array(row[2].as_deref().expect("not null")),
+            vec![1, -2, i64::MAX]
+        );
         // An empty array has no dimensions, only its element type.
-        assert_eq!(row[3], Some([0i32, 0, 20].iter().flat_map(|v| v.to_be_bytes()).collect()));
-        assert_eq!(parse::float8_array(row[4].as_deref().expect("not null")), vec![0.5, f64::INFINITY]);
-        assert_eq!(row[5], Some([0i32, 0, 701].iter().flat_map(|v| v.to_be_bytes()).collect()));
+        assert_eq!(
+            row[3],
+            Some([0i32, 0, 20].iter().flat_map(|v| v.to_be_bytes()).collect())
+        );
+        assert_eq!(
+            parse::float8_array(row[4].as_deref().expect("not null")),
+            vec![0.5, f64::INFINITY]
+        );
+        assert_eq!(
+            row[5],
+            Some(
+                [0i32, 0, 701]
+                    .iter()
+                    .flat_map(|v| v.to_be_bytes())
+                    .collect()
+            )
+        );
     }
 }

@@ -1,10 +1,10 @@
 //! The `logs` table: one COPY row per OTLP log record, written straight from the decoded request.
 
 use super::copy::CopyRows;
-use crate::sink::envelope::{self, Group};
 use super::rollup::Rollups;
 use super::spans::{saturating_count, small_int, unix_nanos, MAX_ROW_BYTES};
 use crate::json;
+use crate::sink::envelope::{self, Group};
 use crate::wire::{Fields, WireError};
 
 /// Column order of every row, as named in the COPY statement.
@@ -57,12 +57,20 @@ pub fn encode(otlp: &[u8]) -> Result<EncodedLogs, WireError> {
         if let Err(reason) = encoder.row(group, record, &fields)? {
             encoder.rejected += 1;
             encoder.first_rejection.get_or_insert_with(|| {
-                format!("log record {index} of the request (service {:?}): {reason}", group.service_name)
+                format!(
+                    "log record {index} of the request (service {:?}): {reason}",
+                    group.service_name
+                )
             });
         }
         Ok(())
     })?;
-    Ok(EncodedLogs { rows: encoder.rows, rollups: encoder.rollups, rejected: encoder.rejected, first_rejection: encoder.first_rejection })
+    Ok(EncodedLogs {
+        rows: encoder.rows,
+        rollups: encoder.rollups,
+        rejected: encoder.rejected,
+        first_rejection: encoder.first_rejection,
+    })
 }
 
 struct Encoder {
@@ -77,13 +85,23 @@ struct Encoder {
 impl Encoder {
     /// Writes one row. The outer error is a malformed request; the inner one a record whose values
     /// do not fit the table, of which nothing is written.
-    fn row(&mut self, group: &Group<'_, '_>, record: &[u8], fields: &LogFields<'_>) -> Result<Result<(), String>, WireError> {
-        let (time_unix_nano, observed_time_unix_nano, severity_number) = match fields.column_values() {
-            Ok(values) => values,
-            Err(reason) => return Ok(Err(reason)),
-        };
+    fn row(
+        &mut self,
+        group: &Group<'_, '_>,
+        record: &[u8],
+        fields: &LogFields<'_>,
+    ) -> Result<Result<(), String>, WireError> {
+        let (time_unix_nano, observed_time_unix_nano, severity_number) =
+            match fields.column_values() {
+                Ok(values) => values,
+                Err(reason) => return Ok(Err(reason)),
+            };
         // The time a record is filed under: when it happened, or else when the collector saw it.
-        let time = if time_unix_nano != 0 { time_unix_nano } else { observed_time_unix_nano };
+        let time = if time_unix_nano != 0 {
+            time_unix_nano
+        } else {
+            observed_time_unix_nano
+        };
         let rows = &mut self.rows;
         let row = rows.start_row();
         rows.timestamptz_from_unix_nanos(time);
@@ -107,9 +125,12 @@ impl Encoder {
         let row_len = rows.row_len(row);
         if row_len > MAX_ROW_BYTES {
             rows.discard_row(row);
-            return Ok(Err(format!("its row of {row_len} bytes exceeds PostgreSQL's 1 GB field limit")));
+            return Ok(Err(format!(
+                "its row of {row_len} bytes exceeds PostgreSQL's 1 GB field limit"
+            )));
         }
-        self.rollups.log(group.service_name, time, i32::from(severity_number));
+        self.rollups
+            .log(group.service_name, time, i32::from(severity_number));
         Ok(Ok(()))
     }
 }
@@ -164,11 +185,17 @@ impl<'a> LogFields<'a> {
                     let body = v.bytes("LogRecord.body")?;
                     fields.body = if has_value(body)? { Some(body) } else { None };
                 }
-                (7, v) => fields.dropped_attributes_count = v.uint32("LogRecord.dropped_attributes_count")?,
+                (7, v) => {
+                    fields.dropped_attributes_count =
+                        v.uint32("LogRecord.dropped_attributes_count")?
+                }
                 (8, v) => fields.flags = v.fixed32("LogRecord.flags")?,
                 (9, v) => fields.trace_id = v.bytes("LogRecord.trace_id")?,
                 (10, v) => fields.span_id = v.bytes("LogRecord.span_id")?,
-                (11, v) => fields.observed_time_unix_nano = v.fixed64("LogRecord.observed_time_unix_nano")?,
+                (11, v) => {
+                    fields.observed_time_unix_nano =
+                        v.fixed64("LogRecord.observed_time_unix_nano")?
+                }
                 (12, v) => fields.event_name = v.string("LogRecord.event_name")?,
                 _ => {}
             }
@@ -194,7 +221,9 @@ mod tests {
     use crate::testdata::{kv, string_kv, value};
     use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
     use opentelemetry_proto::tonic::common::v1::any_value::Value;
-    use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, InstrumentationScope, KeyValueList};
+    use opentelemetry_proto::tonic::common::v1::{
+        AnyValue, ArrayValue, InstrumentationScope, KeyValueList,
+    };
     use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
     use opentelemetry_proto::tonic::resource::v1::Resource;
     use prost::Message;
@@ -223,7 +252,10 @@ mod tests {
     fn request_with(records: Vec<LogRecord>) -> ExportLogsServiceRequest {
         ExportLogsServiceRequest {
             resource_logs: vec![ResourceLogs {
-                resource: Some(Resource { attributes: vec![string_kv("service.name", "svc")], ..Default::default() }),
+                resource: Some(Resource {
+                    attributes: vec![string_kv("service.name", "svc")],
+                    ..Default::default()
+                }),
                 scope_logs: vec![ScopeLogs {
                     scope: Some(InstrumentationScope {
                         name: "lib".into(),
@@ -261,21 +293,40 @@ mod tests {
     #[test]
     fn the_columns_are_those_of_the_schema_in_its_order() {
         let schema = include_str!("../../../../../schema/postgres/0004_logs.sql");
-        let table = schema.split("CREATE TABLE {schema}.logs (").nth(1).expect("logs table");
-        let table = table.split(") PARTITION BY").next().expect("end of the column list");
-        let names: Vec<_> = table.lines().filter_map(|line| line.split_whitespace().next()).collect();
+        let table = schema
+            .split("CREATE TABLE {schema}.logs (")
+            .nth(1)
+            .expect("logs table");
+        let table = table
+            .split(") PARTITION BY")
+            .next()
+            .expect("end of the column list");
+        let names: Vec<_> = table
+            .lines()
+            .filter_map(|line| line.split_whitespace().next())
+            .collect();
         assert_eq!(names, COLUMNS);
     }
 
     #[test]
     fn a_log_record_becomes_a_row_field_for_field() {
         let mut full = record(7);
-        full.attributes = vec![string_kv("http.method", "GET"), kv("n", value(Value::IntValue(3)))];
+        full.attributes = vec![
+            string_kv("http.method", "GET"),
+            kv("n", value(Value::IntValue(3))),
+        ];
         full.dropped_attributes_count = 2;
         full.flags = 0x8000_0101;
         full.event_name = "app.started".into();
         let (rows, encoded) = encode_rows(&request_with(vec![full]));
-        assert_eq!((encoded.rejected, encoded.first_rejection.as_deref(), rows.len()), (0, None, 1));
+        assert_eq!(
+            (
+                encoded.rejected,
+                encoded.first_rejection.as_deref(),
+                rows.len()
+            ),
+            (0, None, 1)
+        );
         let row = &rows[0];
         assert_eq!(row.len(), COLUMNS.len());
         assert_eq!(int8(row, "time"), TIME_MICROS);
@@ -284,37 +335,75 @@ mod tests {
         assert_eq!(int2(row, "severity_number"), 9);
         assert_eq!(text(row, "severity_text"), "INFO");
         assert_eq!(json(row, "body"), serde_json::json!("message 7"));
-        assert_eq!(json(row, "attributes"), serde_json::json!({"http.method": "GET", "n": 3}));
+        assert_eq!(
+            json(row, "attributes"),
+            serde_json::json!({"http.method": "GET", "n": 3})
+        );
         assert_eq!(int4(row, "dropped_attributes_count"), 2);
-        assert_eq!(column(row, "flags"), &Some(0x8000_0101u32.to_be_bytes().to_vec()));
+        assert_eq!(
+            column(row, "flags"),
+            &Some(0x8000_0101u32.to_be_bytes().to_vec())
+        );
         assert_eq!(int4(row, "flags"), 0x8000_0101u32 as i32);
         assert_eq!(column(row, "trace_id"), &Some(vec![7; 16]));
         assert_eq!(column(row, "span_id"), &Some(vec![7; 8]));
         assert_eq!(text(row, "event_name"), "app.started");
         assert_eq!(text(row, "service_name"), "svc");
-        assert_eq!(json(row, "resource_attributes"), serde_json::json!({"service.name": "svc"}));
+        assert_eq!(
+            json(row, "resource_attributes"),
+            serde_json::json!({"service.name": "svc"})
+        );
         assert_eq!(text(row, "resource_schema_url"), "https://resource");
         assert_eq!(text(row, "scope_name"), "lib");
         assert_eq!(text(row, "scope_version"), "1.2");
-        assert_eq!(json(row, "scope_attributes"), serde_json::json!({"scope.k": "v"}));
+        assert_eq!(
+            json(row, "scope_attributes"),
+            serde_json::json!({"scope.k": "v"})
+        );
         assert_eq!(text(row, "scope_schema_url"), "https://scope");
     }
 
     #[test]
     fn every_body_kind_is_encoded_like_an_attribute_value() {
         let body = |v| body_json(value(v));
-        assert_eq!(body(Value::StringValue("a \"quoted\"\0 line".into())).as_deref(), Some(r#""a \"quoted\"\ufffd line""#));
+        assert_eq!(
+            body(Value::StringValue("a \"quoted\"\0 line".into())).as_deref(),
+            Some(r#""a \"quoted\"\ufffd line""#)
+        );
         assert_eq!(body(Value::BoolValue(true)).as_deref(), Some("true"));
-        assert_eq!(body(Value::IntValue(i64::MIN)).as_deref(), Some("-9223372036854775808"));
+        assert_eq!(
+            body(Value::IntValue(i64::MIN)).as_deref(),
+            Some("-9223372036854775808")
+        );
         assert_eq!(body(Value::DoubleValue(1.0)).as_deref(), Some("1.0"));
-        assert_eq!(body(Value::DoubleValue(f64::NAN)).as_deref(), Some(r#"{"$double":"NaN"}"#));
-        assert_eq!(body(Value::BytesValue(vec![0, 1, 0xfe, 0xff])).as_deref(), Some(r#"{"$bytes":"AAH+/w=="}"#));
-        let array = Value::ArrayValue(ArrayValue { values: vec![AnyValue { value: Some(Value::IntValue(1)) }, AnyValue { value: None }] });
+        assert_eq!(
+            body(Value::DoubleValue(f64::NAN)).as_deref(),
+            Some(r#"{"$double":"NaN"}"#)
+        );
+        assert_eq!(
+            body(Value::BytesValue(vec![0, 1, 0xfe, 0xff])).as_deref(),
+            Some(r#"{"$bytes":"AAH+/w=="}"#)
+        );
+        let array = Value::ArrayValue(ArrayValue {
+            values: vec![
+                AnyValue {
+                    value: Some(Value::IntValue(1)),
+                },
+                AnyValue { value: None },
+            ],
+        });
         assert_eq!(body(array).as_deref(), Some("[1,null]"));
         let map = Value::KvlistValue(KeyValueList {
-            values: vec![string_kv("$bytes", "not bytes"), kv("k", value(Value::BoolValue(false))), kv("unset", None)],
+            values: vec![
+                string_kv("$bytes", "not bytes"),
+                kv("k", value(Value::BoolValue(false))),
+                kv("unset", None),
+            ],
         });
-        assert_eq!(body(map).as_deref(), Some(r#"{"$$bytes":"not bytes","k":false,"unset":null}"#));
+        assert_eq!(
+            body(map).as_deref(),
+            Some(r#"{"$$bytes":"not bytes","k":false,"unset":null}"#)
+        );
     }
 
     #[test]
@@ -336,8 +425,15 @@ mod tests {
         assert_eq!(encoded.rejected, 0);
         assert_eq!(int8(&rows[0], "time"), TIME_MICROS + 1);
         assert_eq!(int8(&rows[0], "time_unix_nano"), 0);
-        assert_eq!(int8(&rows[0], "observed_time_unix_nano"), TIME as i64 + 1_000);
-        assert_eq!(int8(&rows[1], "time"), -946_684_800_000_000, "the Unix epoch");
+        assert_eq!(
+            int8(&rows[0], "observed_time_unix_nano"),
+            TIME as i64 + 1_000
+        );
+        assert_eq!(
+            int8(&rows[1], "time"),
+            -946_684_800_000_000,
+            "the Unix epoch"
+        );
         assert_eq!(int8(&rows[1], "observed_time_unix_nano"), 0);
         assert_eq!(int8(&rows[2], "time"), TIME_MICROS);
         assert_eq!(int8(&rows[2], "observed_time_unix_nano"), 0);
@@ -351,8 +447,14 @@ mod tests {
         let mut trace_only = record(2);
         trace_only.span_id = Vec::new();
         let (rows, _) = encode_rows(&request_with(vec![untraced, trace_only]));
-        assert_eq!((column(&rows[0], "trace_id"), column(&rows[0], "span_id")), (&None, &None));
-        assert_eq!((column(&rows[1], "trace_id"), column(&rows[1], "span_id")), (&Some(vec![2; 16]), &None));
+        assert_eq!(
+            (column(&rows[0], "trace_id"), column(&rows[0], "span_id")),
+            (&None, &None)
+        );
+        assert_eq!(
+            (column(&rows[1], "trace_id"), column(&rows[1], "span_id")),
+            (&Some(vec![2; 16]), &None)
+        );
     }
 
     #[test]
@@ -360,7 +462,11 @@ mod tests {
         let request = ExportLogsServiceRequest {
             resource_logs: vec![ResourceLogs {
                 resource: None,
-                scope_logs: vec![ScopeLogs { scope: None, log_records: vec![LogRecord::default()], schema_url: String::new() }],
+                scope_logs: vec![ScopeLogs {
+                    scope: None,
+                    log_records: vec![LogRecord::default()],
+                    schema_url: String::new(),
+                }],
                 schema_url: String::new(),
             }],
         };
@@ -371,7 +477,10 @@ mod tests {
         assert_eq!(text(row, "severity_text"), "");
         assert_eq!(column(row, "body"), &None);
         assert_eq!(json(row, "attributes"), serde_json::json!({}));
-        assert_eq!((int4(row, "dropped_attributes_count"), int4(row, "flags")), (0, 0));
+        assert_eq!(
+            (int4(row, "dropped_attributes_count"), int4(row, "flags")),
+            (0, 0)
+        );
         assert_eq!(text(row, "event_name"), "");
         assert_eq!(text(row, "service_name"), "");
         assert_eq!(json(row, "resource_attributes"), serde_json::json!({}));
@@ -397,7 +506,14 @@ mod tests {
         odd_severity.severity_number = 40_000;
         let mut last_instant = record(5);
         last_instant.time_unix_nano = i64::MAX as u64;
-        let (rows, encoded) = encode_rows(&request_with(vec![record(0), late, record(2), late_observed, odd_severity, last_instant]));
+        let (rows, encoded) = encode_rows(&request_with(vec![
+            record(0),
+            late,
+            record(2),
+            late_observed,
+            odd_severity,
+            last_instant,
+        ]));
         assert_eq!(rows.len(), 3);
         assert_eq!(encoded.rows.rows(), 3);
         assert_eq!(column(&rows[0], "span_id"), &Some(vec![0; 8]));
@@ -406,7 +522,9 @@ mod tests {
         assert_eq!(encoded.rejected, 3);
         assert_eq!(
             encoded.first_rejection.as_deref(),
-            Some(r#"log record 1 of the request (service "svc"): time_unix_nano 9223372036854775808 is after 2262-04-11, the last instant a bigint of nanoseconds holds"#)
+            Some(
+                r#"log record 1 of the request (service "svc"): time_unix_nano 9223372036854775808 is after 2262-04-11, the last instant a bigint of nanoseconds holds"#
+            )
         );
 
         let mut odd_severity = record(1);
@@ -414,7 +532,9 @@ mod tests {
         let (_, encoded) = encode_rows(&request_with(vec![odd_severity]));
         assert_eq!(
             encoded.first_rejection.as_deref(),
-            Some(r#"log record 0 of the request (service "svc"): severity_number -40000 is not a valid OTLP value"#)
+            Some(
+                r#"log record 0 of the request (service "svc"): severity_number -40000 is not a valid OTLP value"#
+            )
         );
     }
 
@@ -424,8 +544,15 @@ mod tests {
         let mut late = record(2);
         late.observed_time_unix_nano = u64::MAX;
         request.resource_logs.push(ResourceLogs {
-            resource: Some(Resource { attributes: vec![string_kv("service.name", "other")], ..Default::default() }),
-            scope_logs: vec![ScopeLogs { scope: None, log_records: vec![late], schema_url: String::new() }],
+            resource: Some(Resource {
+                attributes: vec![string_kv("service.name", "other")],
+                ..Default::default()
+            }),
+            scope_logs: vec![ScopeLogs {
+                scope: None,
+                log_records: vec![late],
+                schema_url: String::new(),
+            }],
             schema_url: String::new(),
         });
         let (rows, encoded) = encode_rows(&request);
@@ -442,7 +569,10 @@ mod tests {
 
     #[test]
     fn garbage_and_truncation_are_errors() {
-        assert_eq!(encode(&[0xff, 0xff, 0xff]).err().map(|e| e.to_string()), Some("ExportLogsServiceRequest: truncated varint".into()));
+        assert_eq!(
+            encode(&[0xff, 0xff, 0xff]).err().map(|e| e.to_string()),
+            Some("ExportLogsServiceRequest: truncated varint".into())
+        );
         let otlp = request_with(vec![record(1)]).encode_to_vec();
         let error = encode(&otlp[..otlp.len() - 3]).err().expect("truncated");
         assert_eq!(error.reason, "field runs past the end of its message");
@@ -451,22 +581,36 @@ mod tests {
         let scope_logs = [&[0x12, record.len() as u8][..], &record].concat();
         let resource_logs = [&[0x12, scope_logs.len() as u8][..], &scope_logs].concat();
         let request = [&[0x0a, resource_logs.len() as u8][..], &resource_logs].concat();
-        assert_eq!(encode(&request).err().map(|e| e.to_string()), Some("LogRecord.flags: wrong wire type, expected fixed32".into()));
+        assert_eq!(
+            encode(&request).err().map(|e| e.to_string()),
+            Some("LogRecord.flags: wrong wire type, expected fixed32".into())
+        );
     }
 
     #[test]
     fn invalid_utf8_names_the_field() {
         for (field, set) in [
-            ("LogRecord.severity_text", (|r: &mut LogRecord| r.severity_text = "MARKER".into()) as fn(&mut LogRecord)),
+            (
+                "LogRecord.severity_text",
+                (|r: &mut LogRecord| r.severity_text = "MARKER".into()) as fn(&mut LogRecord),
+            ),
             ("LogRecord.event_name", |r| r.event_name = "MARKER".into()),
-            ("AnyValue.string_value", |r| r.body = value(Value::StringValue("MARKER".into()))),
+            ("AnyValue.string_value", |r| {
+                r.body = value(Value::StringValue("MARKER".into()))
+            }),
         ] {
             let mut bad = record(1);
             set(&mut bad);
             let mut otlp = request_with(vec![bad]).encode_to_vec();
-            let at = otlp.windows(6).position(|w| w == b"MARKER").expect("marker present");
+            let at = otlp
+                .windows(6)
+                .position(|w| w == b"MARKER")
+                .expect("marker present");
             otlp[at] = 0xff;
-            assert_eq!(encode(&otlp).err().map(|e| e.to_string()), Some(format!("{field}: string is not valid UTF-8")));
+            assert_eq!(
+                encode(&otlp).err().map(|e| e.to_string()),
+                Some(format!("{field}: string is not valid UTF-8"))
+            );
         }
     }
 
@@ -482,6 +626,9 @@ mod tests {
         let (rows, encoded) = encode_rows(&request_with(records));
         assert_eq!(encoded.rows.rows(), 10_000);
         assert_eq!(rows.len(), 10_000);
-        assert_eq!(column(&rows[9_999], "span_id"), &Some(9_999u64.to_be_bytes().to_vec()));
+        assert_eq!(
+            column(&rows[9_999], "span_id"),
+            &Some(9_999u64.to_be_bytes().to_vec())
+        );
     }
 }

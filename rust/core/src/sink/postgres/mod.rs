@@ -111,7 +111,11 @@ impl RequestRows {
 
     /// Rows of telemetry (not bookkeeping) the request holds.
     pub fn rows(&self) -> u64 {
-        self.tables.iter().filter(|(table, _)| table.holds_data()).map(|(_, chunk)| chunk.rows).sum()
+        self.tables
+            .iter()
+            .filter(|(table, _)| table.holds_data())
+            .map(|(_, chunk)| chunk.rows)
+            .sum()
     }
 
     pub fn bytes(&self) -> usize {
@@ -119,7 +123,10 @@ impl RequestRows {
     }
 
     fn chunk(&self, table: TableId) -> Option<&Chunk> {
-        self.tables.iter().find(|(t, _)| *t == table).map(|(_, chunk)| chunk)
+        self.tables
+            .iter()
+            .find(|(t, _)| *t == table)
+            .map(|(_, chunk)| chunk)
     }
 }
 
@@ -152,13 +159,20 @@ pub fn encode(signal: Signal, otlp: &[u8]) -> Result<Encoded, WireError> {
             rows.add(TableId::MetricsGauge, encoded.gauge);
             rows.add(TableId::MetricsSum, encoded.sum);
             rows.add(TableId::MetricsHistogram, encoded.histogram);
-            rows.add(TableId::MetricsExponentialHistogram, encoded.exponential_histogram);
+            rows.add(
+                TableId::MetricsExponentialHistogram,
+                encoded.exponential_histogram,
+            );
             rows.add(TableId::MetricsSummary, encoded.summary);
             rows.rollups = encoded.rollups;
             (encoded.rejected, encoded.first_rejection)
         }
     };
-    Ok(Encoded { rows, rejected, first_rejection })
+    Ok(Encoded {
+        rows,
+        rejected,
+        first_rejection,
+    })
 }
 
 /// One export request's rows waiting to be written.
@@ -193,14 +207,23 @@ impl PostgresSink {
     /// starting, only make writes retryable.
     pub fn new(config: &PostgresConfig, retention: &Retention) -> Result<Self, Error> {
         let mut pg_config = tokio_postgres::Config::from_str(&config.dsn).map_err(|e| {
-            Error::Config(ConfigError { field: "postgres.dsn".into(), reason: format!("not a valid connection string: {e}") })
+            Error::Config(ConfigError {
+                field: "postgres.dsn".into(),
+                reason: format!("not a valid connection string: {e}"),
+            })
         })?;
         pg_config.connect_timeout(config.connect_timeout.0);
         if pg_config.get_application_name().is_none() {
             pg_config.application_name("otelstore");
         }
         let tls = tls::connector(&config.ca_file)?;
-        let manager = Manager::from_config(pg_config, tls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let manager = Manager::from_config(
+            pg_config,
+            tls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
         let pool = Pool::builder(manager)
             .max_size(config.pool_size)
             .runtime(Runtime::Tokio1)
@@ -211,7 +234,13 @@ impl PostgresSink {
         let quoted_schema = format!("\"{}\"", config.schema);
         let copy_sql = TableId::ALL
             .iter()
-            .map(|table| format!("COPY {quoted_schema}.{} ({}) FROM STDIN (FORMAT binary)", table.name(), table.columns().join(", ")))
+            .map(|table| {
+                format!(
+                    "COPY {quoted_schema}.{} ({}) FROM STDIN (FORMAT binary)",
+                    table.name(),
+                    table.columns().join(", ")
+                )
+            })
             .collect();
         Ok(Self {
             pool,
@@ -231,12 +260,22 @@ impl PostgresSink {
     pub async fn write(&self, pending: &[Pending<'_>]) -> Result<Vec<Stored>, Error> {
         self.ensure_schema().await?;
         let mut client = self.pool.get().await?;
-        let tx = client.transaction().await.map_err(Error::postgres("begin"))?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(Error::postgres("begin"))?;
         let stored_before = self.stored_before(&tx, pending).await?;
-        let fresh: Vec<&Pending<'_>> = pending.iter().filter(|p| !stored_before.contains(&p.request_id)).collect();
+        let fresh: Vec<&Pending<'_>> = pending
+            .iter()
+            .filter(|p| !stored_before.contains(&p.request_id))
+            .collect();
         let mut copied = Ok(());
         for table in TableId::ALL {
-            let parts: Vec<Bytes> = fresh.iter().filter_map(|p| p.rows.chunk(table)).map(|chunk| chunk.data.clone()).collect();
+            let parts: Vec<Bytes> = fresh
+                .iter()
+                .filter_map(|p| p.rows.chunk(table))
+                .map(|chunk| chunk.data.clone())
+                .collect();
             if !parts.is_empty() {
                 copied = copy(&tx, self.copy_sql(table), parts).await.map(|_| ());
                 if copied.is_err() {
@@ -249,21 +288,32 @@ impl PostgresSink {
                 .iter()
                 .map(|p| {
                     let duplicate = stored_before.contains(&p.request_id);
-                    Stored { written: if duplicate { 0 } else { p.rows.rows() }, duplicate, ..Stored::default() }
+                    Stored {
+                        written: if duplicate { 0 } else { p.rows.rows() },
+                        duplicate,
+                        ..Stored::default()
+                    }
                 })
                 .collect(),
             Err(error) if error.kind() == ErrorKind::Permanent => {
                 drop(tx);
-                let tx = client.transaction().await.map_err(Error::postgres("begin"))?;
-                let outcomes = self.isolate_refused_rows(&tx, pending, &stored_before).await?;
+                let tx = client
+                    .transaction()
+                    .await
+                    .map_err(Error::postgres("begin"))?;
+                let outcomes = self
+                    .isolate_refused_rows(&tx, pending, &stored_before)
+                    .await?;
                 self.upsert_rollups(&tx, &fresh).await?;
-                self.record_and_commit(tx, pending, &stored_before, &outcomes).await?;
+                self.record_and_commit(tx, pending, &stored_before, &outcomes)
+                    .await?;
                 return Ok(outcomes);
             }
             Err(error) => return Err(error),
         };
         self.upsert_rollups(&tx, &fresh).await?;
-        self.record_and_commit(tx, pending, &stored_before, &outcomes).await?;
+        self.record_and_commit(tx, pending, &stored_before, &outcomes)
+            .await?;
         self.prune_request_ids(&client).await;
         Ok(outcomes)
     }
@@ -285,7 +335,11 @@ impl PostgresSink {
 
     /// Rollups of the requests written, in the same transaction. Rows PostgreSQL refused are
     /// still counted in them; only a constraint added to the tables by hand refuses rows.
-    async fn upsert_rollups(&self, tx: &Transaction<'_>, fresh: &[&Pending<'_>]) -> Result<(), Error> {
+    async fn upsert_rollups(
+        &self,
+        tx: &Transaction<'_>,
+        fresh: &[&Pending<'_>],
+    ) -> Result<(), Error> {
         match fresh {
             [] => Ok(()),
             [one] => one.rows.rollups.upsert(tx, &self.quoted_schema).await,
@@ -304,13 +358,26 @@ impl PostgresSink {
         self.pool.close();
     }
 
-    async fn stored_before(&self, tx: &Transaction<'_>, pending: &[Pending<'_>]) -> Result<HashSet<[u8; 16]>, Error> {
+    async fn stored_before(
+        &self,
+        tx: &Transaction<'_>,
+        pending: &[Pending<'_>],
+    ) -> Result<HashSet<[u8; 16]>, Error> {
         let ids: Vec<&[u8]> = pending.iter().map(|p| &p.request_id[..]).collect();
         let rows = tx
-            .query(&format!("SELECT id FROM {}.otelstore_batches WHERE id = ANY($1)", self.quoted_schema), &[&ids])
+            .query(
+                &format!(
+                    "SELECT id FROM {}.otelstore_batches WHERE id = ANY($1)",
+                    self.quoted_schema
+                ),
+                &[&ids],
+            )
             .await
             .map_err(Error::postgres("look up stored request ids"))?;
-        Ok(rows.iter().filter_map(|row| row.get::<_, &[u8]>(0).try_into().ok()).collect())
+        Ok(rows
+            .iter()
+            .filter_map(|row| row.get::<_, &[u8]>(0).try_into().ok())
+            .collect())
     }
 
     async fn record_and_commit(
@@ -324,7 +391,12 @@ impl PostgresSink {
             .iter()
             .zip(outcomes)
             .filter(|(p, _)| !stored_before.contains(&p.request_id))
-            .map(|(p, stored)| (&p.request_id[..], i64::try_from(stored.written).unwrap_or(i64::MAX)))
+            .map(|(p, stored)| {
+                (
+                    &p.request_id[..],
+                    i64::try_from(stored.written).unwrap_or(i64::MAX),
+                )
+            })
             .unzip();
         if !ids.is_empty() {
             let recorded = tx
@@ -337,7 +409,9 @@ impl PostgresSink {
                 Ok(_) => {}
                 // Another writer committed one of these requests meanwhile: retry, and the lookup
                 // will skip it.
-                Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => return Err(Error::ConcurrentDuplicate),
+                Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                    return Err(Error::ConcurrentDuplicate)
+                }
                 Err(e) => return Err(Error::postgres("record request ids")(e)),
             }
         }
@@ -348,7 +422,10 @@ impl PostgresSink {
     /// that just wrote. A failure here costs nothing but a log line.
     async fn prune_request_ids(&self, client: &deadpool_postgres::Object) {
         {
-            let mut last = self.last_prune.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut last = self
+                .last_prune
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
             if last.elapsed() < PRUNE_EVERY {
                 return;
             }
@@ -385,13 +462,22 @@ impl PostgresSink {
 
 /// One COPY of the given row data, framed by the PGCOPY header and trailer.
 async fn copy(tx: &Transaction<'_>, sql: &str, parts: Vec<Bytes>) -> Result<u64, Error> {
-    let sink = tx.copy_in::<_, Bytes>(sql).await.map_err(Error::postgres("start COPY"))?;
+    let sink = tx
+        .copy_in::<_, Bytes>(sql)
+        .await
+        .map_err(Error::postgres("start COPY"))?;
     futures_util::pin_mut!(sink);
-    sink.feed(Bytes::from_static(copy::HEADER)).await.map_err(Error::postgres("send COPY data"))?;
+    sink.feed(Bytes::from_static(copy::HEADER))
+        .await
+        .map_err(Error::postgres("send COPY data"))?;
     for part in parts {
-        sink.feed(part).await.map_err(Error::postgres("send COPY data"))?;
+        sink.feed(part)
+            .await
+            .map_err(Error::postgres("send COPY data"))?;
     }
-    sink.feed(Bytes::from_static(copy::TRAILER)).await.map_err(Error::postgres("send COPY data"))?;
+    sink.feed(Bytes::from_static(copy::TRAILER))
+        .await
+        .map_err(Error::postgres("send COPY data"))?;
     sink.finish().await.map_err(Error::postgres("finish COPY"))
 }
 
@@ -408,7 +494,10 @@ impl PostgresSink {
         let mut outcomes = Vec::with_capacity(pending.len());
         for p in pending {
             if stored_before.contains(&p.request_id) {
-                outcomes.push(Stored { duplicate: true, ..Stored::default() });
+                outcomes.push(Stored {
+                    duplicate: true,
+                    ..Stored::default()
+                });
                 continue;
             }
             let mut stored = Stored::default();
@@ -428,7 +517,12 @@ impl PostgresSink {
     }
 
     /// Copies one request's rows of one table; returns the rows written and refused, and the first refusal.
-    async fn copy_bisecting(&self, tx: &Transaction<'_>, table: TableId, chunk: &Chunk) -> Result<(u64, u64, Option<String>), Error> {
+    async fn copy_bisecting(
+        &self,
+        tx: &Transaction<'_>,
+        table: TableId,
+        chunk: &Chunk,
+    ) -> Result<(u64, u64, Option<String>), Error> {
         let rows = chunk.row_ranges();
         let (mut written, mut rejected, mut first_rejection) = (0, 0, None);
         // A stack of row ranges still to write: the whole request first, halves after a refusal.
@@ -438,20 +532,35 @@ impl PostgresSink {
             if span.is_empty() {
                 continue;
             }
-            tx.batch_execute("SAVEPOINT otelstore_rows").await.map_err(Error::postgres("set a savepoint"))?;
-            let parts: Vec<Bytes> = rows[span.clone()].iter().map(|range| chunk.data.slice(range.clone())).collect();
+            tx.batch_execute("SAVEPOINT otelstore_rows")
+                .await
+                .map_err(Error::postgres("set a savepoint"))?;
+            let parts: Vec<Bytes> = rows[span.clone()]
+                .iter()
+                .map(|range| chunk.data.slice(range.clone()))
+                .collect();
             match copy(tx, self.copy_sql(table), parts).await {
                 Ok(count) => {
                     written += count;
-                    tx.batch_execute("RELEASE SAVEPOINT otelstore_rows").await.map_err(Error::postgres("release a savepoint"))?;
+                    tx.batch_execute("RELEASE SAVEPOINT otelstore_rows")
+                        .await
+                        .map_err(Error::postgres("release a savepoint"))?;
                 }
                 Err(error) if error.kind() == ErrorKind::Permanent => {
-                    tx.batch_execute("ROLLBACK TO SAVEPOINT otelstore_rows; RELEASE SAVEPOINT otelstore_rows")
-                        .await
-                        .map_err(Error::postgres("roll back to a savepoint"))?;
+                    tx.batch_execute(
+                        "ROLLBACK TO SAVEPOINT otelstore_rows; RELEASE SAVEPOINT otelstore_rows",
+                    )
+                    .await
+                    .map_err(Error::postgres("roll back to a savepoint"))?;
                     if span.len() == 1 {
                         rejected += 1;
-                        first_rejection.get_or_insert_with(|| format!("{} row {} of the request: {error}", table.name(), span.start));
+                        first_rejection.get_or_insert_with(|| {
+                            format!(
+                                "{} row {} of the request: {error}",
+                                table.name(),
+                                span.start
+                            )
+                        });
                     } else {
                         let middle = span.start + span.len() / 2;
                         todo.push(middle..span.end);
@@ -462,7 +571,12 @@ impl PostgresSink {
             }
         }
         if rejected > 0 {
-            tracing::warn!(table = table.name(), rejected, reason = first_rejection.as_deref().unwrap_or(""), "PostgreSQL refused rows; the others were written");
+            tracing::warn!(
+                table = table.name(),
+                rejected,
+                reason = first_rejection.as_deref().unwrap_or(""),
+                "PostgreSQL refused rows; the others were written"
+            );
         }
         Ok((written, rejected, first_rejection))
     }

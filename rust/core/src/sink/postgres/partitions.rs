@@ -48,8 +48,18 @@ pub struct Maintenance {
 
 impl Maintenance {
     pub fn new(quoted_schema: String, retention: &Retention) -> Self {
-        let raw = |table, column| Partitioned { table, column, width_days: 1, retention: retention.raw.0 };
-        let hourly = |table| Partitioned { table, column: "bucket_start", width_days: 7, retention: retention.rollup_1h.0 };
+        let raw = |table, column| Partitioned {
+            table,
+            column,
+            width_days: 1,
+            retention: retention.raw.0,
+        };
+        let hourly = |table| Partitioned {
+            table,
+            column: "bucket_start",
+            width_days: 7,
+            retention: retention.rollup_1h.0,
+        };
         let tables = vec![
             raw("spans", "start_time"),
             raw("logs", "time"),
@@ -58,13 +68,21 @@ impl Maintenance {
             raw("metrics_histogram", "time"),
             raw("metrics_exponential_histogram", "time"),
             raw("metrics_summary", "time"),
-            Partitioned { table: "metrics_rollup_5m", column: "bucket_start", width_days: 1, retention: retention.rollup_5m.0 },
+            Partitioned {
+                table: "metrics_rollup_5m",
+                column: "bucket_start",
+                width_days: 1,
+                retention: retention.rollup_5m.0,
+            },
             hourly("metrics_rollup_1h"),
             hourly("span_stats_1h"),
             hourly("service_dependencies_1h"),
             hourly("error_logs_1h"),
         ];
-        Self { quoted_schema, tables }
+        Self {
+            quoted_schema,
+            tables,
+        }
     }
 
     /// One maintenance run.
@@ -103,7 +121,8 @@ impl Maintenance {
             due.sort_unstable();
             due.dedup();
             for start in due {
-                self.create_partition(client, table, start, start + width).await?;
+                self.create_partition(client, table, start, start + width)
+                    .await?;
             }
         }
         Ok(())
@@ -112,7 +131,13 @@ impl Maintenance {
     /// Creates the partition for [start, end) unless it exists, moving the default partition's
     /// rows of that range into it (PostgreSQL refuses a partition whose rows sit in the default
     /// one).
-    async fn create_partition(&self, client: &mut Object, table: &Partitioned, start: i64, end: i64) -> Result<(), Error> {
+    async fn create_partition(
+        &self,
+        client: &mut Object,
+        table: &Partitioned,
+        start: i64,
+        end: i64,
+    ) -> Result<(), Error> {
         let partition = format!("{}_p{}", table.table, date_digits(start));
         let (schema, parent, column) = (&self.quoted_schema, table.table, table.column);
         let (from, to) = (timestamp_literal(start), timestamp_literal(end));
@@ -144,8 +169,12 @@ impl Maintenance {
         } else {
             format!("CREATE TABLE {schema}.{partition} PARTITION OF {schema}.{parent} FOR VALUES FROM ('{from}') TO ('{to}')")
         };
-        tx.batch_execute(&sql).await.map_err(Error::postgres("create a partition"))?;
-        tx.commit().await.map_err(Error::postgres("commit a new partition"))?;
+        tx.batch_execute(&sql)
+            .await
+            .map_err(Error::postgres("create a partition"))?;
+        tx.commit()
+            .await
+            .map_err(Error::postgres("commit a new partition"))?;
         tracing::info!(partition = %partition, moved_from_default = strays, "created partition");
         Ok(())
     }
@@ -167,15 +196,22 @@ impl Maintenance {
             let prefix = format!("{}_p", table.table);
             for row in partitions {
                 let name: String = row.get(0);
-                let Some(start) = name.strip_prefix(&prefix).and_then(parse_date_digits) else { continue };
+                let Some(start) = name.strip_prefix(&prefix).and_then(parse_date_digits) else {
+                    continue;
+                };
                 if start + table.width_days * DAY_SECS > oldest_kept {
                     continue;
                 }
                 let tx = locked_transaction(client).await?;
-                tx.batch_execute(&format!("DROP TABLE IF EXISTS {}.{name}", self.quoted_schema))
+                tx.batch_execute(&format!(
+                    "DROP TABLE IF EXISTS {}.{name}",
+                    self.quoted_schema
+                ))
+                .await
+                .map_err(Error::postgres("drop an expired partition"))?;
+                tx.commit()
                     .await
-                    .map_err(Error::postgres("drop an expired partition"))?;
-                tx.commit().await.map_err(Error::postgres("commit dropping a partition"))?;
+                    .map_err(Error::postgres("commit dropping a partition"))?;
                 tracing::info!(partition = %name, "dropped expired partition");
             }
             client
@@ -187,7 +223,9 @@ impl Maintenance {
                     &[&(oldest_kept as f64)],
                 )
                 .await
-                .map_err(Error::postgres("delete expired rows of a default partition"))?;
+                .map_err(Error::postgres(
+                    "delete expired rows of a default partition",
+                ))?;
         }
         Ok(())
     }
@@ -225,8 +263,13 @@ impl Maintenance {
         );
         loop {
             let tx = locked_transaction(client).await?;
-            let row = tx.query_one(&sql, &[&PENDING_BATCH]).await.map_err(Error::postgres("resolve pending dependencies"))?;
-            tx.commit().await.map_err(Error::postgres("commit resolved dependencies"))?;
+            let row = tx
+                .query_one(&sql, &[&PENDING_BATCH])
+                .await
+                .map_err(Error::postgres("resolve pending dependencies"))?;
+            tx.commit()
+                .await
+                .map_err(Error::postgres("commit resolved dependencies"))?;
             let (looked_at, matched): (i64, i64) = (row.get(0), row.get(1));
             // Stop when the queue is done or holds only spans whose parents have not arrived.
             if looked_at < PENDING_BATCH || matched == 0 {
@@ -244,8 +287,13 @@ impl Maintenance {
     }
 }
 
-async fn locked_transaction(client: &mut Object) -> Result<deadpool_postgres::Transaction<'_>, Error> {
-    let tx = client.transaction().await.map_err(Error::postgres("begin maintenance"))?;
+async fn locked_transaction(
+    client: &mut Object,
+) -> Result<deadpool_postgres::Transaction<'_>, Error> {
+    let tx = client
+        .transaction()
+        .await
+        .map_err(Error::postgres("begin maintenance"))?;
     tx.batch_execute(&format!("SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'; SELECT pg_advisory_xact_lock({MAINTENANCE_LOCK})"))
         .await
         .map_err(Error::postgres("take the maintenance lock"))?;
@@ -301,7 +349,11 @@ fn parse_date_digits(digits: &str) -> Option<i64> {
     if digits.len() != 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    let (year, month, day) = (digits[..4].parse().ok()?, digits[4..6].parse().ok()?, digits[6..].parse().ok()?);
+    let (year, month, day) = (
+        digits[..4].parse().ok()?,
+        digits[4..6].parse().ok()?,
+        digits[6..].parse().ok()?,
+    );
     Some(days_from_civil(year, month, day) * DAY_SECS)
 }
 
@@ -309,7 +361,12 @@ fn parse_date_digits(digits: &str) -> Option<i64> {
 fn timestamp_literal(unix_secs: i64) -> String {
     let (year, month, day) = civil_from_days(unix_secs.div_euclid(DAY_SECS));
     let seconds = unix_secs.rem_euclid(DAY_SECS);
-    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}+00", seconds / 3600, seconds / 60 % 60, seconds % 60)
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}+00",
+        seconds / 3600,
+        seconds / 60 % 60,
+        seconds % 60
+    )
 }
 
 #[cfg(test)]
@@ -324,11 +381,18 @@ mod tests {
         assert_eq!(date_digits(-1), "19691231");
         for days in [-1_000, -1, 0, 59, 60, 11_016, 20_780, 2_932_896] {
             let secs = days * DAY_SECS;
-            assert_eq!(parse_date_digits(&date_digits(secs)), Some(secs), "day {days}");
+            assert_eq!(
+                parse_date_digits(&date_digits(secs)),
+                Some(secs),
+                "day {days}"
+            );
         }
         assert_eq!(parse_date_digits("2026112"), None);
         assert_eq!(parse_date_digits("default"), None);
-        assert_eq!(timestamp_literal(1_795_392_000 + 3661), "2026-11-23 01:01:01+00");
+        assert_eq!(
+            timestamp_literal(1_795_392_000 + 3661),
+            "2026-11-23 01:01:01+00"
+        );
     }
 
     #[test]

@@ -137,7 +137,15 @@ struct MetricValues {
 }
 
 impl Rollups {
-    pub fn span(&mut self, service_name: &str, span_name: &str, kind: i16, start_nanos: i64, duration_ns: i64, error: bool) {
+    pub fn span(
+        &mut self,
+        service_name: &str,
+        span_name: &str,
+        kind: i16,
+        start_nanos: i64,
+        duration_ns: i64,
+        error: bool,
+    ) {
         let hour = bucket(start_nanos, HOUR_NS);
         let mut hasher = xxhash_rust::xxh3::Xxh3::new();
         for part in [service_name.as_bytes(), span_name.as_bytes()] {
@@ -147,15 +155,18 @@ impl Rollups {
         hasher.update(&kind.to_le_bytes());
         hasher.update(&hour.to_le_bytes());
         let duration = duration_ns.max(0);
-        let stats = self.span_stats.entry(hasher.digest()).or_insert_with(|| SpanStats {
-            key: (service_name.to_owned(), span_name.to_owned(), kind, hour),
-            spans: 0,
-            errors: 0,
-            duration_sum_ns: 0,
-            duration_min_ns: duration,
-            duration_max_ns: duration,
-            buckets: Vec::new(),
-        });
+        let stats = self
+            .span_stats
+            .entry(hasher.digest())
+            .or_insert_with(|| SpanStats {
+                key: (service_name.to_owned(), span_name.to_owned(), kind, hour),
+                spans: 0,
+                errors: 0,
+                duration_sum_ns: 0,
+                duration_min_ns: duration,
+                duration_max_ns: duration,
+                buckets: Vec::new(),
+            });
         stats.spans += 1;
         stats.errors += u64::from(error);
         stats.duration_sum_ns = stats.duration_sum_ns.saturating_add(duration);
@@ -169,8 +180,18 @@ impl Rollups {
     }
 
     /// A call from `parent_service` to `child_service`, counted at the hour of the child's start.
-    pub fn dependency(&mut self, parent_service: &str, child_service: &str, child_start_nanos: i64, error: bool) {
-        let key = (parent_service.to_owned(), child_service.to_owned(), bucket(child_start_nanos, HOUR_NS));
+    pub fn dependency(
+        &mut self,
+        parent_service: &str,
+        child_service: &str,
+        child_start_nanos: i64,
+        error: bool,
+    ) {
+        let key = (
+            parent_service.to_owned(),
+            child_service.to_owned(),
+            bucket(child_start_nanos, HOUR_NS),
+        );
         let calls = self.dependencies.entry(key).or_default();
         calls.calls += 1;
         calls.errors += u64::from(error);
@@ -179,7 +200,10 @@ impl Rollups {
     /// A log record; only those of severity ERROR and above are counted.
     pub fn log(&mut self, service_name: &str, time_nanos: i64, severity_number: i32) {
         if severity_number >= FIRST_ERROR_SEVERITY {
-            *self.error_logs.entry((service_name.to_owned(), bucket(time_nanos, HOUR_NS))).or_default() += 1;
+            *self
+                .error_logs
+                .entry((service_name.to_owned(), bucket(time_nanos, HOUR_NS)))
+                .or_default() += 1;
         }
     }
 
@@ -196,7 +220,12 @@ impl Rollups {
         self.metric_point(series, &[], None, time_nanos, point);
     }
 
-    pub fn histogram_point(&mut self, series: &Series<'_>, time_nanos: i64, histogram: &HistogramPoint<'_>) {
+    pub fn histogram_point(
+        &mut self,
+        series: &Series<'_>,
+        time_nanos: i64,
+        histogram: &HistogramPoint<'_>,
+    ) {
         let mut point = MetricValues {
             points: 1,
             last_time: time_nanos,
@@ -220,13 +249,25 @@ impl Rollups {
         self.metric_point(series, histogram.explicit_bounds, scale, time_nanos, point);
     }
 
-    fn metric_point(&mut self, series: &Series<'_>, bounds: &[f64], scale: Option<i32>, time_nanos: i64, point: MetricValues) {
+    fn metric_point(
+        &mut self,
+        series: &Series<'_>,
+        bounds: &[f64],
+        scale: Option<i32>,
+        time_nanos: i64,
+        point: MetricValues,
+    ) {
         let id = series_id(series, bounds, scale);
-        for (map, width) in [(&mut self.metrics_5m, FIVE_MINUTES_NS), (&mut self.metrics_1h, HOUR_NS)] {
+        for (map, width) in [
+            (&mut self.metrics_5m, FIVE_MINUTES_NS),
+            (&mut self.metrics_1h, HOUR_NS),
+        ] {
             match map.entry((id, bucket(time_nanos, width))) {
                 std::collections::btree_map::Entry::Occupied(mut entry) => {
                     let rollup = entry.get_mut();
-                    rollup.values.merge(&point, rollup.metric_type, rollup.temporality);
+                    rollup
+                        .values
+                        .merge(&point, rollup.metric_type, rollup.temporality);
                 }
                 std::collections::btree_map::Entry::Vacant(entry) => {
                     entry.insert(MetricRollup {
@@ -234,7 +275,8 @@ impl Rollups {
                         metric_type: series.metric_type,
                         service_name: series.service_name.to_owned(),
                         resource_json: String::from_utf8_lossy(series.resource_json).into_owned(),
-                        attributes_json: String::from_utf8_lossy(series.attributes_json).into_owned(),
+                        attributes_json: String::from_utf8_lossy(series.attributes_json)
+                            .into_owned(),
                         temporality: series.temporality,
                         values: point.clone(),
                     });
@@ -250,7 +292,8 @@ impl Rollups {
                 Some(mine) => {
                     mine.spans += stats.spans;
                     mine.errors += stats.errors;
-                    mine.duration_sum_ns = mine.duration_sum_ns.saturating_add(stats.duration_sum_ns);
+                    mine.duration_sum_ns =
+                        mine.duration_sum_ns.saturating_add(stats.duration_sum_ns);
                     mine.duration_min_ns = mine.duration_min_ns.min(stats.duration_min_ns);
                     mine.duration_max_ns = mine.duration_max_ns.max(stats.duration_max_ns);
                     mine.buckets = add_counts(&mine.buckets, 0, &stats.buckets, 0).1;
@@ -268,10 +311,17 @@ impl Rollups {
         for (key, count) in &other.error_logs {
             *self.error_logs.entry(key.clone()).or_default() += count;
         }
-        for (mine, theirs) in [(&mut self.metrics_5m, &other.metrics_5m), (&mut self.metrics_1h, &other.metrics_1h)] {
+        for (mine, theirs) in [
+            (&mut self.metrics_5m, &other.metrics_5m),
+            (&mut self.metrics_1h, &other.metrics_1h),
+        ] {
             for (key, rollup) in theirs {
                 match mine.get_mut(key) {
-                    Some(existing) => existing.values.merge(&rollup.values, existing.metric_type, existing.temporality),
+                    Some(existing) => existing.values.merge(
+                        &rollup.values,
+                        existing.metric_type,
+                        existing.temporality,
+                    ),
                     None => {
                         mine.insert(*key, rollup.clone());
                     }
@@ -318,13 +368,16 @@ impl Rollups {
             execute(tx, &sql, rows, "upsert span statistics").await?;
         }
         if !self.dependencies.is_empty() {
-            let rows = json_rows(self.dependencies.iter(), |out, ((parent, child, bucket), calls)| {
-                field_str(out, "parent_service", parent);
-                field_str(out, "child_service", child);
-                field_num(out, "bucket_start_s", bucket / 1_000_000_000);
-                field_num(out, "calls", saturating_i64(calls.calls));
-                field_num(out, "errors", saturating_i64(calls.errors));
-            });
+            let rows = json_rows(
+                self.dependencies.iter(),
+                |out, ((parent, child, bucket), calls)| {
+                    field_str(out, "parent_service", parent);
+                    field_str(out, "child_service", child);
+                    field_num(out, "bucket_start_s", bucket / 1_000_000_000);
+                    field_num(out, "calls", saturating_i64(calls.calls));
+                    field_num(out, "errors", saturating_i64(calls.errors));
+                },
+            );
             let sql = format!(
                 "INSERT INTO {quoted_schema}.service_dependencies_1h AS r (bucket_start, parent_service, child_service, calls, errors)
                  SELECT to_timestamp(bucket_start_s), parent_service, child_service, calls, errors
@@ -349,12 +402,23 @@ impl Rollups {
             );
             execute(tx, &sql, rows, "upsert error-log counts").await?;
         }
-        for (map, table) in [(&self.metrics_5m, "metrics_rollup_5m"), (&self.metrics_1h, "metrics_rollup_1h")] {
+        for (map, table) in [
+            (&self.metrics_5m, "metrics_rollup_5m"),
+            (&self.metrics_1h, "metrics_rollup_1h"),
+        ] {
             if map.is_empty() {
                 continue;
             }
-            let rows = json_rows(map.iter(), |out, ((id, bucket), rollup)| write_metric_row(out, *id, *bucket, rollup));
-            execute(tx, &metric_upsert_sql(quoted_schema, table), rows, "upsert metric rollups").await?;
+            let rows = json_rows(map.iter(), |out, ((id, bucket), rollup)| {
+                write_metric_row(out, *id, *bucket, rollup)
+            });
+            execute(
+                tx,
+                &metric_upsert_sql(quoted_schema, table),
+                rows,
+                "upsert metric rollups",
+            )
+            .await?;
         }
         Ok(())
     }
@@ -378,11 +442,29 @@ impl MetricValues {
             }
             MetricType::Histogram | MetricType::ExponentialHistogram if temporality == DELTA => {
                 self.sum = self.sum.zip(other.sum).map(|(a, b)| a + b);
-                self.count = Some(self.count.unwrap_or(0).saturating_add(other.count.unwrap_or(0)));
+                self.count = Some(
+                    self.count
+                        .unwrap_or(0)
+                        .saturating_add(other.count.unwrap_or(0)),
+                );
                 self.bucket_counts = add_counts(&self.bucket_counts, 0, &other.bucket_counts, 0).1;
-                self.zero_count = Some(self.zero_count.unwrap_or(0).saturating_add(other.zero_count.unwrap_or(0)));
-                (self.positive_offset, self.positive) = add_counts(&self.positive, self.positive_offset, &other.positive, other.positive_offset);
-                (self.negative_offset, self.negative) = add_counts(&self.negative, self.negative_offset, &other.negative, other.negative_offset);
+                self.zero_count = Some(
+                    self.zero_count
+                        .unwrap_or(0)
+                        .saturating_add(other.zero_count.unwrap_or(0)),
+                );
+                (self.positive_offset, self.positive) = add_counts(
+                    &self.positive,
+                    self.positive_offset,
+                    &other.positive,
+                    other.positive_offset,
+                );
+                (self.negative_offset, self.negative) = add_counts(
+                    &self.negative,
+                    self.negative_offset,
+                    &other.negative,
+                    other.negative_offset,
+                );
             }
             // Each cumulative point covers all before it: the newest one is the merge.
             MetricType::Histogram | MetricType::ExponentialHistogram => {
@@ -412,11 +494,18 @@ fn add_counts(a: &[i64], a_offset: i32, b: &[i64], b_offset: i32) -> (i32, Vec<i
         (true, false) => (b_offset, b.to_vec()),
         (false, false) => {
             let start = i64::from(a_offset.min(b_offset));
-            let end = (i64::from(a_offset) + a.len() as i64).max(i64::from(b_offset) + b.len() as i64);
+            let end =
+                (i64::from(a_offset) + a.len() as i64).max(i64::from(b_offset) + b.len() as i64);
             let at = |counts: &[i64], offset: i32, i: i64| {
-                usize::try_from(i - i64::from(offset)).ok().and_then(|index| counts.get(index)).copied().unwrap_or(0)
+                usize::try_from(i - i64::from(offset))
+                    .ok()
+                    .and_then(|index| counts.get(index))
+                    .copied()
+                    .unwrap_or(0)
             };
-            let sums = (start..end).map(|i| at(a, a_offset, i).saturating_add(at(b, b_offset, i))).collect();
+            let sums = (start..end)
+                .map(|i| at(a, a_offset, i).saturating_add(at(b, b_offset, i)))
+                .collect();
             (a_offset.min(b_offset), sums)
         }
     }
@@ -424,7 +513,10 @@ fn add_counts(a: &[i64], a_offset: i32, b: &[i64], b_offset: i32) -> (i32, Vec<i
 
 /// Counts the encoder has checked to fit an i64; a larger one would saturate.
 fn signed(counts: &[u64]) -> Vec<i64> {
-    counts.iter().map(|&count| i64::try_from(count).unwrap_or(i64::MAX)).collect()
+    counts
+        .iter()
+        .map(|&count| i64::try_from(count).unwrap_or(i64::MAX))
+        .collect()
 }
 
 fn min_option(a: Option<f64>, b: Option<f64>) -> Option<f64> {
@@ -451,7 +543,8 @@ fn duration_bucket(duration_ns: i64) -> usize {
     if duration_ns <= 0 {
         return 0;
     }
-    let position = ((duration_ns as f64).log2() - DURATION_FIRST_OCTAVE) * DURATION_BUCKETS_PER_OCTAVE;
+    let position =
+        ((duration_ns as f64).log2() - DURATION_FIRST_OCTAVE) * DURATION_BUCKETS_PER_OCTAVE;
     if position < 0.0 {
         0
     } else {
@@ -461,7 +554,13 @@ fn duration_bucket(duration_ns: i64) -> usize {
 
 fn series_id(series: &Series<'_>, bounds: &[f64], scale: Option<i32>) -> u64 {
     let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-    for part in [series.metric_name.as_bytes(), series.resource_json, series.scope_name.as_bytes(), series.scope_version.as_bytes(), series.attributes_json] {
+    for part in [
+        series.metric_name.as_bytes(),
+        series.resource_json,
+        series.scope_name.as_bytes(),
+        series.scope_version.as_bytes(),
+        series.attributes_json,
+    ] {
         hasher.update(&(part.len() as u64).to_le_bytes());
         hasher.update(part);
     }
@@ -480,8 +579,16 @@ fn saturating_i64(count: u64) -> i64 {
     i64::try_from(count).unwrap_or(i64::MAX)
 }
 
-async fn execute(tx: &Transaction<'_>, sql: &str, rows: String, action: &'static str) -> Result<(), Error> {
-    tx.execute(sql, &[&rows]).await.map(|_| ()).map_err(Error::postgres(action))
+async fn execute(
+    tx: &Transaction<'_>,
+    sql: &str,
+    rows: String,
+    action: &'static str,
+) -> Result<(), Error> {
+    tx.execute(sql, &[&rows])
+        .await
+        .map(|_| ())
+        .map_err(Error::postgres(action))
 }
 
 /// A JSON array of objects, one per entry, for `jsonb_to_recordset`: one parameter however many
@@ -526,7 +633,11 @@ fn double_value(out: &mut String, value: f64) {
     if value.is_nan() {
         out.push_str("\"NaN\"");
     } else if value.is_infinite() {
-        out.push_str(if value < 0.0 { "\"-Infinity\"" } else { "\"Infinity\"" });
+        out.push_str(if value < 0.0 {
+            "\"-Infinity\""
+        } else {
+            "\"Infinity\""
+        });
     } else {
         out.push_str(ryu::Buffer::new().format_finite(value));
     }
@@ -542,7 +653,10 @@ fn field_counts(out: &mut String, name: &str, counts: &[i64]) {
 
 fn write_metric_row(out: &mut String, id: u64, bucket: i64, rollup: &MetricRollup) {
     let v = &rollup.values;
-    let histogram = matches!(rollup.metric_type, MetricType::Histogram | MetricType::ExponentialHistogram);
+    let histogram = matches!(
+        rollup.metric_type,
+        MetricType::Histogram | MetricType::ExponentialHistogram
+    );
     let exponential = rollup.metric_type == MetricType::ExponentialHistogram;
     field_num(out, "bucket_start_s", bucket / 1_000_000_000);
     field_str(out, "metric_name", &rollup.metric_name);
@@ -550,8 +664,16 @@ fn write_metric_row(out: &mut String, id: u64, bucket: i64, rollup: &MetricRollu
     // The column is a bigint: the hash's bit pattern.
     field_num(out, "series_id", id as i64);
     field_str(out, "service_name", &rollup.service_name);
-    let _ = write!(out, "\"resource_attributes\":{},\"attributes\":{},", rollup.resource_json, rollup.attributes_json);
-    field_num(out, "aggregation_temporality", i64::from(rollup.temporality));
+    let _ = write!(
+        out,
+        "\"resource_attributes\":{},\"attributes\":{},",
+        rollup.resource_json, rollup.attributes_json
+    );
+    field_num(
+        out,
+        "aggregation_temporality",
+        i64::from(rollup.temporality),
+    );
     field_num(out, "points", saturating_i64(v.points));
     field_num(out, "last_time_unix_nano", v.last_time);
     field_double(out, "sum", v.sum);
@@ -674,24 +796,39 @@ mod tests {
         rollups.number_point(&s, 3_000_000_000, -1.0);
         let (_, rollup) = rollups.metrics_5m.iter().next().expect("one row");
         let v = &rollup.values;
-        assert_eq!((v.points, v.sum, v.min, v.max, v.last), (3, Some(11.0), Some(-1.0), Some(7.0), Some(-1.0)));
+        assert_eq!(
+            (v.points, v.sum, v.min, v.max, v.last),
+            (3, Some(11.0), Some(-1.0), Some(7.0), Some(-1.0))
+        );
         assert_eq!(rollups.metrics_1h.len(), 1);
     }
 
     #[test]
     fn delta_histograms_add_and_cumulative_ones_keep_the_newest() {
-        let point = |count, buckets: &'static [u64]| HistogramPoint { count, sum: Some(count as f64), bucket_counts: buckets, explicit_bounds: &[1.0], ..Default::default() };
+        let point = |count, buckets: &'static [u64]| HistogramPoint {
+            count,
+            sum: Some(count as f64),
+            bucket_counts: buckets,
+            explicit_bounds: &[1.0],
+            ..Default::default()
+        };
         let mut delta = Rollups::default();
         delta.histogram_point(&series(1, MetricType::Histogram), 10, &point(2, &[1, 1]));
         delta.histogram_point(&series(1, MetricType::Histogram), 20, &point(3, &[0, 3]));
         let v = &delta.metrics_5m.values().next().expect("row").values;
-        assert_eq!((v.count, v.sum, v.bucket_counts.clone()), (Some(5), Some(5.0), vec![1, 4]));
+        assert_eq!(
+            (v.count, v.sum, v.bucket_counts.clone()),
+            (Some(5), Some(5.0), vec![1, 4])
+        );
 
         let mut cumulative = Rollups::default();
         cumulative.histogram_point(&series(2, MetricType::Histogram), 20, &point(5, &[1, 4]));
         cumulative.histogram_point(&series(2, MetricType::Histogram), 10, &point(2, &[1, 1]));
         let v = &cumulative.metrics_5m.values().next().expect("row").values;
-        assert_eq!((v.points, v.count, v.bucket_counts.clone()), (2, Some(5), vec![1, 4]));
+        assert_eq!(
+            (v.points, v.count, v.bucket_counts.clone()),
+            (2, Some(5), vec![1, 4])
+        );
     }
 
     #[test]
@@ -706,7 +843,15 @@ mod tests {
         b.dependency("front", "svc", 10, false);
         a.merge(&b);
         let stats = a.span_stats.values().next().expect("stats");
-        assert_eq!((stats.spans, stats.errors, stats.duration_min_ns, stats.duration_max_ns), (2, 1, 1_000_000, 3_000_000));
+        assert_eq!(
+            (
+                stats.spans,
+                stats.errors,
+                stats.duration_min_ns,
+                stats.duration_max_ns
+            ),
+            (2, 1, 1_000_000, 3_000_000)
+        );
         assert_eq!(stats.buckets.iter().sum::<i64>(), 2);
         assert_eq!(a.error_logs.values().copied().collect::<Vec<_>>(), vec![2]);
         assert_eq!(a.dependencies.len(), 1);
@@ -717,7 +862,9 @@ mod tests {
         let mut rollups = Rollups::default();
         rollups.number_point(&series(2, MetricType::Sum), 0, f64::NAN);
         let (key, rollup) = rollups.metrics_1h.iter().next().expect("row");
-        let rows = json_rows(std::iter::once(()), |out, ()| write_metric_row(out, key.0, key.1, rollup));
+        let rows = json_rows(std::iter::once(()), |out, ()| {
+            write_metric_row(out, key.0, key.1, rollup)
+        });
         let parsed: serde_json::Value = serde_json::from_str(&rows).expect("valid JSON");
         assert_eq!(parsed[0]["sum"], "NaN");
         assert_eq!(parsed[0]["attributes"]["k"], 1);

@@ -4,9 +4,9 @@ use std::collections::HashMap;
 use std::ops::Range;
 
 use super::copy::CopyRows;
-use crate::sink::envelope::{self, Group};
 use super::rollup::Rollups;
 use crate::json;
+use crate::sink::envelope::{self, Group};
 use crate::wire::{Fields, WireError};
 
 /// Column order of every row, as named in the COPY statement.
@@ -43,7 +43,13 @@ pub(crate) const MAX_ROW_BYTES: usize = 1 << 30;
 
 /// Columns of `otelstore_pending_dependencies`: a server or consumer span whose parent is not in
 /// its request.
-pub const PENDING_DEPENDENCY_COLUMNS: &[&str] = &["trace_id", "parent_span_id", "child_service", "child_start_time", "child_error"];
+pub const PENDING_DEPENDENCY_COLUMNS: &[&str] = &[
+    "trace_id",
+    "parent_span_id",
+    "child_service",
+    "child_start_time",
+    "child_error",
+];
 
 /// OTLP span kinds that call another service, and those that serve a call.
 const CALLER_KINDS: [i16; 2] = [3, 4];
@@ -80,7 +86,11 @@ pub fn encode(otlp: &[u8]) -> Result<EncodedSpans, WireError> {
             Err(reason) => {
                 encoder.rejected += 1;
                 encoder.first_rejection.get_or_insert_with(|| {
-                    format!("span {} of trace {}: {reason}", hex(fields.span_id), hex(fields.trace_id))
+                    format!(
+                        "span {} of trace {}: {reason}",
+                        hex(fields.span_id),
+                        hex(fields.trace_id)
+                    )
                 });
             }
         }
@@ -127,13 +137,32 @@ struct Encoder<'a> {
 impl<'a> Encoder<'a> {
     /// Adds a written span to the rollups, and remembers what service dependencies need of it.
     fn summarize(&mut self, service_name: &'a str, fields: &SpanFields<'a>, values: &SpanValues) {
-        let SpanValues { start_nanos, duration_ns, kind, status_code } = *values;
+        let SpanValues {
+            start_nanos,
+            duration_ns,
+            kind,
+            status_code,
+        } = *values;
         let error = status_code == STATUS_ERROR;
-        self.rollups.span(service_name, fields.name, kind, start_nanos, duration_ns, error);
+        self.rollups.span(
+            service_name,
+            fields.name,
+            kind,
+            start_nanos,
+            duration_ns,
+            error,
+        );
         if CALLER_KINDS.contains(&kind) {
-            self.callers.insert((fields.trace_id, fields.span_id), service_name);
+            self.callers
+                .insert((fields.trace_id, fields.span_id), service_name);
         } else if CALLEE_KINDS.contains(&kind) && !fields.parent_span_id.is_empty() {
-            self.callees.push(Callee { trace_id: fields.trace_id, parent_span_id: fields.parent_span_id, service_name, start_nanos, error });
+            self.callees.push(Callee {
+                trace_id: fields.trace_id,
+                parent_span_id: fields.parent_span_id,
+                service_name,
+                start_nanos,
+                error,
+            });
         }
     }
 
@@ -144,7 +173,12 @@ impl<'a> Encoder<'a> {
         for callee in &self.callees {
             match self.callers.get(&(callee.trace_id, callee.parent_span_id)) {
                 Some(caller) if *caller != callee.service_name => {
-                    self.rollups.dependency(caller, callee.service_name, callee.start_nanos, callee.error);
+                    self.rollups.dependency(
+                        caller,
+                        callee.service_name,
+                        callee.start_nanos,
+                        callee.error,
+                    );
                 }
                 Some(_) => {}
                 None => {
@@ -163,7 +197,12 @@ impl<'a> Encoder<'a> {
     /// Writes one row, and returns the values the rollups take from it. The outer error is a
     /// malformed request; the inner one a span whose values do not fit the table, of which nothing
     /// is written.
-    fn row(&mut self, group: &Group<'_, '_>, span: &[u8], fields: &SpanFields<'_>) -> Result<Result<SpanValues, String>, WireError> {
+    fn row(
+        &mut self,
+        group: &Group<'_, '_>,
+        span: &[u8],
+        fields: &SpanFields<'_>,
+    ) -> Result<Result<SpanValues, String>, WireError> {
         let (start_nanos, end_nanos, kind, status_code) = match fields.column_values() {
             Ok(values) => values,
             Err(reason) => return Ok(Err(reason)),
@@ -189,7 +228,9 @@ impl<'a> Encoder<'a> {
         rows.int2(status_code);
         rows.text(fields.status_message);
         group.write_columns(rows);
-        rows.jsonb(|out| json::write_attributes(out, &span[fields.attributes.clone()], 9, "Span.attributes"))?;
+        rows.jsonb(|out| {
+            json::write_attributes(out, &span[fields.attributes.clone()], 9, "Span.attributes")
+        })?;
         rows.jsonb(|out| json::write_events(out, &span[fields.events.clone()], 11))?;
         rows.jsonb(|out| json::write_links(out, &span[fields.links.clone()], 13))?;
         rows.int4(saturating_count(fields.dropped_attributes_count));
@@ -199,9 +240,16 @@ impl<'a> Encoder<'a> {
         let row_len = rows.row_len(row);
         if row_len > MAX_ROW_BYTES {
             rows.discard_row(row);
-            return Ok(Err(format!("its row of {row_len} bytes exceeds PostgreSQL's 1 GB field limit")));
+            return Ok(Err(format!(
+                "its row of {row_len} bytes exceeds PostgreSQL's 1 GB field limit"
+            )));
         }
-        Ok(Ok(SpanValues { start_nanos, duration_ns: end_nanos - start_nanos, kind, status_code }))
+        Ok(Ok(SpanValues {
+            start_nanos,
+            duration_ns: end_nanos - start_nanos,
+            kind,
+            status_code,
+        }))
     }
 }
 
@@ -259,7 +307,9 @@ impl<'a> SpanFields<'a> {
                 (6, v) => fields.kind = v.int32("Span.kind")?,
                 (7, v) => fields.start_time_unix_nano = v.fixed64("Span.start_time_unix_nano")?,
                 (8, v) => fields.end_time_unix_nano = v.fixed64("Span.end_time_unix_nano")?,
-                (10, v) => fields.dropped_attributes_count = v.uint32("Span.dropped_attributes_count")?,
+                (10, v) => {
+                    fields.dropped_attributes_count = v.uint32("Span.dropped_attributes_count")?
+                }
                 (12, v) => fields.dropped_events_count = v.uint32("Span.dropped_events_count")?,
                 (14, v) => fields.dropped_links_count = v.uint32("Span.dropped_links_count")?,
                 (15, v) => {
@@ -281,7 +331,11 @@ impl<'a> SpanFields<'a> {
 
 /// Grows `range` to take in `field`; an empty range is replaced.
 fn cover(range: &mut Range<usize>, field: Range<usize>) {
-    *range = if range.start == range.end { field } else { range.start..field.end };
+    *range = if range.start == range.end {
+        field
+    } else {
+        range.start..field.end
+    };
 }
 
 /// `service.name` from the resource; the last one wins, as it does in the jsonb column. A value
@@ -315,7 +369,11 @@ pub(crate) fn service_name(resource: &[u8]) -> Result<&str, WireError> {
 }
 
 pub(crate) fn unix_nanos(field: &str, value: u64) -> Result<i64, String> {
-    i64::try_from(value).map_err(|_| format!("{field} {value} is after 2262-04-11, the last instant a bigint of nanoseconds holds"))
+    i64::try_from(value).map_err(|_| {
+        format!(
+            "{field} {value} is after 2262-04-11, the last instant a bigint of nanoseconds holds"
+        )
+    })
 }
 
 pub(crate) fn small_int(field: &str, value: i32) -> Result<i16, String> {
@@ -357,9 +415,20 @@ mod tests {
         full.parent_span_id = vec![9; 8];
         full.trace_state = "a=b".into();
         full.flags = 0x8000_0101;
-        full.status = Some(Status { message: "boom".into(), code: 2 });
-        full.attributes = vec![string_kv("http.method", "GET"), kv("n", value(Value::IntValue(3)))];
-        full.events = vec![Event { time_unix_nano: 5, name: "e".into(), attributes: vec![], dropped_attributes_count: 0 }];
+        full.status = Some(Status {
+            message: "boom".into(),
+            code: 2,
+        });
+        full.attributes = vec![
+            string_kv("http.method", "GET"),
+            kv("n", value(Value::IntValue(3))),
+        ];
+        full.events = vec![Event {
+            time_unix_nano: 5,
+            name: "e".into(),
+            attributes: vec![],
+            dropped_attributes_count: 0,
+        }];
         full.dropped_attributes_count = 1;
         full.dropped_events_count = 2;
         full.dropped_links_count = u32::MAX;
@@ -371,25 +440,43 @@ mod tests {
         assert_eq!(column(row, "span_id"), &Some(vec![7; 8]));
         assert_eq!(column(row, "parent_span_id"), &Some(vec![9; 8]));
         assert_eq!(text(row, "trace_state"), "a=b");
-        assert_eq!(column(row, "flags"), &Some(0x8000_0101u32.to_be_bytes().to_vec()));
+        assert_eq!(
+            column(row, "flags"),
+            &Some(0x8000_0101u32.to_be_bytes().to_vec())
+        );
         assert_eq!(text(row, "name"), "span-7");
         assert_eq!(int2(row, "kind"), 2);
         assert_eq!(int8(row, "start_time_unix_nano"), 1_700_000_000_123_456_789);
         // 2023-11-14T22:13:20.123456Z in microseconds since 2000-01-01.
-        assert_eq!(int8(row, "start_time"), 1_700_000_000_123_456 - 946_684_800_000_000);
+        assert_eq!(
+            int8(row, "start_time"),
+            1_700_000_000_123_456 - 946_684_800_000_000
+        );
         assert_eq!(int8(row, "duration_ns"), 100_000_000);
         assert_eq!(int2(row, "status_code"), 2);
         assert_eq!(text(row, "status_message"), "boom");
         assert_eq!(text(row, "service_name"), "svc");
-        assert_eq!(json(row, "resource_attributes"), serde_json::json!({"service.name": "svc"}));
+        assert_eq!(
+            json(row, "resource_attributes"),
+            serde_json::json!({"service.name": "svc"})
+        );
         assert_eq!(text(row, "scope_name"), "lib");
         assert_eq!(text(row, "scope_version"), "1.2");
         assert_eq!(json(row, "scope_attributes"), serde_json::json!({}));
-        assert_eq!(json(row, "span_attributes"), serde_json::json!({"http.method": "GET", "n": 3}));
+        assert_eq!(
+            json(row, "span_attributes"),
+            serde_json::json!({"http.method": "GET", "n": 3})
+        );
         assert_eq!(json(row, "events")[0]["name"], "e");
         assert_eq!(json(row, "links"), serde_json::json!([]));
-        assert_eq!(column(row, "dropped_attributes_count"), &Some(1i32.to_be_bytes().to_vec()));
-        assert_eq!(column(row, "dropped_links_count"), &Some(i32::MAX.to_be_bytes().to_vec()));
+        assert_eq!(
+            column(row, "dropped_attributes_count"),
+            &Some(1i32.to_be_bytes().to_vec())
+        );
+        assert_eq!(
+            column(row, "dropped_links_count"),
+            &Some(i32::MAX.to_be_bytes().to_vec())
+        );
     }
 
     #[test]
@@ -403,7 +490,11 @@ mod tests {
         let request = ExportTraceServiceRequest {
             resource_spans: vec![ResourceSpans {
                 resource: None,
-                scope_spans: vec![ScopeSpans { scope: None, spans: vec![span(1)], schema_url: String::new() }],
+                scope_spans: vec![ScopeSpans {
+                    scope: None,
+                    spans: vec![span(1)],
+                    schema_url: String::new(),
+                }],
                 schema_url: String::new(),
             }],
         };
@@ -416,15 +507,29 @@ mod tests {
     #[test]
     fn service_name_is_the_last_value_like_in_jsonb() {
         let mut request = request_with(vec![span(1)]);
-        let resource = request.resource_spans[0].resource.as_mut().expect("resource");
-        resource.attributes.push(string_kv("service.name", "second"));
+        let resource = request.resource_spans[0]
+            .resource
+            .as_mut()
+            .expect("resource");
+        resource
+            .attributes
+            .push(string_kv("service.name", "second"));
         let (rows, _) = encode_rows(&request);
         assert_eq!(text(&rows[0], "service_name"), "second");
 
-        let resource = request.resource_spans[0].resource.as_mut().expect("resource");
-        resource.attributes.push(kv("service.name", value(Value::IntValue(5))));
+        let resource = request.resource_spans[0]
+            .resource
+            .as_mut()
+            .expect("resource");
+        resource
+            .attributes
+            .push(kv("service.name", value(Value::IntValue(5))));
         let (rows, _) = encode_rows(&request);
-        assert_eq!(text(&rows[0], "service_name"), "", "a non-string service.name is no name");
+        assert_eq!(
+            text(&rows[0], "service_name"),
+            "",
+            "a non-string service.name is no name"
+        );
     }
 
     #[test]
@@ -463,7 +568,12 @@ mod tests {
         let mut with_big = span(1);
         with_big.attributes = vec![string_kv("big", &big)];
         let (rows, _) = encode_rows(&request_with(vec![with_big]));
-        assert_eq!(json(&rows[0], "span_attributes")["big"].as_str().map(str::len), Some(1 << 20));
+        assert_eq!(
+            json(&rows[0], "span_attributes")["big"]
+                .as_str()
+                .map(str::len),
+            Some(1 << 20)
+        );
     }
 
     #[test]
@@ -482,7 +592,10 @@ mod tests {
 
     #[test]
     fn garbage_and_truncation_are_errors() {
-        assert_eq!(encode(&[0xff, 0xff, 0xff]).err().map(|e| e.to_string()), Some("ExportTraceServiceRequest: truncated varint".into()));
+        assert_eq!(
+            encode(&[0xff, 0xff, 0xff]).err().map(|e| e.to_string()),
+            Some("ExportTraceServiceRequest: truncated varint".into())
+        );
         let otlp = request_with(vec![span(1)]).encode_to_vec();
         let error = encode(&otlp[..otlp.len() - 3]).err().expect("truncated");
         assert_eq!(error.reason, "field runs past the end of its message");
@@ -493,9 +606,15 @@ mod tests {
         let mut bad = span(1);
         bad.name = "MARKER".to_owned();
         let mut otlp = request_with(vec![bad]).encode_to_vec();
-        let at = otlp.windows(6).position(|w| w == b"MARKER").expect("marker present");
+        let at = otlp
+            .windows(6)
+            .position(|w| w == b"MARKER")
+            .expect("marker present");
         otlp[at] = 0xff;
-        assert_eq!(encode(&otlp).err().map(|e| e.to_string()), Some("Span.name: string is not valid UTF-8".into()));
+        assert_eq!(
+            encode(&otlp).err().map(|e| e.to_string()),
+            Some("Span.name: string is not valid UTF-8".into())
+        );
     }
 
     #[test]
@@ -510,6 +629,9 @@ mod tests {
         let (rows, encoded) = encode_rows(&request_with(spans));
         assert_eq!(encoded.rows.rows(), 10_000);
         assert_eq!(rows.len(), 10_000);
-        assert_eq!(column(&rows[9_999], "span_id"), &Some(9_999u64.to_be_bytes().to_vec()));
+        assert_eq!(
+            column(&rows[9_999], "span_id"),
+            &Some(9_999u64.to_be_bytes().to_vec())
+        );
     }
 }

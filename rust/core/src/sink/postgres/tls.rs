@@ -18,23 +18,37 @@ pub fn connector(ca_file: &str) -> Result<MakeRustlsConnect, ConfigError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
-        .map_err(|e| ConfigError { field: "postgres.ca_file".into(), reason: format!("TLS setup failed: {e}") })?;
+        .map_err(|e| ConfigError {
+            field: "postgres.ca_file".into(),
+            reason: format!("TLS setup failed: {e}"),
+        })?;
     let config = if ca_file.is_empty() {
-        builder.dangerous().with_custom_certificate_verifier(Arc::new(EncryptOnly(provider))).with_no_client_auth()
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(EncryptOnly(provider)))
+            .with_no_client_auth()
     } else {
-        builder.with_root_certificates(root_certificates(ca_file)?).with_no_client_auth()
+        builder
+            .with_root_certificates(root_certificates(ca_file)?)
+            .with_no_client_auth()
     };
     Ok(MakeRustlsConnect::new(config))
 }
 
 /// The CA certificates of a PEM file, read at validation so a bad path fails at collector start.
 pub fn root_certificates(ca_file: &str) -> Result<RootCertStore, ConfigError> {
-    let error = |reason: String| ConfigError { field: "postgres.ca_file".into(), reason };
+    let error = |reason: String| ConfigError {
+        field: "postgres.ca_file".into(),
+        reason,
+    };
     let pem = std::fs::read(ca_file).map_err(|e| error(format!("cannot read {ca_file:?}: {e}")))?;
     let mut roots = RootCertStore::empty();
     for certificate in CertificateDer::pem_slice_iter(&pem) {
-        let certificate = certificate.map_err(|e| error(format!("{ca_file:?} is not valid PEM: {e}")))?;
-        roots.add(certificate).map_err(|e| error(format!("{ca_file:?} holds an unusable certificate: {e}")))?;
+        let certificate =
+            certificate.map_err(|e| error(format!("{ca_file:?} is not valid PEM: {e}")))?;
+        roots
+            .add(certificate)
+            .map_err(|e| error(format!("{ca_file:?} holds an unusable certificate: {e}")))?;
     }
     if roots.is_empty() {
         return Err(error(format!("{ca_file:?} holds no PEM certificate")));
@@ -65,7 +79,12 @@ impl ServerCertVerifier for EncryptOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -74,7 +93,12 @@ impl ServerCertVerifier for EncryptOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

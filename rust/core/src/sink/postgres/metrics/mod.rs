@@ -7,8 +7,8 @@ mod tests;
 
 use super::copy::CopyRows;
 use super::rollup::Rollups;
-use crate::sink::envelope::{self, Group};
 use crate::json;
+use crate::sink::envelope::{self, Group};
 use crate::wire::{Fields, WireError};
 use points::{Aggregation, Points};
 
@@ -40,9 +40,21 @@ macro_rules! point_columns {
 }
 
 pub const GAUGE_COLUMNS: &[&str] = point_columns!("value_double", "value_int");
-pub const SUM_COLUMNS: &[&str] = point_columns!("value_double", "value_int", "aggregation_temporality", "is_monotonic");
-pub const HISTOGRAM_COLUMNS: &[&str] =
-    point_columns!("count", "sum", "min", "max", "bucket_counts", "explicit_bounds", "aggregation_temporality");
+pub const SUM_COLUMNS: &[&str] = point_columns!(
+    "value_double",
+    "value_int",
+    "aggregation_temporality",
+    "is_monotonic"
+);
+pub const HISTOGRAM_COLUMNS: &[&str] = point_columns!(
+    "count",
+    "sum",
+    "min",
+    "max",
+    "bucket_counts",
+    "explicit_bounds",
+    "aggregation_temporality"
+);
 pub const EXPONENTIAL_HISTOGRAM_COLUMNS: &[&str] = point_columns!(
     "count",
     "sum",
@@ -76,8 +88,13 @@ pub struct EncodedMetrics {
 /// that is not UTF-8, is an error as a whole; a point whose values do not fit its table is left
 /// out and counted.
 pub fn encode(otlp: &[u8]) -> Result<EncodedMetrics, WireError> {
-    let mut encoder = Encoder { points: Points::new(), metadata_json: Vec::new() };
-    envelope::for_each_item(otlp, &envelope::METRICS, |group, metric| encoder.metric(metric, group))?;
+    let mut encoder = Encoder {
+        points: Points::new(),
+        metadata_json: Vec::new(),
+    };
+    envelope::for_each_item(otlp, &envelope::METRICS, |group, metric| {
+        encoder.metric(metric, group)
+    })?;
     Ok(encoder.points.finish())
 }
 
@@ -128,7 +145,9 @@ impl Encoder {
             }
         }
         // A metric without data has no points to write.
-        let Some((variant, from)) = data else { return Ok(()) };
+        let Some((variant, from)) = data else {
+            return Ok(());
+        };
         self.metadata_json.clear();
         json::write_attributes(&mut self.metadata_json, message, 12, "Metric.metadata")?;
         let metric = Metric {
@@ -148,7 +167,13 @@ impl Encoder {
                 }
             }
             SUM => {
-                let aggregation = aggregation(data, SUM, "Sum", "Sum.aggregation_temporality", Some("Sum.is_monotonic"))?;
+                let aggregation = aggregation(
+                    data,
+                    SUM,
+                    "Sum",
+                    "Sum.aggregation_temporality",
+                    Some("Sum.is_monotonic"),
+                )?;
                 for sum in messages(data, "Metric", SUM, "Metric.sum") {
                     for point in messages(sum?, "Sum", 1, "Sum.data_points") {
                         self.points.number(&metric, Some(aggregation), point?)?;
@@ -156,19 +181,45 @@ impl Encoder {
                 }
             }
             HISTOGRAM => {
-                let aggregation = aggregation(data, HISTOGRAM, "Histogram", "Histogram.aggregation_temporality", None)?;
+                let aggregation = aggregation(
+                    data,
+                    HISTOGRAM,
+                    "Histogram",
+                    "Histogram.aggregation_temporality",
+                    None,
+                )?;
                 for histogram in messages(data, "Metric", HISTOGRAM, "Metric.histogram") {
                     for point in messages(histogram?, "Histogram", 1, "Histogram.data_points") {
-                        self.points.histogram(&metric, aggregation.temporality, point?)?;
+                        self.points
+                            .histogram(&metric, aggregation.temporality, point?)?;
                     }
                 }
             }
             EXPONENTIAL_HISTOGRAM => {
-                let aggregation =
-                    aggregation(data, EXPONENTIAL_HISTOGRAM, "ExponentialHistogram", "ExponentialHistogram.aggregation_temporality", None)?;
-                for histogram in messages(data, "Metric", EXPONENTIAL_HISTOGRAM, "Metric.exponential_histogram") {
-                    for point in messages(histogram?, "ExponentialHistogram", 1, "ExponentialHistogram.data_points") {
-                        self.points.exponential_histogram(&metric, aggregation.temporality, point?)?;
+                let aggregation = aggregation(
+                    data,
+                    EXPONENTIAL_HISTOGRAM,
+                    "ExponentialHistogram",
+                    "ExponentialHistogram.aggregation_temporality",
+                    None,
+                )?;
+                for histogram in messages(
+                    data,
+                    "Metric",
+                    EXPONENTIAL_HISTOGRAM,
+                    "Metric.exponential_histogram",
+                ) {
+                    for point in messages(
+                        histogram?,
+                        "ExponentialHistogram",
+                        1,
+                        "ExponentialHistogram.data_points",
+                    ) {
+                        self.points.exponential_histogram(
+                            &metric,
+                            aggregation.temporality,
+                            point?,
+                        )?;
                     }
                 }
             }

@@ -6,7 +6,10 @@ use std::ops::Range;
 use super::super::copy::{CopyRows, RowStart};
 use super::super::rollup::{ExponentialBuckets, HistogramPoint, MetricType, Rollups, Series};
 use super::super::spans::{small_int, unix_nanos, MAX_ROW_BYTES};
-use super::{EncodedMetrics, Metric, EXPONENTIAL_HISTOGRAM_COLUMNS, GAUGE_COLUMNS, HISTOGRAM_COLUMNS, SUMMARY_COLUMNS, SUM_COLUMNS};
+use super::{
+    EncodedMetrics, Metric, EXPONENTIAL_HISTOGRAM_COLUMNS, GAUGE_COLUMNS, HISTOGRAM_COLUMNS,
+    SUMMARY_COLUMNS, SUM_COLUMNS,
+};
 use crate::json;
 use crate::wire::{Fields, Value, WireError};
 
@@ -84,7 +87,12 @@ impl Points {
     }
 
     /// A NumberDataPoint of a gauge, or of a sum when `sum` is given.
-    pub fn number(&mut self, metric: &Metric<'_>, sum: Option<Aggregation>, point: &[u8]) -> Result<(), WireError> {
+    pub fn number(
+        &mut self,
+        metric: &Metric<'_>,
+        sum: Option<Aggregation>,
+        point: &[u8],
+    ) -> Result<(), WireError> {
         // A oneof: the last variant on the wire wins; with neither, both value columns are NULL.
         let mut value = None;
         let header = Header::read(point, &NUMBER, |number, v| {
@@ -97,12 +105,23 @@ impl Points {
         })?;
         let kind = if sum.is_some() { "sum" } else { "gauge" };
         let checked = header.times().and_then(|times| {
-            let sum_columns = sum.map(|s| Ok::<_, String>((small_int("aggregation_temporality", s.temporality)?, s.is_monotonic)));
+            let sum_columns = sum.map(|s| {
+                Ok::<_, String>((
+                    small_int("aggregation_temporality", s.temporality)?,
+                    s.is_monotonic,
+                ))
+            });
             Ok((times, sum_columns.transpose()?))
         });
-        let Some((times, sum_columns)) = self.rejections.keep(metric, kind, checked) else { return Ok(()) };
+        let Some((times, sum_columns)) = self.rejections.keep(metric, kind, checked) else {
+            return Ok(());
+        };
 
-        let rows = if sum.is_some() { &mut self.sum } else { &mut self.gauge };
+        let rows = if sum.is_some() {
+            &mut self.sum
+        } else {
+            &mut self.gauge
+        };
         let attributes_json = header.attributes_json(&mut self.scratch.attributes_json)?;
         let row = header.write(rows, metric, times, attributes_json)?;
         match value {
@@ -134,14 +153,28 @@ impl Points {
                     Some((temporality, _)) => (MetricType::Sum, temporality),
                     None => (MetricType::Gauge, 0),
                 };
-                self.rollups.number_point(&series(metric, metric_type, temporality, attributes_json), times.1, number);
+                self.rollups.number_point(
+                    &series(metric, metric_type, temporality, attributes_json),
+                    times.1,
+                    number,
+                );
             }
         }
         Ok(())
     }
 
-    pub fn histogram(&mut self, metric: &Metric<'_>, temporality: i32, point: &[u8]) -> Result<(), WireError> {
-        let Scratch { bucket_counts, explicit_bounds, attributes_json, .. } = &mut self.scratch;
+    pub fn histogram(
+        &mut self,
+        metric: &Metric<'_>,
+        temporality: i32,
+        point: &[u8],
+    ) -> Result<(), WireError> {
+        let Scratch {
+            bucket_counts,
+            explicit_bounds,
+            attributes_json,
+            ..
+        } = &mut self.scratch;
         bucket_counts.clear();
         explicit_bounds.clear();
         let (mut count, mut sum, mut min, mut max) = (0, None, None, None);
@@ -167,9 +200,16 @@ impl Points {
         })?;
         let checked = header.times().and_then(|times| {
             counts_fit("bucket_counts", bucket_counts)?;
-            Ok((times, bigint("count", count)?, small_int("aggregation_temporality", temporality)?))
+            Ok((
+                times,
+                bigint("count", count)?,
+                small_int("aggregation_temporality", temporality)?,
+            ))
         });
-        let Some((times, count, temporality)) = self.rejections.keep(metric, "histogram", checked) else { return Ok(()) };
+        let Some((times, count, temporality)) = self.rejections.keep(metric, "histogram", checked)
+        else {
+            return Ok(());
+        };
 
         let rows = &mut self.histogram;
         let attributes_json = header.attributes_json(attributes_json)?;
@@ -182,26 +222,62 @@ impl Points {
         rows.float8_array(explicit_bounds.iter().copied());
         rows.int2(temporality);
         if self.rejections.end_row(rows, row, metric, "histogram") {
-            let point = HistogramPoint { count, sum, min, max, bucket_counts, explicit_bounds, exponential: None };
-            self.rollups.histogram_point(&series(metric, MetricType::Histogram, temporality, attributes_json), times.1, &point);
+            let point = HistogramPoint {
+                count,
+                sum,
+                min,
+                max,
+                bucket_counts,
+                explicit_bounds,
+                exponential: None,
+            };
+            self.rollups.histogram_point(
+                &series(metric, MetricType::Histogram, temporality, attributes_json),
+                times.1,
+                &point,
+            );
         }
         Ok(())
     }
 
-    pub fn exponential_histogram(&mut self, metric: &Metric<'_>, temporality: i32, point: &[u8]) -> Result<(), WireError> {
-        let Scratch { positive_bucket_counts, negative_bucket_counts, attributes_json, .. } = &mut self.scratch;
+    pub fn exponential_histogram(
+        &mut self,
+        metric: &Metric<'_>,
+        temporality: i32,
+        point: &[u8],
+    ) -> Result<(), WireError> {
+        let Scratch {
+            positive_bucket_counts,
+            negative_bucket_counts,
+            attributes_json,
+            ..
+        } = &mut self.scratch;
         positive_bucket_counts.clear();
         negative_bucket_counts.clear();
         let (mut count, mut sum, mut min, mut max) = (0, None, None, None);
-        let (mut scale, mut zero_count, mut zero_threshold, mut positive_offset, mut negative_offset) = (0, 0, 0.0, 0, 0);
+        let (
+            mut scale,
+            mut zero_count,
+            mut zero_threshold,
+            mut positive_offset,
+            mut negative_offset,
+        ) = (0, 0, 0.0, 0, 0);
         let header = Header::read(point, &EXPONENTIAL_HISTOGRAM, |number, v| {
             match number {
                 4 => count = v.fixed64("ExponentialHistogramDataPoint.count")?,
                 5 => sum = Some(v.double("ExponentialHistogramDataPoint.sum")?),
                 6 => scale = v.sint32("ExponentialHistogramDataPoint.scale")?,
                 7 => zero_count = v.fixed64("ExponentialHistogramDataPoint.zero_count")?,
-                8 => read_buckets(v.bytes("ExponentialHistogramDataPoint.positive")?, &mut positive_offset, positive_bucket_counts)?,
-                9 => read_buckets(v.bytes("ExponentialHistogramDataPoint.negative")?, &mut negative_offset, negative_bucket_counts)?,
+                8 => read_buckets(
+                    v.bytes("ExponentialHistogramDataPoint.positive")?,
+                    &mut positive_offset,
+                    positive_bucket_counts,
+                )?,
+                9 => read_buckets(
+                    v.bytes("ExponentialHistogramDataPoint.negative")?,
+                    &mut negative_offset,
+                    negative_bucket_counts,
+                )?,
                 12 => min = Some(v.double("ExponentialHistogramDataPoint.min")?),
                 13 => max = Some(v.double("ExponentialHistogramDataPoint.max")?),
                 14 => zero_threshold = v.double("ExponentialHistogramDataPoint.zero_threshold")?,
@@ -213,9 +289,16 @@ impl Points {
             counts_fit("positive.bucket_counts", positive_bucket_counts)?;
             counts_fit("negative.bucket_counts", negative_bucket_counts)?;
             let counts = (bigint("count", count)?, bigint("zero_count", zero_count)?);
-            Ok((times, counts, small_int("aggregation_temporality", temporality)?))
+            Ok((
+                times,
+                counts,
+                small_int("aggregation_temporality", temporality)?,
+            ))
         });
-        let Some((times, (count, zero_count), temporality)) = self.rejections.keep(metric, "exponential histogram", checked) else {
+        let Some((times, (count, zero_count), temporality)) =
+            self.rejections
+                .keep(metric, "exponential histogram", checked)
+        else {
             return Ok(());
         };
 
@@ -234,7 +317,10 @@ impl Points {
         rows.int4(negative_offset);
         write_counts(rows, negative_bucket_counts);
         rows.int2(temporality);
-        if self.rejections.end_row(rows, row, metric, "exponential histogram") {
+        if self
+            .rejections
+            .end_row(rows, row, metric, "exponential histogram")
+        {
             let buckets = ExponentialBuckets {
                 scale,
                 zero_count,
@@ -243,14 +329,36 @@ impl Points {
                 negative_offset,
                 negative: negative_bucket_counts,
             };
-            let point = HistogramPoint { count, sum, min, max, bucket_counts: &[], explicit_bounds: &[], exponential: Some(buckets) };
-            self.rollups.histogram_point(&series(metric, MetricType::ExponentialHistogram, temporality, attributes_json), times.1, &point);
+            let point = HistogramPoint {
+                count,
+                sum,
+                min,
+                max,
+                bucket_counts: &[],
+                explicit_bounds: &[],
+                exponential: Some(buckets),
+            };
+            self.rollups.histogram_point(
+                &series(
+                    metric,
+                    MetricType::ExponentialHistogram,
+                    temporality,
+                    attributes_json,
+                ),
+                times.1,
+                &point,
+            );
         }
         Ok(())
     }
 
     pub fn summary(&mut self, metric: &Metric<'_>, point: &[u8]) -> Result<(), WireError> {
-        let Scratch { quantiles, quantile_values, attributes_json, .. } = &mut self.scratch;
+        let Scratch {
+            quantiles,
+            quantile_values,
+            attributes_json,
+            ..
+        } = &mut self.scratch;
         quantiles.clear();
         quantile_values.clear();
         let (mut count, mut sum) = (0, 0.0);
@@ -260,7 +368,10 @@ impl Points {
                 5 => sum = v.double("SummaryDataPoint.sum")?,
                 6 => {
                     let (mut quantile, mut value) = (0.0, 0.0);
-                    for entry in Fields::new(v.bytes("SummaryDataPoint.quantile_values")?, "ValueAtQuantile") {
+                    for entry in Fields::new(
+                        v.bytes("SummaryDataPoint.quantile_values")?,
+                        "ValueAtQuantile",
+                    ) {
                         match entry? {
                             (1, v) => quantile = v.double("ValueAtQuantile.quantile")?,
                             (2, v) => value = v.double("ValueAtQuantile.value")?,
@@ -274,8 +385,12 @@ impl Points {
             }
             Ok(())
         })?;
-        let checked = header.times().and_then(|times| Ok((times, bigint("count", count)?)));
-        let Some((times, count)) = self.rejections.keep(metric, "summary", checked) else { return Ok(()) };
+        let checked = header
+            .times()
+            .and_then(|times| Ok((times, bigint("count", count)?)));
+        let Some((times, count)) = self.rejections.keep(metric, "summary", checked) else {
+            return Ok(());
+        };
 
         let rows = &mut self.summary;
         let attributes_json = header.attributes_json(attributes_json)?;
@@ -357,7 +472,11 @@ struct Repeated<'a> {
 impl<'a> Header<'a> {
     /// Reads `point`, passing each field that is not a header field to `other`. Attributes and
     /// exemplars are only located here, and read when their columns are written.
-    fn read(point: &'a [u8], layout: &Layout, mut other: impl FnMut(u32, Value<'a>) -> Result<(), WireError>) -> Result<Self, WireError> {
+    fn read(
+        point: &'a [u8],
+        layout: &Layout,
+        mut other: impl FnMut(u32, Value<'a>) -> Result<(), WireError>,
+    ) -> Result<Self, WireError> {
         let (mut start_time_unix_nano, mut time_unix_nano, mut flags) = (0, 0, 0);
         let (mut attributes, mut exemplars) = (0..0, 0..0);
         // Field number 0 never occurs, so a point type without exemplars finds none.
@@ -380,14 +499,25 @@ impl<'a> Header<'a> {
             start_time_unix_nano,
             time_unix_nano,
             flags,
-            attributes: Repeated { bytes: &point[attributes], field: layout.attributes.0, path: layout.attributes.1 },
-            exemplars: Repeated { bytes: &point[exemplars], field: exemplars_field, path: exemplars_path },
+            attributes: Repeated {
+                bytes: &point[attributes],
+                field: layout.attributes.0,
+                path: layout.attributes.1,
+            },
+            exemplars: Repeated {
+                bytes: &point[exemplars],
+                field: exemplars_field,
+                path: exemplars_path,
+            },
         })
     }
 
     /// Start and time nanoseconds as their bigint columns take them, or why they don't fit.
     fn times(&self) -> Result<(i64, i64), String> {
-        Ok((unix_nanos("start_time_unix_nano", self.start_time_unix_nano)?, unix_nanos("time_unix_nano", self.time_unix_nano)?))
+        Ok((
+            unix_nanos("start_time_unix_nano", self.start_time_unix_nano)?,
+            unix_nanos("time_unix_nano", self.time_unix_nano)?,
+        ))
     }
 
     /// The point's attributes as jsonb text, written into `buffer`.
@@ -399,7 +529,13 @@ impl<'a> Header<'a> {
     }
 
     /// Starts the point's row with the columns every point table begins with.
-    fn write(&self, rows: &mut CopyRows, metric: &Metric<'_>, (start, time): (i64, i64), attributes_json: &[u8]) -> Result<RowStart, WireError> {
+    fn write(
+        &self,
+        rows: &mut CopyRows,
+        metric: &Metric<'_>,
+        (start, time): (i64, i64),
+        attributes_json: &[u8],
+    ) -> Result<RowStart, WireError> {
         let row = rows.start_row();
         rows.text(metric.name);
         rows.text(metric.description);
@@ -420,17 +556,34 @@ impl<'a> Header<'a> {
 
 impl Rejections {
     /// The checked values of a point, or `None` when one does not fit and the point is rejected.
-    fn keep<T>(&mut self, metric: &Metric<'_>, kind: &str, checked: Result<T, String>) -> Option<T> {
-        checked.map_err(|reason| self.add(metric, kind, reason)).ok()
+    fn keep<T>(
+        &mut self,
+        metric: &Metric<'_>,
+        kind: &str,
+        checked: Result<T, String>,
+    ) -> Option<T> {
+        checked
+            .map_err(|reason| self.add(metric, kind, reason))
+            .ok()
     }
 
     /// Ends a row; one over PostgreSQL's field limit is taken back and its point rejected.
     /// Returns whether the row was kept.
-    fn end_row(&mut self, rows: &mut CopyRows, row: RowStart, metric: &Metric<'_>, kind: &str) -> bool {
+    fn end_row(
+        &mut self,
+        rows: &mut CopyRows,
+        row: RowStart,
+        metric: &Metric<'_>,
+        kind: &str,
+    ) -> bool {
         let len = rows.row_len(row);
         if len > MAX_ROW_BYTES {
             rows.discard_row(row);
-            self.add(metric, kind, format!("its row of {len} bytes exceeds PostgreSQL's 1 GB field limit"));
+            self.add(
+                metric,
+                kind,
+                format!("its row of {len} bytes exceeds PostgreSQL's 1 GB field limit"),
+            );
             return false;
         }
         true
@@ -438,14 +591,20 @@ impl Rejections {
 
     fn add(&mut self, metric: &Metric<'_>, kind: &str, reason: String) {
         self.count += 1;
-        self.first.get_or_insert_with(|| format!("{kind} point of metric {:?}: {reason}", metric.name));
+        self.first
+            .get_or_insert_with(|| format!("{kind} point of metric {:?}: {reason}", metric.name));
     }
 }
 
 /// Reads one occurrence of an exponential histogram's `positive` or `negative` buckets. Further
 /// occurrences merge as prost merges them: the last offset wins and the counts are appended.
 /// The series a point of `metric` belongs to, for the rollups.
-fn series<'a>(metric: &'a Metric<'a>, metric_type: MetricType, temporality: i16, attributes_json: &'a [u8]) -> Series<'a> {
+fn series<'a>(
+    metric: &'a Metric<'a>,
+    metric_type: MetricType,
+    temporality: i16,
+    attributes_json: &'a [u8],
+) -> Series<'a> {
     Series {
         metric_name: metric.name,
         metric_type,
@@ -475,17 +634,29 @@ fn read_buckets(buckets: &[u8], offset: &mut i32, counts: &mut Vec<u64>) -> Resu
 
 /// Grows `range` to take in `field`; an empty range is replaced.
 fn cover(range: &mut Range<usize>, field: Range<usize>) {
-    *range = if range.start == range.end { field } else { range.start..field.end };
+    *range = if range.start == range.end {
+        field
+    } else {
+        range.start..field.end
+    };
 }
 
 /// OTLP counts are uint64; one above a bigint's range is refused rather than wrapped.
 fn bigint(field: &str, value: u64) -> Result<i64, String> {
-    i64::try_from(value).map_err(|_| format!("{field} {value} exceeds {}, the largest bigint", i64::MAX))
+    i64::try_from(value)
+        .map_err(|_| format!("{field} {value} exceeds {}, the largest bigint", i64::MAX))
 }
 
 fn counts_fit(field: &str, counts: &[u64]) -> Result<(), String> {
-    match counts.iter().position(|&count| i64::try_from(count).is_err()) {
-        Some(at) => Err(format!("{field}[{at}] {} exceeds {}, the largest bigint", counts[at], i64::MAX)),
+    match counts
+        .iter()
+        .position(|&count| i64::try_from(count).is_err())
+    {
+        Some(at) => Err(format!(
+            "{field}[{at}] {} exceeds {}, the largest bigint",
+            counts[at],
+            i64::MAX
+        )),
         None => Ok(()),
     }
 }

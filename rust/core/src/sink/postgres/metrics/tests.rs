@@ -5,9 +5,10 @@ use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequ
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 use opentelemetry_proto::tonic::metrics::v1::{
-    exemplar, exponential_histogram_data_point::Buckets, metric::Data, number_data_point, summary_data_point::ValueAtQuantile, Exemplar,
-    ExponentialHistogram, ExponentialHistogramDataPoint, Gauge, Histogram, HistogramDataPoint, Metric as OtlpMetric, NumberDataPoint,
-    ResourceMetrics, ScopeMetrics, Sum, Summary, SummaryDataPoint,
+    exemplar, exponential_histogram_data_point::Buckets, metric::Data, number_data_point,
+    summary_data_point::ValueAtQuantile, Exemplar, ExponentialHistogram,
+    ExponentialHistogramDataPoint, Gauge, Histogram, HistogramDataPoint, Metric as OtlpMetric,
+    NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, Summary, SummaryDataPoint,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
@@ -40,7 +41,10 @@ fn encode_tables(otlp: &[u8]) -> Tables {
         let chunk = rows.finish();
         let rows = parse::rows(&chunk.data);
         assert_eq!(rows.len() as u64, chunk.rows);
-        assert!(rows.iter().all(|row| row.len() == columns.len()), "every row has every column");
+        assert!(
+            rows.iter().all(|row| row.len() == columns.len()),
+            "every row has every column"
+        );
         Table { columns, rows }
     };
     Tables {
@@ -60,7 +64,10 @@ fn encode_request(request: &ExportMetricsServiceRequest) -> Tables {
 
 impl Table {
     fn row(&self, at: usize) -> RowRef<'_> {
-        RowRef { columns: self.columns, row: &self.rows[at] }
+        RowRef {
+            columns: self.columns,
+            row: &self.rows[at],
+        }
     }
 }
 
@@ -71,7 +78,12 @@ struct RowRef<'a> {
 
 impl RowRef<'_> {
     fn field(&self, name: &str) -> Option<&[u8]> {
-        self.row[self.columns.iter().position(|c| *c == name).unwrap_or_else(|| panic!("no column {name}"))].as_deref()
+        self.row[self
+            .columns
+            .iter()
+            .position(|c| *c == name)
+            .unwrap_or_else(|| panic!("no column {name}"))]
+        .as_deref()
     }
 
     fn bytes(&self, name: &str) -> &[u8] {
@@ -134,7 +146,10 @@ impl RowRef<'_> {
 fn request(metrics: Vec<OtlpMetric>) -> ExportMetricsServiceRequest {
     ExportMetricsServiceRequest {
         resource_metrics: vec![ResourceMetrics {
-            resource: Some(Resource { attributes: vec![string_kv("service.name", "svc")], ..Default::default() }),
+            resource: Some(Resource {
+                attributes: vec![string_kv("service.name", "svc")],
+                ..Default::default()
+            }),
             scope_metrics: vec![ScopeMetrics {
                 scope: Some(InstrumentationScope {
                     name: "lib".into(),
@@ -161,11 +176,17 @@ fn metric(name: &str, data: Data) -> OtlpMetric {
 }
 
 fn number_point(value: Option<number_data_point::Value>) -> NumberDataPoint {
-    NumberDataPoint { time_unix_nano: TIME, value, ..Default::default() }
+    NumberDataPoint {
+        time_unix_nano: TIME,
+        value,
+        ..Default::default()
+    }
 }
 
 fn gauge(points: Vec<NumberDataPoint>) -> Data {
-    Data::Gauge(Gauge { data_points: points })
+    Data::Gauge(Gauge {
+        data_points: points,
+    })
 }
 
 fn exemplar_with(value: Option<exemplar::Value>) -> Exemplar {
@@ -197,8 +218,14 @@ fn exponential_point() -> ExponentialHistogramDataPoint {
         count: 10,
         scale: -3,
         zero_count: 1,
-        positive: Some(Buckets { offset: -2, bucket_counts: vec![4, 0, 300] }),
-        negative: Some(Buckets { offset: 5, bucket_counts: vec![2] }),
+        positive: Some(Buckets {
+            offset: -2,
+            bucket_counts: vec![4, 0, 300],
+        }),
+        negative: Some(Buckets {
+            offset: 5,
+            bucket_counts: vec![2],
+        }),
         zero_threshold: 1e-9,
         ..Default::default()
     }
@@ -211,13 +238,22 @@ fn columns_are_those_of_the_schema_in_order() {
         ("metrics_gauge", GAUGE_COLUMNS),
         ("metrics_sum", SUM_COLUMNS),
         ("metrics_histogram", HISTOGRAM_COLUMNS),
-        ("metrics_exponential_histogram", EXPONENTIAL_HISTOGRAM_COLUMNS),
+        (
+            "metrics_exponential_histogram",
+            EXPONENTIAL_HISTOGRAM_COLUMNS,
+        ),
         ("metrics_summary", SUMMARY_COLUMNS),
     ] {
-        let start = sql.find(&format!("CREATE TABLE {{schema}}.{table} (")).expect("table in the schema");
+        let start = sql
+            .find(&format!("CREATE TABLE {{schema}}.{table} ("))
+            .expect("table in the schema");
         let body = &sql[start..];
-        let body = &body[body.find('\n').expect("columns") + 1..body.find(") PARTITION BY").expect("end of table")];
-        let in_schema: Vec<&str> = body.lines().filter_map(|line| line.split_whitespace().next()).collect();
+        let body = &body[body.find('\n').expect("columns") + 1
+            ..body.find(") PARTITION BY").expect("end of table")];
+        let in_schema: Vec<&str> = body
+            .lines()
+            .filter_map(|line| line.split_whitespace().next())
+            .collect();
         assert_eq!(in_schema, columns, "{table}");
     }
 }
@@ -226,22 +262,41 @@ fn columns_are_those_of_the_schema_in_order() {
 fn a_gauge_point_fills_every_column() {
     let mut point = number_point(Some(number_data_point::Value::AsInt(-42)));
     point.start_time_unix_nano = TIME - 1_000;
-    point.attributes = vec![string_kv("host", "a"), kv("n", value(Value::DoubleValue(1.0)))];
+    point.attributes = vec![
+        string_kv("host", "a"),
+        kv("n", value(Value::DoubleValue(1.0))),
+    ];
     point.flags = 1;
-    point.exemplars = vec![exemplar_with(Some(exemplar::Value::AsInt(7))), exemplar_with(Some(exemplar::Value::AsDouble(2.0)))];
+    point.exemplars = vec![
+        exemplar_with(Some(exemplar::Value::AsInt(7))),
+        exemplar_with(Some(exemplar::Value::AsDouble(2.0))),
+    ];
     let tables = encode_request(&request(vec![metric("queue.depth", gauge(vec![point]))]));
-    assert_eq!((tables.gauge.rows.len(), tables.rejected, tables.first_rejection), (1, 0, None));
+    assert_eq!(
+        (
+            tables.gauge.rows.len(),
+            tables.rejected,
+            tables.first_rejection
+        ),
+        (1, 0, None)
+    );
     let row = tables.gauge.row(0);
     assert_eq!(row.text("metric_name"), "queue.depth");
     assert_eq!(row.text("metric_description"), "what it counts");
     assert_eq!(row.text("metric_unit"), "ms");
     assert_eq!(row.json("metric_metadata"), serde_json::json!({"meta": 1}));
     assert_eq!(row.text("service_name"), "svc");
-    assert_eq!(row.json("resource_attributes"), serde_json::json!({"service.name": "svc"}));
+    assert_eq!(
+        row.json("resource_attributes"),
+        serde_json::json!({"service.name": "svc"})
+    );
     assert_eq!(row.text("resource_schema_url"), "https://resource");
     assert_eq!(row.text("scope_name"), "lib");
     assert_eq!(row.text("scope_version"), "1.2");
-    assert_eq!(row.json("scope_attributes"), serde_json::json!({"scope.key": "v"}));
+    assert_eq!(
+        row.json("scope_attributes"),
+        serde_json::json!({"scope.key": "v"})
+    );
     assert_eq!(row.text("scope_schema_url"), "https://scope");
     assert_eq!(row.json_text("attributes"), r#"{"host":"a","n":1.0}"#);
     assert_eq!(row.int8("start_time_unix_nano"), TIME as i64 - 1_000);
@@ -273,22 +328,35 @@ fn double_and_empty_gauge_values() {
     assert!(gauge.row(0).float8("value_double").is_nan());
     assert!(gauge.row(0).is_null("value_int"));
     assert_eq!(gauge.row(1).float8("value_double"), -0.5);
-    assert!(gauge.row(2).is_null("value_double") && gauge.row(2).is_null("value_int"), "no value, no value column");
+    assert!(
+        gauge.row(2).is_null("value_double") && gauge.row(2).is_null("value_int"),
+        "no value, no value column"
+    );
     // Unset times and no exemplars.
     assert_eq!(gauge.row(0).int8("start_time_unix_nano"), 0);
     assert_eq!(gauge.row(0).json("exemplars"), serde_json::json!([]));
     assert_eq!(gauge.row(0).json("attributes"), serde_json::json!({}));
-    assert_eq!(tables.sum.rows.len() + tables.histogram.rows.len() + tables.summary.rows.len(), 0);
+    assert_eq!(
+        tables.sum.rows.len() + tables.histogram.rows.len() + tables.summary.rows.len(),
+        0
+    );
 }
 
 #[test]
 fn sums_carry_temporality_and_monotonicity() {
     let sum = |aggregation_temporality, is_monotonic, value| {
-        Data::Sum(Sum { data_points: vec![number_point(Some(value))], aggregation_temporality, is_monotonic })
+        Data::Sum(Sum {
+            data_points: vec![number_point(Some(value))],
+            aggregation_temporality,
+            is_monotonic,
+        })
     };
     let tables = encode_request(&request(vec![
         metric("requests", sum(1, true, number_data_point::Value::AsInt(5))),
-        metric("balance", sum(2, false, number_data_point::Value::AsDouble(1.5))),
+        metric(
+            "balance",
+            sum(2, false, number_data_point::Value::AsDouble(1.5)),
+        ),
     ]));
     let rows = &tables.sum;
     assert_eq!((rows.rows.len(), tables.gauge.rows.len()), (2, 0));
@@ -303,12 +371,19 @@ fn sums_carry_temporality_and_monotonicity() {
 
 #[test]
 fn histograms_with_and_without_sum_min_and_max() {
-    let mut bare = HistogramDataPoint { time_unix_nano: TIME, count: 0, ..Default::default() };
+    let mut bare = HistogramDataPoint {
+        time_unix_nano: TIME,
+        count: 0,
+        ..Default::default()
+    };
     bare.flags = 1;
     let mut full = histogram_point();
     full.exemplars = vec![exemplar_with(None)];
     full.attributes = vec![string_kv("route", "/")];
-    let data = Data::Histogram(Histogram { data_points: vec![full, bare], aggregation_temporality: 2 });
+    let data = Data::Histogram(Histogram {
+        data_points: vec![full, bare],
+        aggregation_temporality: 2,
+    });
     let tables = encode_request(&request(vec![metric("latency", data)]));
     let rows = &tables.histogram;
     assert_eq!(rows.rows.len(), 2);
@@ -338,14 +413,27 @@ fn exponential_histograms_with_negative_scale_and_offset() {
     point.max = Some(f64::INFINITY);
     point.attributes = vec![string_kv("k", "v")];
     point.exemplars = vec![exemplar_with(Some(exemplar::Value::AsDouble(1e-3)))];
-    let empty = ExponentialHistogramDataPoint { time_unix_nano: TIME, scale: i32::MIN, ..Default::default() };
-    let data = Data::ExponentialHistogram(ExponentialHistogram { data_points: vec![point, empty], aggregation_temporality: 1 });
+    let empty = ExponentialHistogramDataPoint {
+        time_unix_nano: TIME,
+        scale: i32::MIN,
+        ..Default::default()
+    };
+    let data = Data::ExponentialHistogram(ExponentialHistogram {
+        data_points: vec![point, empty],
+        aggregation_temporality: 1,
+    });
     let tables = encode_request(&request(vec![metric("size", data)]));
     let rows = &tables.exponential_histogram;
     assert_eq!(rows.rows.len(), 2);
     let row = rows.row(0);
     assert_eq!(row.json("attributes"), serde_json::json!({"k": "v"}));
-    assert_eq!(row.json_text("exemplars").split(r#""value":"#).nth(1).map(|rest| &rest[..6]), Some("0.001,"));
+    assert_eq!(
+        row.json_text("exemplars")
+            .split(r#""value":"#)
+            .nth(1)
+            .map(|rest| &rest[..6]),
+        Some("0.001,")
+    );
     assert_eq!(row.int8("count"), 10);
     assert_eq!(row.float8("sum"), 99.0);
     assert_eq!(row.float8("min"), -3.0);
@@ -361,9 +449,18 @@ fn exponential_histograms_with_negative_scale_and_offset() {
     let empty = rows.row(1);
     assert_eq!(empty.int4("scale"), i32::MIN);
     assert!(empty.is_null("sum") && empty.is_null("min") && empty.is_null("max"));
-    assert_eq!((empty.int4("positive_offset"), empty.int4("negative_offset")), (0, 0));
-    assert_eq!(empty.int8_array("positive_bucket_counts"), Vec::<i64>::new());
-    assert_eq!(empty.int8_array("negative_bucket_counts"), Vec::<i64>::new());
+    assert_eq!(
+        (empty.int4("positive_offset"), empty.int4("negative_offset")),
+        (0, 0)
+    );
+    assert_eq!(
+        empty.int8_array("positive_bucket_counts"),
+        Vec::<i64>::new()
+    );
+    assert_eq!(
+        empty.int8_array("negative_bucket_counts"),
+        Vec::<i64>::new()
+    );
     assert_eq!(empty.float8("zero_threshold"), 0.0);
 }
 
@@ -374,16 +471,33 @@ fn summaries_keep_their_quantiles_in_order() {
         count: 4,
         sum: 10.0,
         quantile_values: vec![
-            ValueAtQuantile { quantile: 0.0, value: 1.0 },
-            ValueAtQuantile { quantile: 0.5, value: 2.5 },
-            ValueAtQuantile { quantile: 1.0, value: 4.0 },
+            ValueAtQuantile {
+                quantile: 0.0,
+                value: 1.0,
+            },
+            ValueAtQuantile {
+                quantile: 0.5,
+                value: 2.5,
+            },
+            ValueAtQuantile {
+                quantile: 1.0,
+                value: 4.0,
+            },
         ],
         attributes: vec![string_kv("k", "v")],
         flags: 1,
         ..Default::default()
     };
-    let bare = SummaryDataPoint { time_unix_nano: TIME, ..Default::default() };
-    let tables = encode_request(&request(vec![metric("gc", Data::Summary(Summary { data_points: vec![point, bare] }))]));
+    let bare = SummaryDataPoint {
+        time_unix_nano: TIME,
+        ..Default::default()
+    };
+    let tables = encode_request(&request(vec![metric(
+        "gc",
+        Data::Summary(Summary {
+            data_points: vec![point, bare],
+        }),
+    )]));
     let rows = &tables.summary;
     assert_eq!(rows.rows.len(), 2);
     let row = rows.row(0);
@@ -400,10 +514,27 @@ fn summaries_keep_their_quantiles_in_order() {
 
 #[test]
 fn points_past_2262_are_rejected_and_their_neighbours_kept() {
-    let late = NumberDataPoint { time_unix_nano: u64::MAX, ..number_point(None) };
-    let early_late_start = NumberDataPoint { start_time_unix_nano: i64::MAX as u64 + 1, ..number_point(None) };
-    let last_instant = NumberDataPoint { time_unix_nano: i64::MAX as u64, ..number_point(None) };
-    let tables = encode_request(&request(vec![metric("g", gauge(vec![number_point(None), late, early_late_start, last_instant]))]));
+    let late = NumberDataPoint {
+        time_unix_nano: u64::MAX,
+        ..number_point(None)
+    };
+    let early_late_start = NumberDataPoint {
+        start_time_unix_nano: i64::MAX as u64 + 1,
+        ..number_point(None)
+    };
+    let last_instant = NumberDataPoint {
+        time_unix_nano: i64::MAX as u64,
+        ..number_point(None)
+    };
+    let tables = encode_request(&request(vec![metric(
+        "g",
+        gauge(vec![
+            number_point(None),
+            late,
+            early_late_start,
+            last_instant,
+        ]),
+    )]));
     assert_eq!(tables.gauge.rows.len(), 2);
     assert_eq!(tables.gauge.row(0).int8("time_unix_nano"), TIME as i64);
     assert_eq!(tables.gauge.row(1).int8("time_unix_nano"), i64::MAX);
@@ -416,10 +547,22 @@ fn points_past_2262_are_rejected_and_their_neighbours_kept() {
 
 #[test]
 fn counts_past_a_bigint_are_rejected() {
-    let too_many = HistogramDataPoint { count: i64::MAX as u64 + 1, ..histogram_point() };
-    let bucket_too_full = HistogramDataPoint { bucket_counts: vec![0, u64::MAX], ..histogram_point() };
-    let at_most = HistogramDataPoint { count: i64::MAX as u64, ..histogram_point() };
-    let histogram = Data::Histogram(Histogram { data_points: vec![too_many, bucket_too_full, at_most], aggregation_temporality: 2 });
+    let too_many = HistogramDataPoint {
+        count: i64::MAX as u64 + 1,
+        ..histogram_point()
+    };
+    let bucket_too_full = HistogramDataPoint {
+        bucket_counts: vec![0, u64::MAX],
+        ..histogram_point()
+    };
+    let at_most = HistogramDataPoint {
+        count: i64::MAX as u64,
+        ..histogram_point()
+    };
+    let histogram = Data::Histogram(Histogram {
+        data_points: vec![too_many, bucket_too_full, at_most],
+        aggregation_temporality: 2,
+    });
     let tables = encode_request(&request(vec![metric("h", histogram)]));
     assert_eq!(tables.histogram.rows.len(), 1);
     assert_eq!(tables.histogram.row(0).int8("count"), i64::MAX);
@@ -429,26 +572,58 @@ fn counts_past_a_bigint_are_rejected() {
         Some("histogram point of metric \"h\": count 9223372036854775808 exceeds 9223372036854775807, the largest bigint")
     );
 
-    let bucket_too_full = HistogramDataPoint { bucket_counts: vec![0, u64::MAX], ..histogram_point() };
-    let histogram = Data::Histogram(Histogram { data_points: vec![bucket_too_full], aggregation_temporality: 2 });
+    let bucket_too_full = HistogramDataPoint {
+        bucket_counts: vec![0, u64::MAX],
+        ..histogram_point()
+    };
+    let histogram = Data::Histogram(Histogram {
+        data_points: vec![bucket_too_full],
+        aggregation_temporality: 2,
+    });
     let tables = encode_request(&request(vec![metric("h", histogram)]));
     assert_eq!(
         tables.first_rejection.as_deref(),
         Some("histogram point of metric \"h\": bucket_counts[1] 18446744073709551615 exceeds 9223372036854775807, the largest bigint")
     );
 
-    let zero_count = ExponentialHistogramDataPoint { zero_count: u64::MAX, ..exponential_point() };
-    let negative =
-        ExponentialHistogramDataPoint { negative: Some(Buckets { offset: 0, bucket_counts: vec![u64::MAX] }), ..exponential_point() };
-    let summary = SummaryDataPoint { count: u64::MAX, ..Default::default() };
+    let zero_count = ExponentialHistogramDataPoint {
+        zero_count: u64::MAX,
+        ..exponential_point()
+    };
+    let negative = ExponentialHistogramDataPoint {
+        negative: Some(Buckets {
+            offset: 0,
+            bucket_counts: vec![u64::MAX],
+        }),
+        ..exponential_point()
+    };
+    let summary = SummaryDataPoint {
+        count: u64::MAX,
+        ..Default::default()
+    };
     let tables = encode_request(&request(vec![
         metric(
             "e",
-            Data::ExponentialHistogram(ExponentialHistogram { data_points: vec![zero_count, negative], aggregation_temporality: 1 }),
+            Data::ExponentialHistogram(ExponentialHistogram {
+                data_points: vec![zero_count, negative],
+                aggregation_temporality: 1,
+            }),
         ),
-        metric("s", Data::Summary(Summary { data_points: vec![summary] })),
+        metric(
+            "s",
+            Data::Summary(Summary {
+                data_points: vec![summary],
+            }),
+        ),
     ]));
-    assert_eq!((tables.exponential_histogram.rows.len(), tables.summary.rows.len(), tables.rejected), (0, 0, 3));
+    assert_eq!(
+        (
+            tables.exponential_histogram.rows.len(),
+            tables.summary.rows.len(),
+            tables.rejected
+        ),
+        (0, 0, 3)
+    );
     assert_eq!(
         tables.first_rejection.as_deref(),
         Some(
@@ -459,14 +634,26 @@ fn counts_past_a_bigint_are_rejected() {
 
 #[test]
 fn a_temporality_past_a_smallint_rejects_the_points() {
-    let sum =
-        Data::Sum(Sum { data_points: vec![number_point(None), number_point(None)], aggregation_temporality: 40_000, is_monotonic: true });
+    let sum = Data::Sum(Sum {
+        data_points: vec![number_point(None), number_point(None)],
+        aggregation_temporality: 40_000,
+        is_monotonic: true,
+    });
     let gauge = gauge(vec![number_point(None)]);
     let tables = encode_request(&request(vec![metric("odd", sum), metric("fine", gauge)]));
-    assert_eq!((tables.sum.rows.len(), tables.gauge.rows.len(), tables.rejected), (0, 1, 2));
+    assert_eq!(
+        (
+            tables.sum.rows.len(),
+            tables.gauge.rows.len(),
+            tables.rejected
+        ),
+        (0, 1, 2)
+    );
     assert_eq!(
         tables.first_rejection.as_deref(),
-        Some("sum point of metric \"odd\": aggregation_temporality 40000 is not a valid OTLP value")
+        Some(
+            "sum point of metric \"odd\": aggregation_temporality 40000 is not a valid OTLP value"
+        )
     );
 }
 
@@ -490,7 +677,14 @@ fn resources_and_scopes_are_written_per_point() {
     assert_eq!(tables.gauge.rows.len(), 2);
     assert_eq!(tables.gauge.row(0).text("service_name"), "svc");
     let bare = tables.gauge.row(1);
-    assert_eq!((bare.text("service_name"), bare.text("resource_schema_url"), bare.text("scope_name")), ("", "", ""));
+    assert_eq!(
+        (
+            bare.text("service_name"),
+            bare.text("resource_schema_url"),
+            bare.text("scope_name")
+        ),
+        ("", "", "")
+    );
     assert_eq!(bare.json("resource_attributes"), serde_json::json!({}));
     assert_eq!(bare.json("scope_attributes"), serde_json::json!({}));
 }
@@ -531,15 +725,24 @@ fn varint_field(number: u64, value: u64) -> Vec<u8> {
 /// A request holding one metric of the given bytes, in the resource and scope `request` makes.
 fn request_around(metric: &[u8]) -> Vec<u8> {
     let template = request(vec![]).resource_metrics.remove(0);
-    let scope = [template.scope_metrics[0].encode_to_vec(), delimited(2, metric)].concat();
+    let scope = [
+        template.scope_metrics[0].encode_to_vec(),
+        delimited(2, metric),
+    ]
+    .concat();
     let resource = template.resource.expect("a resource").encode_to_vec();
     delimited(1, &[delimited(1, &resource), delimited(2, &scope)].concat())
 }
 
 /// What the encoder makes of `otlp` equals what it makes of prost's reading of it, re-encoded.
 fn same_as_prost(otlp: &[u8]) -> Tables {
-    let canonical = ExportMetricsServiceRequest::decode(otlp).expect("prost reads it").encode_to_vec();
-    assert_ne!(canonical, otlp, "the test input is not prost's own encoding");
+    let canonical = ExportMetricsServiceRequest::decode(otlp)
+        .expect("prost reads it")
+        .encode_to_vec();
+    assert_ne!(
+        canonical, otlp,
+        "the test input is not prost's own encoding"
+    );
     let (ours, theirs) = (encode_tables(otlp), encode_tables(&canonical));
     for (a, b) in [
         (&ours.gauge, &theirs.gauge),
@@ -557,8 +760,20 @@ fn same_as_prost(otlp: &[u8]) -> Tables {
 fn unpacked_repeated_fields_are_read_like_packed_ones() {
     // HistogramDataPoint: time, count, then bucket_counts and explicit_bounds one per field, mixed
     // with a packed run.
-    let mut point = [fixed64(3, TIME), fixed64(4, 6), fixed64(6, 1), fixed64(7, 0.5f64.to_bits())].concat();
-    point.extend_from_slice(&delimited(6, &[2u64, 3].iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()));
+    let mut point = [
+        fixed64(3, TIME),
+        fixed64(4, 6),
+        fixed64(6, 1),
+        fixed64(7, 0.5f64.to_bits()),
+    ]
+    .concat();
+    point.extend_from_slice(&delimited(
+        6,
+        &[2u64, 3]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect::<Vec<u8>>(),
+    ));
     point.extend_from_slice(&fixed64(7, 10f64.to_bits()));
     let histogram = [delimited(1, &point), varint_field(2, 2)].concat();
     let metric = [delimited(1, b"h"), delimited(9, &histogram)].concat();
@@ -568,7 +783,12 @@ fn unpacked_repeated_fields_are_read_like_packed_ones() {
     assert_eq!(row.float8_array("explicit_bounds"), vec![0.5, 10.0]);
 
     // Buckets: offset -1 (zigzag 1), counts 7 unpacked then [8, 9] packed.
-    let buckets = [varint_field(1, 1), varint_field(2, 7), delimited(2, &[8, 9])].concat();
+    let buckets = [
+        varint_field(1, 1),
+        varint_field(2, 7),
+        delimited(2, &[8, 9]),
+    ]
+    .concat();
     let point = [fixed64(3, TIME), delimited(8, &buckets), varint_field(6, 3)].concat();
     let metric = [delimited(1, b"e"), delimited(10, &delimited(1, &point))].concat();
     let tables = same_as_prost(&request_around(&metric));
@@ -581,7 +801,9 @@ fn unpacked_repeated_fields_are_read_like_packed_ones() {
 #[test]
 fn repeated_oneof_and_message_fields_merge_as_prost_merges_them() {
     let point = |value: f64| [fixed64(3, TIME), fixed64(4, value.to_bits())].concat();
-    let sum = |value: f64, temporality: u64| [delimited(1, &point(value)), varint_field(2, temporality)].concat();
+    let sum = |value: f64, temporality: u64| {
+        [delimited(1, &point(value)), varint_field(2, temporality)].concat()
+    };
     // A gauge, then a sum, then another sum: the sum replaces the gauge, and the two sums merge,
     // the last temporality winning.
     let metric = [
@@ -598,7 +820,12 @@ fn repeated_oneof_and_message_fields_merge_as_prost_merges_them() {
     assert!(tables.sum.row(0).bool("is_monotonic"));
 
     // A point's value oneof: the last one wins; two `positive` buckets merge.
-    let number = [fixed64(3, TIME), fixed64(6, 5), fixed64(4, 2.5f64.to_bits())].concat();
+    let number = [
+        fixed64(3, TIME),
+        fixed64(6, 5),
+        fixed64(4, 2.5f64.to_bits()),
+    ]
+    .concat();
     let metric = [delimited(1, b"g"), delimited(5, &delimited(1, &number))].concat();
     let tables = same_as_prost(&request_around(&metric));
     assert!(tables.gauge.row(0).is_null("value_int"));
@@ -613,38 +840,60 @@ fn repeated_oneof_and_message_fields_merge_as_prost_merges_them() {
     let metric = [delimited(1, b"e"), delimited(10, &delimited(1, &point))].concat();
     let tables = same_as_prost(&request_around(&metric));
     let row = tables.exponential_histogram.row(0);
-    assert_eq!((row.int4("positive_offset"), row.int8_array("positive_bucket_counts")), (-2, vec![1, 2]));
+    assert_eq!(
+        (
+            row.int4("positive_offset"),
+            row.int8_array("positive_bucket_counts")
+        ),
+        (-2, vec![1, 2])
+    );
 }
 
 #[test]
 fn an_empty_request_has_no_rows() {
     let tables = encode_tables(&[]);
-    assert_eq!(tables.gauge.rows.len() + tables.sum.rows.len() + tables.rejected as usize, 0);
+    assert_eq!(
+        tables.gauge.rows.len() + tables.sum.rows.len() + tables.rejected as usize,
+        0
+    );
 }
 
 #[test]
 fn malformed_requests_are_errors() {
-    assert_eq!(encode(&[0xff, 0xff, 0xff]).err().map(|e| e.to_string()), Some("ExportMetricsServiceRequest: truncated varint".into()));
+    assert_eq!(
+        encode(&[0xff, 0xff, 0xff]).err().map(|e| e.to_string()),
+        Some("ExportMetricsServiceRequest: truncated varint".into())
+    );
     let otlp = request(vec![metric("g", gauge(vec![number_point(None)]))]).encode_to_vec();
     let error = encode(&otlp[..otlp.len() - 3]).err().expect("truncated");
     assert_eq!(error.reason, "field runs past the end of its message");
 
     let mut otlp = request(vec![metric("MARKER", gauge(vec![number_point(None)]))]).encode_to_vec();
-    let at = otlp.windows(6).position(|w| w == b"MARKER").expect("marker present");
+    let at = otlp
+        .windows(6)
+        .position(|w| w == b"MARKER")
+        .expect("marker present");
     otlp[at] = 0xff;
-    assert_eq!(encode(&otlp).err().map(|e| e.to_string()), Some("Metric.name: string is not valid UTF-8".into()));
+    assert_eq!(
+        encode(&otlp).err().map(|e| e.to_string()),
+        Some("Metric.name: string is not valid UTF-8".into())
+    );
 
     // A time sent as a varint, and a packed run of bucket counts that ends inside a count.
     let point = varint_field(3, 1);
     let metric = [delimited(1, b"g"), delimited(5, &delimited(1, &point))].concat();
     assert_eq!(
-        encode(&request_around(&metric)).err().map(|e| e.to_string()),
+        encode(&request_around(&metric))
+            .err()
+            .map(|e| e.to_string()),
         Some("NumberDataPoint.time_unix_nano: wrong wire type, expected fixed64".into())
     );
     let point = delimited(6, &[0; 12]);
     let metric = [delimited(1, b"h"), delimited(9, &delimited(1, &point))].concat();
     assert_eq!(
-        encode(&request_around(&metric)).err().map(|e| e.to_string()),
+        encode(&request_around(&metric))
+            .err()
+            .map(|e| e.to_string()),
         Some("HistogramDataPoint.bucket_counts: field runs past the end of its message".into())
     );
 }
