@@ -66,7 +66,7 @@ run: build
 ## test: every test: Rust, Go, end-to-end, and the ClickHouse schema and test engine
 test: test-rust test-go test-e2e test-clickhouse
 
-test-rust: $(RUST_LIB)
+test-rust: $(RUST_LIB) venv
 	cargo test --workspace
 
 test-go: $(RUST_LIB)

@@ -16,16 +16,16 @@ use tracing::instrument::WithSubscriber;
 
 use crate::error::{Error, ErrorKind};
 use crate::limiter::Reservation;
-use crate::sink::postgres::{Pending, PostgresSink, RequestRows, Stored};
+use crate::sink::{Pending, Rows, Sink, Stored};
 use crate::telemetry::{Counter, Telemetry};
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// One export request's rows on their way to the database.
-pub struct Job {
+pub struct Job<R> {
     pub request_id: [u8; 16],
-    pub rows: RequestRows,
+    pub rows: R,
     /// When the caller stops waiting; `None` in fire-and-forget mode.
     pub deadline: Option<Instant>,
     /// Where the outcome goes; `None` in fire-and-forget mode.
@@ -33,15 +33,15 @@ pub struct Job {
     pub reservation: Reservation,
 }
 
-pub struct BatchWriter {
-    sender: Mutex<Option<mpsc::UnboundedSender<Job>>>,
+pub struct BatchWriter<S: Sink> {
+    sender: Mutex<Option<mpsc::UnboundedSender<Job<S::Rows>>>>,
     workers: Mutex<Vec<JoinHandle<()>>>,
-    shared: Arc<Shared>,
+    shared: Arc<Shared<S>>,
 }
 
-struct Shared {
-    receiver: tokio::sync::Mutex<mpsc::UnboundedReceiver<Job>>,
-    sink: Arc<PostgresSink>,
+struct Shared<S: Sink> {
+    receiver: tokio::sync::Mutex<mpsc::UnboundedReceiver<Job<S::Rows>>>,
+    sink: Arc<S>,
     /// What telemetry calls this writer's data: "spans", "logs" or "metrics".
     name: &'static str,
     telemetry: Arc<Telemetry>,
@@ -62,10 +62,10 @@ pub struct WriterSettings {
     pub write_timeout: Duration,
 }
 
-impl BatchWriter {
+impl<S: Sink> BatchWriter<S> {
     /// Starts the workers on the current runtime, logging through `dispatch`.
     pub fn start(
-        sink: Arc<PostgresSink>,
+        sink: Arc<S>,
         name: &'static str,
         telemetry: Arc<Telemetry>,
         settings: WriterSettings,
@@ -97,7 +97,7 @@ impl BatchWriter {
         self.shared.name
     }
 
-    pub fn submit(&self, job: Job) -> Result<(), Error> {
+    pub fn submit(&self, job: Job<S::Rows>) -> Result<(), Error> {
         let rows = job.rows.rows();
         let sender = self
             .sender
@@ -157,7 +157,7 @@ impl BatchWriter {
     }
 }
 
-impl Shared {
+impl<S: Sink> Shared<S> {
     async fn work(self: Arc<Self>) {
         while let Some(batch) = self.next_batch().await {
             self.write_with_retries(batch).await;
@@ -165,7 +165,7 @@ impl Shared {
     }
 
     /// The first queued job and every other one already waiting, up to the row limit.
-    async fn next_batch(&self) -> Option<Vec<Job>> {
+    async fn next_batch(&self) -> Option<Vec<Job<S::Rows>>> {
         let mut receiver = self.receiver.lock().await;
         let first = receiver.recv().await?;
         let mut rows = first.rows.rows();
@@ -182,7 +182,7 @@ impl Shared {
         Some(batch)
     }
 
-    async fn write_with_retries(&self, mut batch: Vec<Job>) {
+    async fn write_with_retries(&self, mut batch: Vec<Job<S::Rows>>) {
         let table = self.name;
         let mut backoff = FIRST_BACKOFF;
         let mut last_error: Option<Error> = None;
@@ -190,7 +190,7 @@ impl Shared {
             let now = Instant::now();
             // A caller that stopped waiting gets the last error; it retries through the collector,
             // and the request id keeps a later success from storing it twice.
-            let (expired, waiting): (Vec<Job>, Vec<Job>) = batch
+            let (expired, waiting): (Vec<Job<S::Rows>>, Vec<Job<S::Rows>>) = batch
                 .into_iter()
                 .partition(|job| job.deadline.is_some_and(|d| d <= now));
             batch = waiting;
@@ -213,7 +213,7 @@ impl Shared {
                 .into_iter()
                 .flatten()
                 .fold(now + self.write_timeout, Instant::min);
-            let pending: Vec<Pending<'_>> = batch
+            let pending: Vec<Pending<'_, S::Rows>> = batch
                 .iter()
                 .map(|job| Pending {
                     request_id: job.request_id,
@@ -302,7 +302,7 @@ impl Shared {
         self.telemetry.set_database_error(None);
     }
 
-    fn answer(&self, job: Job, outcome: Result<Stored, Error>) {
+    fn answer(&self, job: Job<S::Rows>, outcome: Result<Stored, Error>) {
         let Job {
             rows,
             ack,

@@ -38,7 +38,9 @@ pub struct Config {
     /// How long one write attempt (a COPY and its commit) may take before it is abandoned and retried.
     pub write_timeout: GoDuration,
     pub retention: Retention,
+    /// The backend: exactly one of `postgres.dsn` and `clickhouse.endpoint` is set.
     pub postgres: PostgresConfig,
+    pub clickhouse: ClickHouseConfig,
 }
 
 impl Default for Config {
@@ -50,6 +52,7 @@ impl Default for Config {
             write_timeout: GoDuration(Duration::from_secs(30)),
             retention: Retention::default(),
             postgres: PostgresConfig::default(),
+            clickhouse: ClickHouseConfig::default(),
         }
     }
 }
@@ -159,6 +162,134 @@ impl fmt::Debug for PostgresConfig {
     }
 }
 
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClickHouseConfig {
+    /// The HTTP(S) interface, such as `http://localhost:8123`; empty when PostgreSQL is the backend.
+    pub endpoint: String,
+    /// Database that holds the tables; created by the migrations.
+    pub database: String,
+    pub username: String,
+    pub password: String,
+    /// Compression of inserted blocks and of responses.
+    pub compression: Compression,
+    /// Create the database, tables and views (versioned migrations) at start.
+    pub create_schema: bool,
+    /// Inserts in flight per signal.
+    pub parallel_inserts: usize,
+    /// Run every schema statement `ON CLUSTER` this cluster; empty for a single server.
+    pub cluster_name: String,
+    /// The engine family of the tables; by default `ReplicatedMergeTree` with a cluster and
+    /// `MergeTree` without.
+    pub table_engine: Option<TableEngine>,
+    /// PEM file of the CA certificates that sign an `https://` endpoint's certificate; when empty,
+    /// the system's roots.
+    pub ca_file: String,
+}
+
+impl Default for ClickHouseConfig {
+    fn default() -> Self {
+        Self {
+            endpoint: String::new(),
+            database: "otel".to_owned(),
+            username: "default".to_owned(),
+            password: String::new(),
+            compression: Compression::Lz4,
+            create_schema: true,
+            parallel_inserts: 4,
+            cluster_name: String::new(),
+            table_engine: None,
+            ca_file: String::new(),
+        }
+    }
+}
+
+// Never print the password.
+impl fmt::Debug for ClickHouseConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClickHouseConfig")
+            .field("endpoint", &self.endpoint)
+            .field("database", &self.database)
+            .field("username", &self.username)
+            .field(
+                "password",
+                &if self.password.is_empty() {
+                    ""
+                } else {
+                    "<redacted>"
+                },
+            )
+            .field("compression", &self.compression)
+            .field("create_schema", &self.create_schema)
+            .field("parallel_inserts", &self.parallel_inserts)
+            .field("cluster_name", &self.cluster_name)
+            .field("table_engine", &self.table_engine)
+            .field("ca_file", &self.ca_file)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Compression {
+    Lz4,
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TableEngine {
+    MergeTree,
+    ReplicatedMergeTree,
+}
+
+impl ClickHouseConfig {
+    /// The engine family the tables get.
+    pub fn engine(&self) -> TableEngine {
+        self.table_engine
+            .unwrap_or(if self.cluster_name.is_empty() {
+                TableEngine::MergeTree
+            } else {
+                TableEngine::ReplicatedMergeTree
+            })
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let endpoint = self.endpoint.trim();
+        let Some(host) = endpoint
+            .strip_prefix("http://")
+            .or_else(|| endpoint.strip_prefix("https://"))
+        else {
+            return Err(ConfigError::new(
+                "clickhouse.endpoint",
+                format!("must be an http:// or https:// URL of ClickHouse's HTTP interface (such as http://localhost:8123), got {endpoint:?}"),
+            ));
+        };
+        if host.is_empty() || host.starts_with('/') || host.contains('@') {
+            return Err(ConfigError::new(
+                "clickhouse.endpoint",
+                "must name a host, without credentials (use clickhouse.username and clickhouse.password)",
+            ));
+        }
+        validate_identifier("clickhouse.database", &self.database)?;
+        if !self.cluster_name.is_empty() {
+            validate_identifier("clickhouse.cluster_name", &self.cluster_name)?;
+        }
+        if !(1..=MAX_POOL_SIZE).contains(&self.parallel_inserts) {
+            return Err(ConfigError::new(
+                "clickhouse.parallel_inserts",
+                format!(
+                    "must be between 1 and {MAX_POOL_SIZE}, got {}",
+                    self.parallel_inserts
+                ),
+            ));
+        }
+        if !self.ca_file.is_empty() {
+            crate::sink::root_certificates("clickhouse.ca_file", &self.ca_file)?;
+        }
+        Ok(())
+    }
+}
+
 const MAX_POOL_SIZE: usize = 64;
 const MIN_MEMORY_LIMIT_MIB: usize = 8;
 const MAX_MEMORY_LIMIT_MIB: usize = 1 << 20;
@@ -214,7 +345,27 @@ impl Config {
         }
         validate_timeout("write_timeout", self.write_timeout)?;
         self.retention.validate()?;
-        self.postgres.validate()
+        match (self.postgres.dsn.trim().is_empty(), self.clickhouse.endpoint.trim().is_empty()) {
+            (false, true) => self.postgres.validate(),
+            (true, false) => self.clickhouse.validate(),
+            (true, true) => Err(ConfigError::new(
+                "postgres.dsn",
+                "must be set (for example postgres://user@127.0.0.1:5432/db), or clickhouse.endpoint instead",
+            )),
+            (false, false) => Err(ConfigError::new(
+                "clickhouse.endpoint",
+                "is set together with postgres.dsn; an exporter writes to one backend, so configure one exporter per backend",
+            )),
+        }
+    }
+
+    /// Which backend the configuration selects (once validated).
+    pub fn backend(&self) -> Backend {
+        if self.clickhouse.endpoint.trim().is_empty() {
+            Backend::Postgres
+        } else {
+            Backend::ClickHouse
+        }
     }
 
     pub fn memory_limit_bytes(&self) -> usize {
@@ -222,14 +373,14 @@ impl Config {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    ClickHouse,
+}
+
 impl PostgresConfig {
     fn validate(&self) -> Result<(), ConfigError> {
-        if self.dsn.trim().is_empty() {
-            return Err(ConfigError::new(
-                "postgres.dsn",
-                "must be set (for example postgres://user@127.0.0.1:5432/db)",
-            ));
-        }
         // tokio-postgres's parse errors do not echo the input, so the password stays out of the message.
         let parsed = tokio_postgres::Config::from_str(&self.dsn).map_err(|e| {
             ConfigError::new(
@@ -263,7 +414,7 @@ impl PostgresConfig {
             ));
         }
         if !self.ca_file.is_empty() {
-            crate::sink::postgres::root_certificates(&self.ca_file)?;
+            crate::sink::root_certificates("postgres.ca_file", &self.ca_file)?;
         }
         Ok(())
     }
@@ -426,7 +577,7 @@ mod tests {
         assert_eq!(parsed, Config::default());
         assert_eq!(
             error_of(&defaults),
-            "postgres.dsn: must be set (for example postgres://user@127.0.0.1:5432/db)"
+            "postgres.dsn: must be set (for example postgres://user@127.0.0.1:5432/db), or clickhouse.endpoint instead"
         );
     }
 

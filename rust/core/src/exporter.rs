@@ -1,5 +1,5 @@
-//! An exporter: one configuration, one runtime, one sink with a batch writer per signal and a
-//! maintenance task. Export calls come from any thread; decoding and encoding run on the caller's
+//! An exporter: one configuration, one runtime, one sink (PostgreSQL or ClickHouse) with a batch
+//! writer per signal and a maintenance task. Export calls come from any thread; decoding and encoding run on the caller's
 //! thread, I/O on the runtime.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -12,20 +12,18 @@ use tokio::task::JoinHandle;
 use tracing::instrument::WithSubscriber;
 
 use crate::batch::{BatchWriter, Job, WriterSettings};
-use crate::config::{Acknowledge, Config};
+use crate::config::{Acknowledge, Backend, Config};
 use crate::error::Error;
 use crate::limiter::MemoryLimiter;
 use crate::signal::Signal;
-use crate::sink::postgres::{self, PostgresSink, Stored};
+use crate::sink::clickhouse::ClickHouseSink;
+use crate::sink::postgres::PostgresSink;
+use crate::sink::{Rows, Sink, Stored};
 use crate::telemetry::{Counter, Telemetry};
 
 pub struct Exporter {
     runtime: Runtime,
-    postgres: Arc<PostgresSink>,
-    spans: BatchWriter,
-    logs: BatchWriter,
-    metrics: BatchWriter,
-    maintenance: JoinHandle<()>,
+    pipeline: Pipeline,
     limiter: Arc<MemoryLimiter>,
     telemetry: Arc<Telemetry>,
     dispatch: tracing::Dispatch,
@@ -55,37 +53,38 @@ impl Exporter {
         let limiter = MemoryLimiter::new(config.memory_limit_bytes(), Arc::clone(&telemetry));
         // The pool's timers and the writer tasks belong to this runtime.
         let entered = runtime.enter();
-        let postgres = Arc::new(PostgresSink::new(&config.postgres, &config.retention)?);
-        let settings = WriterSettings {
-            workers: config.postgres.pool_size,
+        let interval = config.postgres.maintenance_interval.0;
+        let settings = |workers| WriterSettings {
+            workers,
             max_batch_rows: config.max_batch_rows,
             write_timeout: config.write_timeout.0,
         };
-        let writer = |name| {
-            BatchWriter::start(
-                Arc::clone(&postgres),
-                name,
-                Arc::clone(&telemetry),
-                settings,
-                &dispatch,
-            )
+        let pipeline = match config.backend() {
+            Backend::Postgres => {
+                let sink = PostgresSink::new(&config.postgres, &config.retention)?;
+                Pipeline::Postgres(Writers::start(
+                    sink,
+                    settings(config.postgres.pool_size),
+                    &telemetry,
+                    &dispatch,
+                    interval,
+                ))
+            }
+            Backend::ClickHouse => {
+                let sink = ClickHouseSink::new(&config.clickhouse, &config.retention)?;
+                Pipeline::ClickHouse(Writers::start(
+                    sink,
+                    settings(config.clickhouse.parallel_inserts),
+                    &telemetry,
+                    &dispatch,
+                    interval,
+                ))
+            }
         };
-        let (spans, logs, metrics) = (writer("spans"), writer("logs"), writer("metrics"));
-        let maintenance = tokio::spawn(
-            maintain(
-                Arc::clone(&postgres),
-                config.postgres.maintenance_interval.0,
-            )
-            .with_subscriber(dispatch.clone()),
-        );
         drop(entered);
         Ok(Self {
             runtime,
-            postgres,
-            spans,
-            logs,
-            metrics,
-            maintenance,
+            pipeline,
             limiter,
             telemetry,
             dispatch,
@@ -116,18 +115,30 @@ impl Exporter {
         otlp: &[u8],
         deadline: Option<Instant>,
     ) -> Result<Written, Error> {
-        let writer = match signal {
-            Signal::Traces => &self.spans,
-            Signal::Logs => &self.logs,
-            Signal::Metrics => &self.metrics,
-        };
-        let encoded = postgres::encode(signal, otlp).map_err(|source| Error::Decode {
+        match &self.pipeline {
+            Pipeline::Postgres(writers) => {
+                self.export_to(writers.writer(signal), signal, otlp, deadline)
+            }
+            Pipeline::ClickHouse(writers) => {
+                self.export_to(writers.writer(signal), signal, otlp, deadline)
+            }
+        }
+    }
+
+    fn export_to<S: Sink>(
+        &self,
+        writer: &BatchWriter<S>,
+        signal: Signal,
+        otlp: &[u8],
+        deadline: Option<Instant>,
+    ) -> Result<Written, Error> {
+        let encoded = S::encode(signal, otlp).map_err(|source| Error::Decode {
             signal,
             len: otlp.len(),
             source,
         })?;
         let rows = encoded.rows.rows();
-        let stored = if encoded.rows.tables.is_empty() {
+        let stored = if encoded.rows.is_empty() {
             Stored::default()
         } else {
             let reservation = self.limiter.try_reserve(encoded.rows.bytes())?;
@@ -206,15 +217,10 @@ impl Exporter {
         self.calls.close();
         tracing::dispatcher::with_default(&self.dispatch, || {
             self.runtime.block_on(async {
-                self.maintenance.abort();
-                let (spans, logs, metrics) = tokio::join!(
-                    self.spans.shutdown(deadline),
-                    self.logs.shutdown(deadline),
-                    self.metrics.shutdown(deadline)
-                );
-                let _ = tokio::time::timeout_at(deadline.into(), self.calls.drained()).await;
-                self.postgres.close();
-                unwritten_rows([spans, logs, metrics])
+                match &self.pipeline {
+                    Pipeline::Postgres(writers) => writers.shutdown(deadline, &self.calls).await,
+                    Pipeline::ClickHouse(writers) => writers.shutdown(deadline, &self.calls).await,
+                }
             })
         })
     }
@@ -222,6 +228,74 @@ impl Exporter {
     /// Telemetry since the previous call, as JSON (see [`Telemetry::drain`]).
     pub fn drain_telemetry(&self) -> String {
         self.telemetry.drain(self.limiter.limit())
+    }
+}
+
+/// The backend the exporter writes to, with its writers.
+enum Pipeline {
+    Postgres(Writers<PostgresSink>),
+    ClickHouse(Writers<ClickHouseSink>),
+}
+
+/// A sink, a batch writer per signal, and the sink's maintenance task.
+struct Writers<S: Sink> {
+    sink: Arc<S>,
+    spans: BatchWriter<S>,
+    logs: BatchWriter<S>,
+    metrics: BatchWriter<S>,
+    maintenance: JoinHandle<()>,
+}
+
+impl<S: Sink> Writers<S> {
+    /// Starts the writers and the maintenance on the current runtime.
+    fn start(
+        sink: S,
+        settings: WriterSettings,
+        telemetry: &Arc<Telemetry>,
+        dispatch: &tracing::Dispatch,
+        maintenance_interval: Duration,
+    ) -> Self {
+        let sink = Arc::new(sink);
+        let writer = |name| {
+            BatchWriter::start(
+                Arc::clone(&sink),
+                name,
+                Arc::clone(telemetry),
+                settings,
+                dispatch,
+            )
+        };
+        let (spans, logs, metrics) = (writer("spans"), writer("logs"), writer("metrics"));
+        let maintenance = tokio::spawn(
+            maintain(Arc::clone(&sink), maintenance_interval).with_subscriber(dispatch.clone()),
+        );
+        Self {
+            sink,
+            spans,
+            logs,
+            metrics,
+            maintenance,
+        }
+    }
+
+    fn writer(&self, signal: Signal) -> &BatchWriter<S> {
+        match signal {
+            Signal::Traces => &self.spans,
+            Signal::Logs => &self.logs,
+            Signal::Metrics => &self.metrics,
+        }
+    }
+
+    async fn shutdown(&self, deadline: Instant, calls: &CallGate) -> Result<(), Error> {
+        self.maintenance.abort();
+        let (spans, logs, metrics) = tokio::join!(
+            self.spans.shutdown(deadline),
+            self.logs.shutdown(deadline),
+            self.metrics.shutdown(deadline)
+        );
+        let _ = tokio::time::timeout_at(deadline.into(), calls.drained()).await;
+        self.sink.close();
+        unwritten_rows([spans, logs, metrics])
     }
 }
 
@@ -243,12 +317,12 @@ fn unwritten_rows(results: [Result<(), Error>; 3]) -> Result<(), Error> {
 
 /// Runs the sink's maintenance every `interval`, the first time at once. A failure is logged and
 /// the next run tries again.
-async fn maintain(postgres: Arc<PostgresSink>, interval: Duration) {
+async fn maintain<S: Sink>(sink: Arc<S>, interval: Duration) {
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        if let Err(error) = postgres.maintain().await {
+        if let Err(error) = sink.maintain().await {
             tracing::warn!(%error, "maintenance failed; it runs again in {interval:?}");
         }
     }

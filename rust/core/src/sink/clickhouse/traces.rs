@@ -22,11 +22,11 @@
 
 use std::ops::Range;
 
-use bytes::Bytes;
-
 use super::gostring::write_as_string;
 use super::native::{Block, Data, Fixed64, Offsets, StringMap, Strings};
+use super::{Blocks, Table};
 use crate::sink::envelope::{self, Group};
+use crate::sink::Encoded;
 use crate::wire::{Fields, WireError};
 
 /// The columns of the INSERT, in block order, with the types their data is sent as. The server
@@ -56,20 +56,10 @@ pub const COLUMNS: &[(&str, &str)] = &[
     ("Links.Attributes", "Array(Map(String, String))"),
 ];
 
-/// One request's spans as a Native block for `otel_traces`, and the spans left out.
-#[derive(Debug, Clone, Default)]
-pub struct EncodedTraces {
-    /// The block; empty when no span became a row.
-    pub block: Bytes,
-    pub rows: u64,
-    pub rejected: u64,
-    pub first_rejection: Option<String>,
-}
-
 /// Encodes every span of a serialized `ExportTraceServiceRequest`. A request that is not valid
 /// protobuf, or holds a string that is not UTF-8, is an error as a whole; a span whose times do not
 /// fit DateTime64(9) is left out and counted.
-pub fn encode(otlp: &[u8]) -> Result<EncodedTraces, WireError> {
+pub fn encode(otlp: &[u8]) -> Result<Encoded<Blocks>, WireError> {
     let mut columns = Columns::default();
     let mut resource = ResourceCache::default();
     let mut rows = 0u64;
@@ -96,14 +86,12 @@ pub fn encode(otlp: &[u8]) -> Result<EncodedTraces, WireError> {
         }
         Ok(())
     })?;
-    let block = if rows == 0 {
-        Bytes::new()
-    } else {
-        Bytes::from(columns.block(rows))
-    };
-    Ok(EncodedTraces {
-        block,
-        rows,
+    let mut blocks = Blocks::default();
+    if rows > 0 {
+        blocks.add(Table::Traces, columns.block(rows), rows);
+    }
+    Ok(Encoded {
+        rows: blocks,
         rejected,
         first_rejection,
     })
@@ -493,6 +481,7 @@ fn cover(range: &mut Range<usize>, field: Range<usize>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sink::Rows;
     use crate::testdata::{request_with, span};
     use prost::Message;
 
@@ -500,17 +489,22 @@ mod tests {
     fn an_empty_request_has_no_block() {
         let encoded = encode(&[]).expect("valid");
         assert_eq!(
-            (encoded.rows, encoded.rejected, encoded.block.len()),
-            (0, 0, 0)
+            (
+                encoded.rows.rows(),
+                encoded.rejected,
+                encoded.rows.block(Table::Traces)
+            ),
+            (0, 0, None)
         );
     }
 
     #[test]
     fn a_block_starts_with_its_column_and_row_counts() {
         let encoded = encode(&request_with(vec![span(1), span(2)]).encode_to_vec()).expect("valid");
-        assert_eq!(encoded.rows, 2);
-        assert_eq!(&encoded.block[..2], &[22, 2]);
-        assert_eq!(&encoded.block[2..13], b"\x09Timestamp\x0d");
+        assert_eq!(encoded.rows.rows(), 2);
+        let block = encoded.rows.block(Table::Traces).expect("a block");
+        assert_eq!(&block[..2], &[22, 2]);
+        assert_eq!(&block[2..13], b"\x09Timestamp\x0d");
     }
 
     #[test]
@@ -524,7 +518,7 @@ mod tests {
         }];
         let encoded =
             encode(&request_with(vec![late, span(3), late_event]).encode_to_vec()).expect("valid");
-        assert_eq!((encoded.rows, encoded.rejected), (1, 2));
+        assert_eq!((encoded.rows.rows(), encoded.rejected), (1, 2));
         assert_eq!(
             encoded.first_rejection.as_deref(),
             Some("span 0101010101010101 of trace 01010101010101010101010101010101: end_time_unix_nano 18446744073709551615 is after 2262-04-11, the last instant DateTime64(9) holds")

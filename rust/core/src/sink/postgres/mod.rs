@@ -22,13 +22,16 @@ use tokio::sync::OnceCell;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Transaction;
 
+use super::{Encoded, Rows, Sink, Stored};
 use crate::config::{ConfigError, PostgresConfig, Retention};
 use crate::error::{Error, ErrorKind};
 use crate::signal::Signal;
 use crate::wire::WireError;
+
+/// One export request's rows waiting to be written.
+pub type Pending<'a> = super::Pending<'a, RequestRows>;
 pub use copy::{Chunk, CopyRows};
 use rollup::Rollups;
-pub use tls::root_certificates;
 
 /// How long an export waits for a free connection before reporting the database as unavailable.
 const POOL_WAIT: Duration = Duration::from_secs(30);
@@ -101,6 +104,20 @@ pub struct RequestRows {
     pub rollups: rollup::Rollups,
 }
 
+impl Rows for RequestRows {
+    fn rows(&self) -> u64 {
+        self.tables
+            .iter()
+            .filter(|(table, _)| table.holds_data())
+            .map(|(_, chunk)| chunk.rows)
+            .sum()
+    }
+
+    fn bytes(&self) -> usize {
+        self.tables.iter().map(|(_, chunk)| chunk.data.len()).sum()
+    }
+}
+
 impl RequestRows {
     /// Adds a table's rows, if there are any.
     pub fn add(&mut self, table: TableId, rows: CopyRows) {
@@ -109,86 +126,12 @@ impl RequestRows {
         }
     }
 
-    /// Rows of telemetry (not bookkeeping) the request holds.
-    pub fn rows(&self) -> u64 {
-        self.tables
-            .iter()
-            .filter(|(table, _)| table.holds_data())
-            .map(|(_, chunk)| chunk.rows)
-            .sum()
-    }
-
-    pub fn bytes(&self) -> usize {
-        self.tables.iter().map(|(_, chunk)| chunk.data.len()).sum()
-    }
-
     fn chunk(&self, table: TableId) -> Option<&Chunk> {
         self.tables
             .iter()
             .find(|(t, _)| *t == table)
             .map(|(_, chunk)| chunk)
     }
-}
-
-/// An export request encoded for the tables, and the items that could not become rows.
-pub struct Encoded {
-    pub rows: RequestRows,
-    pub rejected: u64,
-    pub first_rejection: Option<String>,
-}
-
-/// Encodes a serialized OTLP request of `signal` into the rows of its tables.
-pub fn encode(signal: Signal, otlp: &[u8]) -> Result<Encoded, WireError> {
-    let mut rows = RequestRows::default();
-    let (rejected, first_rejection) = match signal {
-        Signal::Traces => {
-            let encoded = spans::encode(otlp)?;
-            rows.add(TableId::Spans, encoded.rows);
-            rows.add(TableId::PendingDependencies, encoded.pending_dependencies);
-            rows.rollups = encoded.rollups;
-            (encoded.rejected, encoded.first_rejection)
-        }
-        Signal::Logs => {
-            let encoded = logs::encode(otlp)?;
-            rows.add(TableId::Logs, encoded.rows);
-            rows.rollups = encoded.rollups;
-            (encoded.rejected, encoded.first_rejection)
-        }
-        Signal::Metrics => {
-            let encoded = metrics::encode(otlp)?;
-            rows.add(TableId::MetricsGauge, encoded.gauge);
-            rows.add(TableId::MetricsSum, encoded.sum);
-            rows.add(TableId::MetricsHistogram, encoded.histogram);
-            rows.add(
-                TableId::MetricsExponentialHistogram,
-                encoded.exponential_histogram,
-            );
-            rows.add(TableId::MetricsSummary, encoded.summary);
-            rows.rollups = encoded.rollups;
-            (encoded.rejected, encoded.first_rejection)
-        }
-    };
-    Ok(Encoded {
-        rows,
-        rejected,
-        first_rejection,
-    })
-}
-
-/// One export request's rows waiting to be written.
-pub struct Pending<'a> {
-    pub request_id: [u8; 16],
-    pub rows: &'a RequestRows,
-}
-
-/// What became of one request's rows.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Stored {
-    pub written: u64,
-    pub rejected: u64,
-    pub first_rejection: Option<String>,
-    /// The request had been stored before (a retry after a lost acknowledgement): nothing written.
-    pub duplicate: bool,
 }
 
 pub struct PostgresSink {
@@ -202,54 +145,43 @@ pub struct PostgresSink {
     maintenance: partitions::Maintenance,
 }
 
-impl PostgresSink {
-    /// Builds the pool without connecting: a database that is down must not stop the collector from
-    /// starting, only make writes retryable.
-    pub fn new(config: &PostgresConfig, retention: &Retention) -> Result<Self, Error> {
-        let mut pg_config = tokio_postgres::Config::from_str(&config.dsn).map_err(|e| {
-            Error::Config(ConfigError {
-                field: "postgres.dsn".into(),
-                reason: format!("not a valid connection string: {e}"),
-            })
-        })?;
-        pg_config.connect_timeout(config.connect_timeout.0);
-        if pg_config.get_application_name().is_none() {
-            pg_config.application_name("otelstore");
-        }
-        let tls = tls::connector(&config.ca_file)?;
-        let manager = Manager::from_config(
-            pg_config,
-            tls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(config.pool_size)
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(POOL_WAIT))
-            .create_timeout(Some(config.connect_timeout.0))
-            .build()
-            .map_err(|e| Error::Runtime(std::io::Error::other(e.to_string())))?;
-        let quoted_schema = format!("\"{}\"", config.schema);
-        let copy_sql = TableId::ALL
-            .iter()
-            .map(|table| {
-                format!(
-                    "COPY {quoted_schema}.{} ({}) FROM STDIN (FORMAT binary)",
-                    table.name(),
-                    table.columns().join(", ")
-                )
-            })
-            .collect();
-        Ok(Self {
-            pool,
-            maintenance: partitions::Maintenance::new(quoted_schema.clone(), retention),
-            quoted_schema,
-            create_schema: config.create_schema,
-            schema_ready: OnceCell::new(),
-            last_prune: Mutex::new(Instant::now()),
-            copy_sql,
+impl Sink for PostgresSink {
+    type Rows = RequestRows;
+
+    fn encode(signal: Signal, otlp: &[u8]) -> Result<Encoded<RequestRows>, WireError> {
+        let mut rows = RequestRows::default();
+        let (rejected, first_rejection) = match signal {
+            Signal::Traces => {
+                let encoded = spans::encode(otlp)?;
+                rows.add(TableId::Spans, encoded.rows);
+                rows.add(TableId::PendingDependencies, encoded.pending_dependencies);
+                rows.rollups = encoded.rollups;
+                (encoded.rejected, encoded.first_rejection)
+            }
+            Signal::Logs => {
+                let encoded = logs::encode(otlp)?;
+                rows.add(TableId::Logs, encoded.rows);
+                rows.rollups = encoded.rollups;
+                (encoded.rejected, encoded.first_rejection)
+            }
+            Signal::Metrics => {
+                let encoded = metrics::encode(otlp)?;
+                rows.add(TableId::MetricsGauge, encoded.gauge);
+                rows.add(TableId::MetricsSum, encoded.sum);
+                rows.add(TableId::MetricsHistogram, encoded.histogram);
+                rows.add(
+                    TableId::MetricsExponentialHistogram,
+                    encoded.exponential_histogram,
+                );
+                rows.add(TableId::MetricsSummary, encoded.summary);
+                rows.rollups = encoded.rollups;
+                (encoded.rejected, encoded.first_rejection)
+            }
+        };
+        Ok(Encoded {
+            rows,
+            rejected,
+            first_rejection,
         })
     }
 
@@ -257,7 +189,7 @@ impl PostgresSink {
     /// requests stored before. Returns one [`Stored`] per request, in order. When PostgreSQL
     /// refuses a value, the rows it refuses are found by bisection and left out; the others are
     /// written.
-    pub async fn write(&self, pending: &[Pending<'_>]) -> Result<Vec<Stored>, Error> {
+    async fn write(&self, pending: &[Pending<'_>]) -> Result<Vec<Stored>, Error> {
         self.ensure_schema().await?;
         let mut client = self.pool.get().await?;
         let tx = client
@@ -320,13 +252,69 @@ impl PostgresSink {
 
     /// Creates upcoming partitions, drops expired ones and resolves pending service dependencies;
     /// see partitions.rs. Does nothing when the exporter does not manage the schema.
-    pub async fn maintain(&self) -> Result<(), Error> {
+    async fn maintain(&self) -> Result<(), Error> {
         if !self.create_schema {
             return Ok(());
         }
         self.ensure_schema().await?;
         let mut client = self.pool.get().await?;
         self.maintenance.run(&mut client).await
+    }
+
+    fn close(&self) {
+        self.pool.close();
+    }
+}
+
+impl PostgresSink {
+    /// Builds the pool without connecting: a database that is down must not stop the collector from
+    /// starting, only make writes retryable.
+    pub fn new(config: &PostgresConfig, retention: &Retention) -> Result<Self, Error> {
+        let mut pg_config = tokio_postgres::Config::from_str(&config.dsn).map_err(|e| {
+            Error::Config(ConfigError {
+                field: "postgres.dsn".into(),
+                reason: format!("not a valid connection string: {e}"),
+            })
+        })?;
+        pg_config.connect_timeout(config.connect_timeout.0);
+        if pg_config.get_application_name().is_none() {
+            pg_config.application_name("otelstore");
+        }
+        let tls = tls::connector(&config.ca_file)?;
+        let manager = Manager::from_config(
+            pg_config,
+            tls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(config.pool_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(POOL_WAIT))
+            .create_timeout(Some(config.connect_timeout.0))
+            .build()
+            .map_err(|e| Error::Runtime(std::io::Error::other(e.to_string())))?;
+        let quoted_schema = format!("\"{}\"", config.schema);
+        let copy_sql = TableId::ALL
+            .iter()
+            .map(|table| {
+                format!(
+                    "COPY {quoted_schema}.{} ({}) FROM STDIN (FORMAT binary)",
+                    table.name(),
+                    table.columns().join(", ")
+                )
+            })
+            .collect();
+        Ok(Self {
+            pool,
+            maintenance: partitions::Maintenance::new(quoted_schema.clone(), retention),
+            quoted_schema,
+            create_schema: config.create_schema,
+            schema_ready: OnceCell::new(),
+            last_prune: Mutex::new(Instant::now()),
+            copy_sql,
+        })
     }
 
     fn copy_sql(&self, table: TableId) -> &str {
@@ -351,11 +339,6 @@ impl PostgresSink {
                 total.upsert(tx, &self.quoted_schema).await
             }
         }
-    }
-
-    /// Stops handing out connections and closes the idle ones.
-    pub fn close(&self) {
-        self.pool.close();
     }
 
     async fn stored_before(

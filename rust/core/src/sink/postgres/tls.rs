@@ -7,8 +7,7 @@ use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
-use rustls_pki_types::pem::PemObject;
+use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
@@ -29,31 +28,10 @@ pub fn connector(ca_file: &str) -> Result<MakeRustlsConnect, ConfigError> {
             .with_no_client_auth()
     } else {
         builder
-            .with_root_certificates(root_certificates(ca_file)?)
+            .with_root_certificates(crate::sink::root_certificates("postgres.ca_file", ca_file)?)
             .with_no_client_auth()
     };
     Ok(MakeRustlsConnect::new(config))
-}
-
-/// The CA certificates of a PEM file, read at validation so a bad path fails at collector start.
-pub fn root_certificates(ca_file: &str) -> Result<RootCertStore, ConfigError> {
-    let error = |reason: String| ConfigError {
-        field: "postgres.ca_file".into(),
-        reason,
-    };
-    let pem = std::fs::read(ca_file).map_err(|e| error(format!("cannot read {ca_file:?}: {e}")))?;
-    let mut roots = RootCertStore::empty();
-    for certificate in CertificateDer::pem_slice_iter(&pem) {
-        let certificate =
-            certificate.map_err(|e| error(format!("{ca_file:?} is not valid PEM: {e}")))?;
-        roots
-            .add(certificate)
-            .map_err(|e| error(format!("{ca_file:?} holds an unusable certificate: {e}")))?;
-    }
-    if roots.is_empty() {
-        return Err(error(format!("{ca_file:?} holds no PEM certificate")));
-    }
-    Ok(roots)
 }
 
 /// Accepts any server certificate but still checks the handshake signatures, so the channel is
