@@ -24,12 +24,14 @@ type Config struct {
 // the validation rules; Go only carries the values across.
 type CoreConfig struct {
 	// Acknowledge is when an export call reports success: "committed" or "accepted".
-	Acknowledge    string         `mapstructure:"acknowledge" json:"acknowledge"`
-	MemoryLimitMiB int            `mapstructure:"memory_limit_mib" json:"memory_limit_mib"`
-	MaxBatchRows   int            `mapstructure:"max_batch_rows" json:"max_batch_rows"`
-	WriteTimeout   Duration       `mapstructure:"write_timeout" json:"write_timeout"`
-	Retention      Retention      `mapstructure:"retention" json:"retention"`
-	Postgres       PostgresConfig `mapstructure:"postgres" json:"postgres"`
+	Acknowledge    string    `mapstructure:"acknowledge" json:"acknowledge"`
+	MemoryLimitMiB int       `mapstructure:"memory_limit_mib" json:"memory_limit_mib"`
+	MaxBatchRows   int       `mapstructure:"max_batch_rows" json:"max_batch_rows"`
+	WriteTimeout   Duration  `mapstructure:"write_timeout" json:"write_timeout"`
+	Retention      Retention `mapstructure:"retention" json:"retention"`
+	// Postgres and ClickHouse are the backends: exactly one is configured.
+	Postgres   PostgresConfig   `mapstructure:"postgres" json:"postgres"`
+	ClickHouse ClickHouseConfig `mapstructure:"clickhouse" json:"clickhouse"`
 }
 
 // Retention mirrors the Rust core's Retention: how long each kind of data is kept.
@@ -53,6 +55,22 @@ type PostgresConfig struct {
 	MaintenanceInterval Duration            `mapstructure:"maintenance_interval" json:"maintenance_interval"`
 }
 
+// ClickHouseConfig mirrors the Rust core's ClickHouseConfig.
+type ClickHouseConfig struct {
+	Endpoint string `mapstructure:"endpoint" json:"endpoint"`
+	Database string `mapstructure:"database" json:"database"`
+	Username string `mapstructure:"username" json:"username"`
+	// Password is redacted wherever the collector prints its configuration.
+	Password        configopaque.String `mapstructure:"password" json:"password"`
+	Compression     string              `mapstructure:"compression" json:"compression"`
+	CreateSchema    bool                `mapstructure:"create_schema" json:"create_schema"`
+	ParallelInserts int                 `mapstructure:"parallel_inserts" json:"parallel_inserts"`
+	ClusterName     string              `mapstructure:"cluster_name" json:"cluster_name"`
+	// TableEngine is "MergeTree" or "ReplicatedMergeTree"; empty lets the core choose by cluster_name.
+	TableEngine *string `mapstructure:"table_engine" json:"table_engine"`
+	CAFile      string  `mapstructure:"ca_file" json:"ca_file"`
+}
+
 // Duration is a time.Duration written as a Go duration string ("10s", "1m30s", "500ms") both in the
 // collector's YAML and in the core's JSON, so one value reads the same on both sides.
 type Duration time.Duration
@@ -71,11 +89,13 @@ func (d *Duration) UnmarshalText(text []byte) error {
 }
 
 // coreDocument is the JSON document the Rust core parses. configopaque.String marshals as
-// "[REDACTED]", so the DSN is shadowed by a plain string: the core must see the real value.
-// (encoding/json prefers the shallower field, so Postgres and DSN here win over the embedded ones.)
+// "[REDACTED]", so the DSN and the password are shadowed by plain strings: the core must see the
+// real values. (encoding/json prefers the shallower field, so the fields here win over the
+// embedded ones.)
 type coreDocument struct {
 	CoreConfig
-	Postgres corePostgresConfig `json:"postgres"`
+	Postgres   corePostgresConfig   `json:"postgres"`
+	ClickHouse coreClickHouseConfig `json:"clickhouse"`
 }
 
 type corePostgresConfig struct {
@@ -83,10 +103,16 @@ type corePostgresConfig struct {
 	DSN string `json:"dsn"`
 }
 
+type coreClickHouseConfig struct {
+	ClickHouseConfig
+	Password string `json:"password"`
+}
+
 func (cfg *Config) coreJSON() ([]byte, error) {
 	return json.Marshal(coreDocument{
 		CoreConfig: cfg.CoreConfig,
 		Postgres:   corePostgresConfig{PostgresConfig: cfg.Postgres, DSN: string(cfg.Postgres.DSN)},
+		ClickHouse: coreClickHouseConfig{ClickHouseConfig: cfg.ClickHouse, Password: string(cfg.ClickHouse.Password)},
 	})
 }
 
@@ -103,6 +129,8 @@ func defaultCoreConfig() (CoreConfig, error) {
 	core := parsed.CoreConfig
 	core.Postgres = parsed.Postgres.PostgresConfig
 	core.Postgres.DSN = configopaque.String(parsed.Postgres.DSN)
+	core.ClickHouse = parsed.ClickHouse.ClickHouseConfig
+	core.ClickHouse.Password = configopaque.String(parsed.ClickHouse.Password)
 	return core, nil
 }
 

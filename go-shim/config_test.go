@@ -49,6 +49,17 @@ func defaultCore(dsn configopaque.String) CoreConfig {
 			CAFile:              "",
 			MaintenanceInterval: Duration(time.Minute),
 		},
+		ClickHouse: defaultClickHouse(),
+	}
+}
+
+func defaultClickHouse() ClickHouseConfig {
+	return ClickHouseConfig{
+		Database:        "otel",
+		Username:        "default",
+		Compression:     "lz4",
+		CreateSchema:    true,
+		ParallelInserts: 4,
 	}
 }
 
@@ -80,6 +91,7 @@ func TestLoadConfig(t *testing.T) {
 			CAFile:              "testdata/ca.pem",
 			MaintenanceInterval: Duration(5 * time.Minute),
 		},
+		ClickHouse: defaultClickHouse(),
 	}, cfg.CoreConfig)
 	assert.Equal(t, 7*time.Second, cfg.TimeoutConfig.Timeout)
 	require.True(t, cfg.QueueConfig.HasValue())
@@ -121,10 +133,11 @@ func TestMarshalRedactsDSNAndWritesGoDurations(t *testing.T) {
 	assert.Equal(t, "720h0m0s", conf.Get("retention::rollup_5m"))
 	assert.Equal(t, "17520h0m0s", conf.Get("retention::rollup_1h"))
 
-	// What the collector prints can be read back, apart from the redacted secret.
+	// What the collector prints can be read back, apart from the redacted secrets.
 	again := NewFactory().CreateDefaultConfig().(*Config)
 	require.NoError(t, conf.Unmarshal(again))
 	again.Postgres.DSN = cfg.Postgres.DSN
+	again.ClickHouse.Password = cfg.ClickHouse.Password
 	assert.Equal(t, cfg.CoreConfig, again.CoreConfig)
 }
 
@@ -155,7 +168,47 @@ func TestCoreJSONCarriesExactlyTheCoreKeys(t *testing.T) {
 			"ca_file":              "testdata/ca.pem",
 			"maintenance_interval": "5m0s",
 		},
+		"clickhouse": map[string]any{
+			"endpoint":         "",
+			"database":         "otel",
+			"username":         "default",
+			"password":         "",
+			"compression":      "lz4",
+			"create_schema":    true,
+			"parallel_inserts": float64(4),
+			"cluster_name":     "",
+			"table_engine":     nil,
+			"ca_file":          "",
+		},
 	}, doc)
+}
+
+func TestLoadClickHouseConfig(t *testing.T) {
+	cfg, err := loadConfig(t, "clickhouse")
+	require.NoError(t, err)
+	require.NoError(t, xconfmap.Validate(cfg))
+	engine := "ReplicatedMergeTree"
+	assert.Equal(t, ClickHouseConfig{
+		Endpoint:        "https://ch.example:8443",
+		Database:        "telemetry",
+		Username:        "writer",
+		Password:        "hunter2",
+		Compression:     "none",
+		CreateSchema:    false,
+		ParallelInserts: 8,
+		ClusterName:     "main",
+		TableEngine:     &engine,
+		CAFile:          "testdata/ca.pem",
+	}, cfg.ClickHouse)
+	assert.Empty(t, cfg.Postgres.DSN)
+
+	// The collector prints the password redacted; the core gets the real one.
+	conf := confmap.New()
+	require.NoError(t, conf.Marshal(cfg))
+	assert.Equal(t, "[REDACTED]", fmt.Sprint(conf.Get("clickhouse::password")))
+	configJSON, err := cfg.coreJSON()
+	require.NoError(t, err)
+	assert.Contains(t, string(configJSON), `"password":"hunter2"`)
 }
 
 // Go must mirror every key of the core: one the core added and Go lacks would silently keep its
@@ -214,9 +267,9 @@ func TestValidate(t *testing.T) {
 			want:   `postgres.schema: must be a plain SQL name matching [A-Za-z_][A-Za-z0-9_]{0,62}, got "bad;name"`,
 		},
 		{
-			name:   "empty dsn",
+			name:   "no backend",
 			modify: func(c *Config) { c.Postgres.DSN = "" },
-			want:   "postgres.dsn: must be set",
+			want:   "postgres.dsn: must be set (for example postgres://user@127.0.0.1:5432/db), or clickhouse.endpoint instead",
 		},
 		{
 			name:   "zero connect timeout",
@@ -289,6 +342,30 @@ func TestValidate(t *testing.T) {
 			name:   "maintenance interval over an hour",
 			modify: func(c *Config) { c.Postgres.MaintenanceInterval = Duration(2 * time.Hour) },
 			want:   "postgres.maintenance_interval: must be between 1s and 1h, got 2h",
+		},
+		{
+			name:   "both backends",
+			modify: func(c *Config) { c.ClickHouse.Endpoint = "http://127.0.0.1:8123" },
+			want:   "clickhouse.endpoint: is set together with postgres.dsn",
+		},
+		{
+			name:   "clickhouse alone",
+			modify: func(c *Config) { c.Postgres.DSN = ""; c.ClickHouse.Endpoint = "http://127.0.0.1:8123" },
+		},
+		{
+			name:   "a clickhouse endpoint that is not a URL",
+			modify: func(c *Config) { c.Postgres.DSN = ""; c.ClickHouse.Endpoint = "127.0.0.1:9000" },
+			want:   `clickhouse.endpoint: must be an http:// or https:// URL of ClickHouse's HTTP interface (such as http://localhost:8123), got "127.0.0.1:9000"`,
+		},
+		{
+			name: "an unknown table engine",
+			modify: func(c *Config) {
+				engine := "Log"
+				c.Postgres.DSN = ""
+				c.ClickHouse.Endpoint = "http://127.0.0.1:8123"
+				c.ClickHouse.TableEngine = &engine
+			},
+			want: "clickhouse.table_engine: unknown variant `Log`",
 		},
 	}
 	for _, tt := range tests {
