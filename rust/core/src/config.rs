@@ -635,16 +635,33 @@ mod tests {
 
     #[test]
     fn exactly_one_backend_is_configured() {
-        let clickhouse = |extra: &str| format!(r#"{{"clickhouse":{{"endpoint":"http://127.0.0.1:8123"{extra}}}}}"#);
+        let clickhouse = |extra: &str| {
+            format!(r#"{{"clickhouse":{{"endpoint":"http://127.0.0.1:8123"{extra}}}}}"#)
+        };
         let config = Config::from_json(clickhouse("").as_bytes()).expect("valid");
         assert_eq!(config.backend(), Backend::ClickHouse);
         assert_eq!(config.clickhouse.engine(), TableEngine::MergeTree);
-        assert_eq!(Config::from_json(with_dsn("").as_bytes()).expect("valid").backend(), Backend::Postgres);
-        let both = r#"{"postgres":{"dsn":"postgres://u@h/db"},"clickhouse":{"endpoint":"http://h:8123"}}"#;
-        assert!(error_of(both).starts_with("clickhouse.endpoint: is set together with postgres.dsn"));
-        let clustered = Config::from_json(clickhouse(r#","cluster_name":"main""#).as_bytes()).expect("valid");
-        assert_eq!(clustered.clickhouse.engine(), TableEngine::ReplicatedMergeTree);
-        let plain = Config::from_json(clickhouse(r#","cluster_name":"main","table_engine":"MergeTree""#).as_bytes()).expect("valid");
+        assert_eq!(
+            Config::from_json(with_dsn("").as_bytes())
+                .expect("valid")
+                .backend(),
+            Backend::Postgres
+        );
+        let both =
+            r#"{"postgres":{"dsn":"postgres://u@h/db"},"clickhouse":{"endpoint":"http://h:8123"}}"#;
+        assert!(
+            error_of(both).starts_with("clickhouse.endpoint: is set together with postgres.dsn")
+        );
+        let clustered =
+            Config::from_json(clickhouse(r#","cluster_name":"main""#).as_bytes()).expect("valid");
+        assert_eq!(
+            clustered.clickhouse.engine(),
+            TableEngine::ReplicatedMergeTree
+        );
+        let plain = Config::from_json(
+            clickhouse(r#","cluster_name":"main","table_engine":"MergeTree""#).as_bytes(),
+        )
+        .expect("valid");
         assert_eq!(plain.clickhouse.engine(), TableEngine::MergeTree);
     }
 
@@ -655,16 +672,36 @@ mod tests {
             error(r#"{"endpoint":"localhost:8123"}"#),
             r#"clickhouse.endpoint: must be an http:// or https:// URL of ClickHouse's HTTP interface (such as http://localhost:8123), got "localhost:8123""#
         );
-        assert!(error(r#"{"endpoint":"http://u:hunter2@h:8123"}"#).starts_with("clickhouse.endpoint: must name a host, without credentials"));
+        assert!(error(r#"{"endpoint":"http://u:hunter2@h:8123"}"#)
+            .starts_with("clickhouse.endpoint: must name a host, without credentials"));
         assert!(!error(r#"{"endpoint":"http://u:hunter2@h:8123"}"#).contains("hunter2"));
-        assert!(error(r#"{"endpoint":"http://h","database":"a-b"}"#).starts_with(r#"clickhouse.database: must be a plain SQL name"#));
-        assert!(error(r#"{"endpoint":"http://h","cluster_name":"a b"}"#).starts_with(r#"clickhouse.cluster_name: must be a plain SQL name"#));
-        assert_eq!(error(r#"{"endpoint":"http://h","parallel_inserts":0}"#), "clickhouse.parallel_inserts: must be between 1 and 64, got 0");
-        assert_eq!(error(r#"{"endpoint":"http://h","compression":"zip"}"#), "clickhouse.compression: unknown variant `zip`, expected `lz4` or `none`");
-        assert!(error(r#"{"endpoint":"http://h","table_engine":"Log"}"#).starts_with("clickhouse.table_engine: unknown variant `Log`"));
-        assert!(error(r#"{"endpoint":"http://h","ca_file":"/nonexistent/ca.pem"}"#).starts_with(r#"clickhouse.ca_file: cannot read "/nonexistent/ca.pem""#));
-        let debug = format!("{:?}", Config::from_json(br#"{"clickhouse":{"endpoint":"http://h","password":"hunter2"}}"#).expect("valid"));
-        assert!(!debug.contains("hunter2") && debug.contains("<redacted>"), "{debug}");
+        assert!(error(r#"{"endpoint":"http://h","database":"a-b"}"#)
+            .starts_with(r#"clickhouse.database: must be a plain SQL name"#));
+        assert!(error(r#"{"endpoint":"http://h","cluster_name":"a b"}"#)
+            .starts_with(r#"clickhouse.cluster_name: must be a plain SQL name"#));
+        assert_eq!(
+            error(r#"{"endpoint":"http://h","parallel_inserts":0}"#),
+            "clickhouse.parallel_inserts: must be between 1 and 64, got 0"
+        );
+        assert_eq!(
+            error(r#"{"endpoint":"http://h","compression":"zip"}"#),
+            "clickhouse.compression: unknown variant `zip`, expected `lz4` or `none`"
+        );
+        assert!(error(r#"{"endpoint":"http://h","table_engine":"Log"}"#)
+            .starts_with("clickhouse.table_engine: unknown variant `Log`"));
+        assert!(
+            error(r#"{"endpoint":"http://h","ca_file":"/nonexistent/ca.pem"}"#)
+                .starts_with(r#"clickhouse.ca_file: cannot read "/nonexistent/ca.pem""#)
+        );
+        let debug = format!(
+            "{:?}",
+            Config::from_json(br#"{"clickhouse":{"endpoint":"http://h","password":"hunter2"}}"#)
+                .expect("valid")
+        );
+        assert!(
+            !debug.contains("hunter2") && debug.contains("<redacted>"),
+            "{debug}"
+        );
     }
 
     #[test]

@@ -288,7 +288,7 @@ async fn traces_round_trip_through_clickhouse() {
     let sink = ClickHouseSink::new(&config, &Retention::default()).expect("settings");
     assert_eq!(
         sink.migrate().await.expect("first migration pass"),
-        vec![1, 2, 3, 4]
+        vec![1, 2, 3, 4, 5]
     );
     assert_eq!(
         sink.migrate().await.expect("second migration pass"),
@@ -308,7 +308,9 @@ async fn traces_round_trip_through_clickhouse() {
         "{:?}",
         encoded.first_rejection
     );
-    sink.insert(Table::Traces, &[block]).await.expect("insert");
+    sink.insert(Table::Traces, &[block], "first")
+        .await
+        .expect("insert");
 
     let got = rows(
         &sink,
@@ -419,11 +421,29 @@ async fn traces_round_trip_through_clickhouse() {
     )
     .expect("valid request");
     let more = more.rows.block(Table::Traces).expect("a block");
-    sink.insert(Table::Traces, &[block, more])
+    sink.insert(Table::Traces, &[block, more], "second")
         .await
         .expect("insert two blocks");
     assert_eq!(
         rows(&sink, "SELECT count() AS n FROM otel_test.otel_traces").await,
+        vec![json!({"n": 9})]
+    );
+
+    // The same INSERT again, as after a lost answer: the server recognizes its token and skips
+    // it, in the table and in the views.
+    sink.insert(Table::Traces, &[block, more], "second")
+        .await
+        .expect("insert retried");
+    assert_eq!(
+        rows(&sink, "SELECT count() AS n FROM otel_test.otel_traces").await,
+        vec![json!({"n": 9})]
+    );
+    assert_eq!(
+        rows(
+            &sink,
+            "SELECT countMerge(Spans) AS n FROM otel_test.otel_span_stats_1h"
+        )
+        .await,
         vec![json!({"n": 9})]
     );
 
@@ -437,7 +457,7 @@ async fn traces_round_trip_through_clickhouse() {
     )
     .expect("settings");
     plain
-        .insert(Table::Traces, &[more])
+        .insert(Table::Traces, &[more], "third")
         .await
         .expect("insert uncompressed");
     assert_eq!(
@@ -450,6 +470,7 @@ async fn traces_round_trip_through_clickhouse() {
         .insert(
             Table::Traces,
             &[&Bytes::from_static(b"\x16\x01\x05bogus\x06String")],
+            "bogus",
         )
         .await
         .expect_err("garbage");
@@ -463,7 +484,7 @@ async fn traces_round_trip_through_clickhouse() {
     // Nobody listening: retryable.
     drop(front);
     let error = sink
-        .insert(Table::Traces, &[block])
+        .insert(Table::Traces, &[block], "gone")
         .await
         .expect_err("server gone");
     assert_eq!(error.kind(), ErrorKind::Retryable, "{error}");

@@ -149,6 +149,11 @@ const MIGRATIONS: &[(u32, &str, &str)] = &[
         "rollups",
         include_str!("../../../../../schema/clickhouse/0004_rollups.sql"),
     ),
+    (
+        5,
+        "insert_deduplication",
+        include_str!("../../../../../schema/clickhouse/0005_insert_deduplication.sql"),
+    ),
 ];
 const BOOTSTRAP: &str = include_str!("../../../../../schema/clickhouse/bootstrap.sql");
 
@@ -258,11 +263,20 @@ impl ClickHouseSink {
     /// Inserts the blocks of one or more requests for one table in one INSERT: the server writes
     /// them, and the materialized views see them, or none (a failed INSERT over HTTP is not partly
     /// applied for a single partition; blocks spanning partitions may be, as with any INSERT).
-    pub async fn insert(&self, table: Table, blocks: &[&Bytes]) -> Result<(), Error> {
+    /// An INSERT with the `dedup_token` of one already written is skipped by the server
+    /// (migration 5 gives every table a deduplication window).
+    pub async fn insert(
+        &self,
+        table: Table,
+        blocks: &[&Bytes],
+        dedup_token: &str,
+    ) -> Result<(), Error> {
         let action = table.insert_action();
-        let mut insert = self
+        let client = self
             .client
-            .insert_formatted_with(self.insert_sql[table as usize].as_str());
+            .clone()
+            .with_option("insert_deduplication_token", dedup_token);
+        let mut insert = client.insert_formatted_with(self.insert_sql[table as usize].as_str());
         for block in blocks {
             insert
                 .send((*block).clone())
@@ -312,13 +326,18 @@ impl Sink for ClickHouseSink {
         }
     }
 
-    /// One INSERT per table the requests have rows for, in a fixed order.
+    /// One INSERT per table the requests have rows for, in a fixed order. ClickHouse has no
+    /// transaction over several INSERTs: when one fails, the batch is retried whole, and the
+    /// INSERTs that had succeeded are recognized by their deduplication token (the same requests
+    /// give the same token) and skipped.
     async fn write(&self, pending: &[Pending<'_, Blocks>]) -> Result<Vec<Stored>, Error> {
         self.ensure_schema().await?;
+        let batch = dedup_token(pending);
         for table in Table::ALL {
             let blocks: Vec<&Bytes> = pending.iter().filter_map(|p| p.rows.block(table)).collect();
             if !blocks.is_empty() {
-                self.insert(table, &blocks).await?;
+                self.insert(table, &blocks, &format!("{batch}-{}", table.name()))
+                    .await?;
             }
         }
         Ok(pending
@@ -337,6 +356,17 @@ impl Sink for ClickHouseSink {
 
     /// The HTTP client keeps no state that needs closing.
     fn close(&self) {}
+}
+
+/// Names the requests of a batch: a hash of their ids, in order. A request retried alone (by the
+/// collector, after its caller gave up) gets the token it had when it was written alone, so the
+/// common case of one request per INSERT is deduplicated across retries too.
+fn dedup_token(pending: &[Pending<'_, Blocks>]) -> String {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    for p in pending {
+        hasher.update(&p.request_id);
+    }
+    format!("{:032x}", hasher.digest128())
 }
 
 /// A client over hyper with rustls, trusting the CA file's certificates or else the
