@@ -92,24 +92,26 @@ def sess():
 
 def test_files_and_placeholders():
     names = [p.name for p in sorted(SCHEMA.glob("*.sql"))]
-    assert names == ["0001_traces.sql", "0002_logs.sql", "0003_metrics.sql", "0004_rollups.sql", "bootstrap.sql"]
+    assert names == ["0001_traces.sql", "0002_logs.sql", "0003_metrics.sql", "0004_rollups.sql",
+                     "0005_insert_deduplication.sql", "bootstrap.sql"]
     for p in SCHEMA.glob("*.sql"):
         rendered = render(p.read_text(), SINGLE_NODE)
         assert not re.search(r"\{[a-z_0-9]+\}", rendered), p.name
         for st in statements(rendered):
             first = first_line(st)
-            assert "IF NOT EXISTS" in first, (p.name, first)
+            # Every statement can run again: created only if missing, or a setting set again.
+            assert "IF NOT EXISTS" in first or " MODIFY SETTING " in first, (p.name, first)
 
 
 def test_migrate_twice_and_idempotent(sess):
-    assert migrate(sess, SINGLE_NODE) == [1, 2, 3, 4]
+    assert migrate(sess, SINGLE_NODE) == [1, 2, 3, 4, 5]
     assert migrate(sess, SINGLE_NODE) == []
     # Every statement is IF NOT EXISTS, so re-running a file whole is harmless too.
     for _, _, text in migrations():
         for st in statements(render(text, SINGLE_NODE)):
             sess.query(st)
     assert rows(sess, "SELECT count(), groupArray(name) FROM (SELECT * FROM otel.otelstore_schema_migrations FINAL ORDER BY version)") == [
-        [4, ["traces", "logs", "metrics", "rollups"]]
+        [5, ["traces", "logs", "metrics", "rollups", "insert_deduplication"]]
     ]
     tables = {r[0] for r in rows(sess, "SELECT name FROM system.tables WHERE database = 'otel'")}
     for t in ["otel_traces", "otel_traces_trace_id_ts", "otel_traces_trace_id_ts_mv", "otel_logs",
@@ -118,6 +120,12 @@ def test_migrate_twice_and_idempotent(sess):
               "otel_metrics_rollup_5m", "otel_metrics_rollup_1h", "otel_span_stats_1h",
               "otel_service_dependencies_1h", "otel_error_logs_1h", "otel_rpc_spans"]:
         assert t in tables
+    # Every table that stores rows deduplicates retried inserts (0005).
+    engines = rows(sess, "SELECT name, engine_full FROM system.tables WHERE database = 'otel' AND engine LIKE '%MergeTree' "
+                         "AND name != 'otelstore_schema_migrations'")
+    assert len(engines) == 14
+    for name, engine in engines:
+        assert "non_replicated_deduplication_window = 1000" in engine, name
 
 
 CONTRIB_TYPES = {
@@ -249,7 +257,7 @@ def test_cluster_variant_renders_on_cluster_and_replicated():
     for p in sorted(SCHEMA.glob("*.sql")):
         for st in statements(render(p.read_text(), CLUSTER)):
             head = first_line(st)
-            assert head.startswith("CREATE "), (p.name, head)
+            assert head.startswith(("CREATE ", "ALTER TABLE ")), (p.name, head)
             assert ' ON CLUSTER "otel_cluster"' in head, (p.name, head)
             creates += 1
             engines = re.findall(r"ENGINE = (\w+)\(", st)
