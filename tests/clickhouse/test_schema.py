@@ -12,9 +12,11 @@ import pytest
 chdb_session = pytest.importorskip("chdb.session")
 
 SCHEMA = pathlib.Path(__file__).resolve().parents[2] / "schema" / "clickhouse"
-PLACEHOLDER = re.compile(r"\{(database|on_cluster|engine|aggregating_engine|replacing_engine|ttl_raw|ttl_5m|ttl_1h)\}")
+PLACEHOLDER = re.compile(r"\{(database|database_literal|cluster_literal|on_cluster|engine|aggregating_engine|replacing_engine|ttl_raw|ttl_5m|ttl_1h)\}")
 SINGLE_NODE = {
     "database": '"otel"',
+    "database_literal": "'otel'",
+    "cluster_literal": "''",
     "on_cluster": "",
     "engine": "MergeTree()",
     "aggregating_engine": "AggregatingMergeTree()",
@@ -26,6 +28,7 @@ SINGLE_NODE = {
 CLUSTER = dict(
     SINGLE_NODE,
     on_cluster=' ON CLUSTER "otel_cluster"',
+    cluster_literal="'otel_cluster'",
     engine="ReplicatedMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}')",
     aggregating_engine="ReplicatedAggregatingMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}')",
     replacing_engine="ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}')",
@@ -93,7 +96,7 @@ def sess():
 def test_files_and_placeholders():
     names = [p.name for p in sorted(SCHEMA.glob("*.sql"))]
     assert names == ["0001_traces.sql", "0002_logs.sql", "0003_metrics.sql", "0004_rollups.sql",
-                     "0005_insert_deduplication.sql", "bootstrap.sql"]
+                     "0005_insert_deduplication.sql", "bootstrap.sql", "distributed.sql"]
     for p in SCHEMA.glob("*.sql"):
         rendered = render(p.read_text(), SINGLE_NODE)
         assert not re.search(r"\{[a-z_0-9]+\}", rendered), p.name
@@ -261,6 +264,12 @@ def test_cluster_variant_renders_on_cluster_and_replicated():
             assert ' ON CLUSTER "otel_cluster"' in head, (p.name, head)
             creates += 1
             engines = re.findall(r"ENGINE = (\w+)\(", st)
+            if p.name == "distributed.sql":
+                # AS the local table, over the local table of the same name on every shard.
+                local = re.search(r"\.(\w+)_dist ON CLUSTER", head).group(1)
+                assert f' AS "otel".{local}\n' in st, st
+                assert f"ENGINE = Distributed('otel_cluster', 'otel', '{local}', " in st, st
+                continue
             for e in engines:
                 assert e.startswith("Replicated"), (p.name, e)
             if "CREATE TABLE" in head:
@@ -268,3 +277,16 @@ def test_cluster_variant_renders_on_cluster_and_replicated():
                 # ClickHouse macros in the engine path survive the single-pass substitution.
                 assert "'/clickhouse/tables/{shard}/{database}/{table}', '{replica}'" in st
     assert creates >= 25
+
+
+def test_distributed_tables_parse_and_name_their_cluster(sess):
+    """chdb has no cluster, so a Distributed table cannot be created here; the server checks the
+    statement and the table it is AS, and refuses only for want of the cluster."""
+    migrate(sess, SINGLE_NODE)
+    values = dict(SINGLE_NODE, cluster_literal="'otel_cluster'")
+    for st in statements(render((SCHEMA / "distributed.sql").read_text(), values)):
+        with pytest.raises(Exception, match=r"Requested cluster 'otel_cluster' not found"):
+            sess.query(st)
+        broken = st.replace(" AS \"otel\".otel_", " AS \"otel\".no_such_")
+        with pytest.raises(Exception, match=r"UNKNOWN_TABLE|doesn't exist|does not exist"):
+            sess.query(broken)

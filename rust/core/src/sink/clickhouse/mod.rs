@@ -156,6 +156,8 @@ const MIGRATIONS: &[(u32, &str, &str)] = &[
     ),
 ];
 const BOOTSTRAP: &str = include_str!("../../../../../schema/clickhouse/bootstrap.sql");
+/// Run after the migrations when there is a cluster.
+const DISTRIBUTED: &str = include_str!("../../../../../schema/clickhouse/distributed.sql");
 
 pub struct ClickHouseSink {
     client: Client,
@@ -166,6 +168,8 @@ pub struct ClickHouseSink {
     schema_ready: OnceCell<()>,
     /// INSERT statements, indexed by `Table as usize`.
     insert_sql: Vec<String>,
+    /// With a cluster: the Distributed tables are created and inserts go through them.
+    clustered: bool,
 }
 
 impl ClickHouseSink {
@@ -182,6 +186,11 @@ impl ClickHouseSink {
         if !config.password.is_empty() {
             client = client.with_password(config.password.as_str());
         }
+        let clustered = !config.cluster_name.is_empty();
+        if clustered {
+            // An acknowledged insert is on its shards, not queued on the node that took it.
+            client = client.with_option("distributed_foreground_insert", "1");
+        }
         let quoted_database = format!("\"{}\"", config.database);
         let insert_sql = Table::ALL
             .iter()
@@ -192,8 +201,9 @@ impl ClickHouseSink {
                     .map(|(name, _)| format!("`{name}`"))
                     .collect();
                 format!(
-                    "INSERT INTO {quoted_database}.{} ({}) FORMAT Native",
+                    "INSERT INTO {quoted_database}.{}{} ({}) FORMAT Native",
                     table.name(),
+                    if clustered { "_dist" } else { "" },
                     columns.join(", ")
                 )
             })
@@ -205,13 +215,15 @@ impl ClickHouseSink {
             create_schema: config.create_schema,
             schema_ready: OnceCell::new(),
             insert_sql,
+            clustered,
         })
     }
 
     /// Applies the migrations the database lacks (schema/README.md, "ClickHouse"): bootstrap.sql,
     /// then each numbered file not recorded in `otelstore_schema_migrations`, recorded after it
     /// ran. Every statement is `IF NOT EXISTS`, so racing collectors or a crash between a file and
-    /// its record re-run a file harmlessly. Returns the versions applied.
+    /// its record re-run a file harmlessly. With a cluster, distributed.sql runs last, every pass.
+    /// Returns the versions applied.
     pub async fn migrate(&self) -> Result<Vec<u32>, Error> {
         for statement in statements(&self.render(BOOTSTRAP)) {
             self.client
@@ -256,6 +268,15 @@ impl ClickHouseSink {
                 .await
                 .map_err(Error::clickhouse("record a schema migration"))?;
             newly_applied.push(version);
+        }
+        if self.clustered {
+            for statement in statements(&self.render(DISTRIBUTED)) {
+                self.client
+                    .query_raw(statement)
+                    .execute()
+                    .await
+                    .map_err(Error::clickhouse("create the Distributed tables"))?;
+            }
         }
         Ok(newly_applied)
     }
@@ -424,6 +445,9 @@ fn placeholders(
     };
     vec![
         ("database", quoted_database.to_owned()),
+        // Names are validated plain identifiers, so quoting them needs no escaping.
+        ("database_literal", format!("'{}'", config.database)),
+        ("cluster_literal", format!("'{}'", config.cluster_name)),
         (
             "on_cluster",
             if config.cluster_name.is_empty() {
@@ -539,13 +563,63 @@ mod tests {
             &Retention::default(),
             "\"otel\"",
         );
-        for sql in std::iter::once(BOOTSTRAP).chain(MIGRATIONS.iter().map(|m| m.2)) {
-            for statement in statements(&render(sql, &values)) {
-                assert!(
-                    !statement.contains("{database}") && !statement.contains("{engine}"),
-                    "{statement}"
-                );
-            }
+        for sql in [BOOTSTRAP, DISTRIBUTED]
+            .into_iter()
+            .chain(MIGRATIONS.iter().map(|m| m.2))
+        {
+            let rendered = render(sql, &values);
+            let code: String = rendered
+                .lines()
+                .filter(|l| !l.trim_start().starts_with("--"))
+                .collect();
+            assert!(!code.contains('{'), "{rendered}");
         }
+    }
+
+    #[test]
+    fn a_cluster_gets_distributed_tables_and_inserts_through_them() {
+        let config = ClickHouseConfig {
+            endpoint: "http://127.0.0.1:8123".into(),
+            cluster_name: "main".into(),
+            ..Default::default()
+        };
+        let sink = ClickHouseSink::new(&config, &Retention::default()).expect("valid");
+        assert!(sink.insert_sql[Table::Traces as usize]
+            .starts_with("INSERT INTO \"otel\".otel_traces_dist (`Timestamp`,"));
+        let distributed = statements(&sink.render(DISTRIBUTED))
+            .into_iter()
+            .map(|statement| {
+                statement
+                    .lines()
+                    .filter(|l| !l.starts_with("--"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect::<Vec<_>>();
+        assert_eq!(
+            distributed[0],
+            "CREATE TABLE IF NOT EXISTS \"otel\".otel_traces_dist ON CLUSTER \"main\" AS \"otel\".otel_traces \
+             ENGINE = Distributed('main', 'otel', 'otel_traces', cityHash64(TraceId))"
+        );
+        // One Distributed table per table that holds rows (not the views' internal lookup).
+        assert_eq!(distributed.len(), 13);
+        for table in Table::ALL {
+            assert!(
+                distributed
+                    .iter()
+                    .any(|s| s.contains(&format!(".{}_dist ON CLUSTER", table.name()))),
+                "{table:?}"
+            );
+        }
+        let single = ClickHouseSink::new(
+            &ClickHouseConfig {
+                cluster_name: String::new(),
+                ..config
+            },
+            &Retention::default(),
+        )
+        .expect("valid");
+        assert!(single.insert_sql[Table::Traces as usize]
+            .starts_with("INSERT INTO \"otel\".otel_traces (`Timestamp`,"));
     }
 }
