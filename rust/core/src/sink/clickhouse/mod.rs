@@ -10,6 +10,7 @@
 //! `LowCardinality(String)`) instead of misreading bytes; arrays and maps are offsets plus flat
 //! columns, which we fill while reading the request without per-value framing.
 
+pub mod columns;
 pub mod gostring;
 pub mod logs;
 pub mod metrics;

@@ -22,7 +22,7 @@
 
 use std::ops::Range;
 
-use super::gostring::write_as_string;
+use super::columns::{push_hex, too_late, write_map, CachedAttributes as ResourceCache};
 use super::native::{Block, Data, Fixed64, Offsets, StringMap, Strings};
 use super::{Blocks, Table};
 use crate::sink::envelope::{self, Group};
@@ -95,91 +95,6 @@ pub fn encode(otlp: &[u8]) -> Result<Encoded<Blocks>, WireError> {
         rejected,
         first_rejection,
     })
-}
-
-/// The resource attributes and service name of the current resource, encoded once and copied into
-/// each of its spans' rows.
-#[derive(Default)]
-struct ResourceCache {
-    /// Where the cached resource is in the request, to tell when the walk moved on.
-    at: Option<(usize, usize)>,
-    keys: Vec<u8>,
-    values: Vec<u8>,
-    count: u64,
-    service_name: Vec<u8>,
-}
-
-impl ResourceCache {
-    fn update(&mut self, resource: &[u8]) -> Result<(), WireError> {
-        let at = Some((resource.as_ptr() as usize, resource.len()));
-        if self.at == at {
-            return Ok(());
-        }
-        self.keys.clear();
-        self.values.clear();
-        self.count = 0;
-        self.service_name.clear();
-        let mut found_service = false;
-        let mut scratch = Vec::new();
-        for_each_attribute(resource, 1, "Resource.attributes", |key, value| {
-            scratch.clear();
-            write_as_string(&mut scratch, value)?;
-            super::native::put_str(&mut self.keys, key.as_bytes());
-            super::native::put_str(&mut self.values, &scratch);
-            self.count += 1;
-            if key == "service.name" && !found_service {
-                found_service = true;
-                self.service_name.extend_from_slice(&scratch);
-            }
-            Ok(())
-        })?;
-        self.at = at;
-        Ok(())
-    }
-}
-
-/// Calls `each` with the key and value (AnyValue bytes, empty when absent) of every KeyValue in
-/// field `field` of `message`.
-fn for_each_attribute<'a>(
-    message: &'a [u8],
-    field: u32,
-    path: &'static str,
-    mut each: impl FnMut(&'a str, &'a [u8]) -> Result<(), WireError>,
-) -> Result<(), WireError> {
-    for entry in Fields::new(message, path) {
-        let (number, value) = entry?;
-        if number != field {
-            continue;
-        }
-        let (mut key, mut any): (&str, &[u8]) = ("", &[]);
-        for entry in Fields::new(value.bytes(path)?, "KeyValue") {
-            match entry? {
-                (1, v) => key = v.string("KeyValue.key")?,
-                (2, v) => any = v.bytes("KeyValue.value")?,
-                _ => {}
-            }
-        }
-        each(key, any)?;
-    }
-    Ok(())
-}
-
-/// Appends the attributes in field `field` of `message` to a map column as one row.
-fn write_map(
-    map: &mut StringMap,
-    message: &[u8],
-    field: u32,
-    path: &'static str,
-) -> Result<(), WireError> {
-    let mut count = 0;
-    for_each_attribute(message, field, path, |key, value| {
-        map.keys.push(key.as_bytes());
-        map.values.push_with(|out| write_as_string(out, value))?;
-        count += 1;
-        Ok(())
-    })?;
-    map.offsets.end_row(count);
-    Ok(())
 }
 
 #[derive(Default)]
@@ -366,22 +281,6 @@ fn status_code(code: i32) -> &'static str {
     }
 }
 
-/// Lower-case hex, or nothing for an empty or all-zero id.
-fn push_hex(column: &mut Strings, id: &[u8]) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    if id.iter().all(|&b| b == 0) {
-        column.push(b"");
-        return;
-    }
-    let _ = column.push_with::<()>(|out| {
-        for byte in id {
-            out.push(DIGITS[usize::from(byte >> 4)]);
-            out.push(DIGITS[usize::from(byte & 0x0f)]);
-        }
-        Ok(())
-    });
-}
-
 fn hex_string(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -465,10 +364,6 @@ impl<'a> SpanFields<'a> {
     }
 }
 
-fn too_late(field: &str, value: u64) -> String {
-    format!("{field} {value} is after 2262-04-11, the last instant DateTime64(9) holds")
-}
-
 /// Grows `range` to take in `field`; an empty range is replaced.
 fn cover(range: &mut Range<usize>, field: Range<usize>) {
     *range = if range.start == range.end {
@@ -523,15 +418,6 @@ mod tests {
             encoded.first_rejection.as_deref(),
             Some("span 0101010101010101 of trace 01010101010101010101010101010101: end_time_unix_nano 18446744073709551615 is after 2262-04-11, the last instant DateTime64(9) holds")
         );
-    }
-
-    #[test]
-    fn ids_are_hex_and_zero_ids_empty() {
-        let mut strings = Strings::default();
-        push_hex(&mut strings, &[0xab, 0x01]);
-        push_hex(&mut strings, &[0; 8]);
-        push_hex(&mut strings, &[]);
-        assert_eq!(strings.data, b"\x04ab01\x00\x00");
     }
 
     #[test]
