@@ -4,6 +4,7 @@
 //! column its name and type (strings) and its data, all rows of it together:
 //!
 //! * `String`: per row a VarUInt length and the bytes.
+//! * `UInt8`: one byte per row.
 //! * `Int64`, `UInt64`, `DateTime64(9)` (nanoseconds as Int64): 8 bytes little-endian per row.
 //! * `Array(T)`: per row the cumulative element count as UInt64 LE (the end offset of the row's
 //!   elements), then all elements of all rows as one column of `T`.
@@ -79,6 +80,18 @@ impl Fixed64 {
     }
 }
 
+/// A `UInt8` column.
+#[derive(Default)]
+pub struct Fixed8 {
+    pub data: Vec<u8>,
+}
+
+impl Fixed8 {
+    pub fn push(&mut self, value: u8) {
+        self.data.push(value);
+    }
+}
+
 /// The offsets of an `Array` or `Map` column: one cumulative element count per row.
 #[derive(Default)]
 pub struct Offsets {
@@ -117,6 +130,7 @@ impl StringMap {
 /// One column's data, ready for [`Block::column`].
 pub enum Data<'c> {
     Strings(&'c Strings),
+    Fixed8(&'c Fixed8),
     Fixed64(&'c Fixed64),
     StringMap(&'c StringMap),
     /// `Array(T)`: the offsets, then the elements.
@@ -128,6 +142,7 @@ impl Data<'_> {
     pub fn byte_len(&self) -> usize {
         match self {
             Data::Strings(s) => s.data.len(),
+            Data::Fixed8(f) => f.data.len(),
             Data::Fixed64(f) => f.data.len(),
             Data::StringMap(m) => m.offsets.data.len() + m.keys.data.len() + m.values.data.len(),
             Data::Array(offsets, inner) => offsets.data.len() + inner.byte_len(),
@@ -137,6 +152,7 @@ impl Data<'_> {
     fn write_into(&self, out: &mut Vec<u8>) {
         match self {
             Data::Strings(s) => out.extend_from_slice(&s.data),
+            Data::Fixed8(f) => out.extend_from_slice(&f.data),
             Data::Fixed64(f) => out.extend_from_slice(&f.data),
             Data::StringMap(m) => m.write_into(out),
             Data::Array(offsets, inner) => {
@@ -170,6 +186,163 @@ impl Block {
 
     pub fn finish(self) -> Vec<u8> {
         self.out
+    }
+
+    /// A whole block of `rows` rows: the columns named and typed in `columns`, with their `data`
+    /// in the same order.
+    pub fn of(columns: &[(&str, &str)], data: &[Data<'_>], rows: u64) -> Vec<u8> {
+        let capacity = data.iter().map(Data::byte_len).sum();
+        let mut block = Block::new(columns.len(), rows, capacity);
+        for ((name, data_type), data) in columns.iter().zip(data) {
+            block.column(name, data_type, data);
+        }
+        block.finish()
+    }
+}
+
+/// Blocks read back into values, for tests.
+#[cfg(test)]
+pub mod read {
+    /// One value of a column.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub enum Cell {
+        Str(String),
+        /// `UInt8`, `UInt64`.
+        UInt(u64),
+        /// `Int64`, `DateTime64(9)`.
+        Int(i64),
+        Map(Vec<(String, String)>),
+        Array(Vec<Cell>),
+    }
+
+    /// A column of a block: its name, type and one cell per row.
+    #[derive(Debug)]
+    pub struct Column {
+        pub name: String,
+        pub data_type: String,
+        pub cells: Vec<Cell>,
+    }
+
+    /// Every column of a block, which must be all of `bytes`.
+    pub fn block(mut bytes: &[u8]) -> Vec<Column> {
+        let data = &mut bytes;
+        let columns = varuint(data);
+        let rows = varuint(data) as usize;
+        let columns = (0..columns)
+            .map(|_| {
+                let name = string(data);
+                let data_type = string(data);
+                let cells = cells(data, &data_type, rows);
+                Column {
+                    name,
+                    data_type,
+                    cells,
+                }
+            })
+            .collect();
+        assert!(
+            data.is_empty(),
+            "{} bytes after the last column",
+            data.len()
+        );
+        columns
+    }
+
+    fn cells(data: &mut &[u8], data_type: &str, rows: usize) -> Vec<Cell> {
+        let fixed = |data: &mut &[u8], width: usize| -> Vec<[u8; 8]> {
+            take(data, rows * width)
+                .chunks(width)
+                .map(|chunk| {
+                    let mut value = [0; 8];
+                    value[..width].copy_from_slice(chunk);
+                    value
+                })
+                .collect()
+        };
+        if let Some(inner) = data_type
+            .strip_prefix("Array(")
+            .and_then(|t| t.strip_suffix(')'))
+        {
+            let ends = offsets(data, rows);
+            let mut elements = cells(data, inner, ends.last().copied().unwrap_or(0)).into_iter();
+            let mut start = 0;
+            return ends
+                .iter()
+                .map(|&end| {
+                    let row = elements.by_ref().take(end - start).collect();
+                    start = end;
+                    Cell::Array(row)
+                })
+                .collect();
+        }
+        match data_type {
+            "String" => (0..rows).map(|_| Cell::Str(string(data))).collect(),
+            "UInt8" => fixed(data, 1)
+                .into_iter()
+                .map(|v| Cell::UInt(u64::from_le_bytes(v)))
+                .collect(),
+            "UInt64" => fixed(data, 8)
+                .into_iter()
+                .map(|v| Cell::UInt(u64::from_le_bytes(v)))
+                .collect(),
+            "Int64" | "DateTime64(9)" => fixed(data, 8)
+                .into_iter()
+                .map(|v| Cell::Int(i64::from_le_bytes(v)))
+                .collect(),
+            "Map(String, String)" => {
+                let ends = offsets(data, rows);
+                let total = ends.last().copied().unwrap_or(0);
+                let keys: Vec<String> = (0..total).map(|_| string(data)).collect();
+                let values: Vec<String> = (0..total).map(|_| string(data)).collect();
+                let mut start = 0;
+                ends.iter()
+                    .map(|&end| {
+                        let row = (start..end)
+                            .map(|i| (keys[i].clone(), values[i].clone()))
+                            .collect();
+                        start = end;
+                        Cell::Map(row)
+                    })
+                    .collect()
+            }
+            other => panic!("no reader for {other}"),
+        }
+    }
+
+    fn offsets(data: &mut &[u8], rows: usize) -> Vec<usize> {
+        let ends: Vec<usize> = take(data, rows * 8)
+            .chunks(8)
+            .map(|chunk| {
+                let end = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+                usize::try_from(end).expect("an offset that fits")
+            })
+            .collect();
+        assert!(ends.windows(2).all(|w| w[0] <= w[1]), "offsets {ends:?}");
+        ends
+    }
+
+    fn varuint(data: &mut &[u8]) -> u64 {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = take(data, 1)[0];
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte < 0x80 {
+                return value;
+            }
+        }
+        panic!("VarUInt longer than 10 bytes")
+    }
+
+    fn string(data: &mut &[u8]) -> String {
+        let len = usize::try_from(varuint(data)).expect("a length that fits");
+        String::from_utf8(take(data, len).to_vec()).expect("UTF-8")
+    }
+
+    fn take<'a>(data: &mut &'a [u8], n: usize) -> &'a [u8] {
+        assert!(data.len() >= n, "the block ends {n} bytes early");
+        let (taken, rest) = data.split_at(n);
+        *data = rest;
+        taken
     }
 }
 
@@ -256,5 +429,59 @@ mod tests {
         want.extend_from_slice(&1u64.to_le_bytes());
         want.extend_from_slice(b"\x01k\x01v");
         assert_eq!(out, want);
+    }
+
+    #[test]
+    fn blocks_read_back() {
+        let mut flags = Fixed8::default();
+        flags.push(1);
+        flags.push(255);
+        let mut times = Fixed64::default();
+        times.push_i64(-1);
+        times.push_i64(7);
+        let mut map = StringMap::default();
+        map.offsets.end_row(0);
+        map.keys.push(b"k");
+        map.values.push(b"v");
+        map.offsets.end_row(1);
+        let mut names = Strings::default();
+        names.push(b"a");
+        let mut outer = Offsets::default();
+        outer.end_row(1);
+        outer.end_row(0);
+        let mut block = Block::new(4, 2, 0);
+        block.column("F", "UInt8", &Data::Fixed8(&flags));
+        block.column("T", "DateTime64(9)", &Data::Fixed64(&times));
+        block.column("M", "Map(String, String)", &Data::StringMap(&map));
+        block.column(
+            "A",
+            "Array(String)",
+            &Data::Array(&outer, Box::new(Data::Strings(&names))),
+        );
+        let block = block.finish();
+        assert_eq!(&block[..10], b"\x04\x02\x01F\x05UInt8");
+        assert_eq!(&block[10..12], &[1, 255]);
+        use read::Cell::*;
+        let columns: Vec<_> = read::block(&block)
+            .into_iter()
+            .map(|c| (c.name, c.data_type, c.cells))
+            .collect();
+        assert_eq!(
+            columns,
+            vec![
+                ("F".into(), "UInt8".into(), vec![UInt(1), UInt(255)]),
+                ("T".into(), "DateTime64(9)".into(), vec![Int(-1), Int(7)]),
+                (
+                    "M".into(),
+                    "Map(String, String)".into(),
+                    vec![Map(vec![]), Map(vec![("k".into(), "v".into())])]
+                ),
+                (
+                    "A".into(),
+                    "Array(String)".into(),
+                    vec![Array(vec![Str("a".into())]), Array(vec![])]
+                ),
+            ]
+        );
     }
 }
