@@ -1,10 +1,52 @@
-//! What the encoders of several tables write alike: attribute maps (and the attributes of a
-//! resource or scope, encoded once for all its rows), hex ids, and the range check of
-//! DateTime64(9) values.
+//! What the encoders of several tables share: attribute maps (and the attributes of a resource or
+//! scope, encoded once for all its rows), hex ids, the range check of DateTime64(9) values, and
+//! the tally of rows kept and items left out.
 
 use super::gostring::write_as_string;
 use super::native::{put_str, StringMap, Strings};
+use super::{Blocks, Table};
+use crate::sink::Encoded;
 use crate::wire::{Fields, WireError};
+
+/// The items of a request an encoder made rows of, and those it left out with the first one's
+/// reason.
+#[derive(Default)]
+pub struct Tally {
+    rows: u64,
+    rejected: u64,
+    first_rejection: Option<String>,
+}
+
+impl Tally {
+    pub fn keep(&mut self) {
+        self.rows += 1;
+    }
+
+    /// Counts an item left out; `reason` is asked for the first one only.
+    pub fn reject(&mut self, reason: impl FnOnce() -> String) {
+        self.rejected += 1;
+        self.first_rejection.get_or_insert_with(reason);
+    }
+
+    /// The items counted so far, kept or not.
+    pub fn items(&self) -> u64 {
+        self.rows + self.rejected
+    }
+
+    /// The request encoded: `table`'s block of the rows kept, built by `block` from their count
+    /// (no block when there are none), and the items left out.
+    pub fn finish(self, table: Table, block: impl FnOnce(u64) -> Vec<u8>) -> Encoded<Blocks> {
+        let mut blocks = Blocks::default();
+        if self.rows > 0 {
+            blocks.add(table, block(self.rows), self.rows);
+        }
+        Encoded {
+            rows: blocks,
+            rejected: self.rejected,
+            first_rejection: self.first_rejection,
+        }
+    }
+}
 
 /// The attributes of the current resource or scope, encoded once and copied into each of its
 /// items' rows; for a resource also its service name.
@@ -170,10 +212,7 @@ mod tests {
         .encode_to_vec();
         let mut cache = CachedAttributes::default();
         cache.update(&resource).expect("valid");
-        assert_eq!(
-            (cache.count, cache.service_name.as_slice()),
-            (2, &b"7"[..])
-        );
+        assert_eq!((cache.count, cache.service_name.as_slice()), (2, &b"7"[..]));
         let mut map = StringMap::default();
         cache.write_row(&mut map);
         assert_eq!(map.keys.data, b"\x0cservice.name\x0cservice.name");

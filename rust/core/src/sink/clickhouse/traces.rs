@@ -22,7 +22,7 @@
 
 use std::ops::Range;
 
-use super::columns::{push_hex, too_late, write_map, CachedAttributes as ResourceCache};
+use super::columns::{push_hex, too_late, write_map, CachedAttributes as ResourceCache, Tally};
 use super::native::{Block, Data, Fixed64, Offsets, StringMap, Strings};
 use super::{Blocks, Table};
 use crate::sink::envelope::{self, Group};
@@ -62,39 +62,26 @@ pub const COLUMNS: &[(&str, &str)] = &[
 pub fn encode(otlp: &[u8]) -> Result<Encoded<Blocks>, WireError> {
     let mut columns = Columns::default();
     let mut resource = ResourceCache::default();
-    let mut rows = 0u64;
-    let mut rejected = 0u64;
-    let mut first_rejection = None;
+    let mut tally = Tally::default();
     envelope::for_each_item_raw(otlp, &envelope::TRACES, |group, span| {
         let fields = SpanFields::read(span)?;
         match fields.check(span)? {
             Ok(()) => {
                 resource.update(group.resource)?;
                 columns.row(group, &resource, span, &fields)?;
-                rows += 1;
+                tally.keep();
             }
-            Err(reason) => {
-                rejected += 1;
-                first_rejection.get_or_insert_with(|| {
-                    format!(
-                        "span {} of trace {}: {reason}",
-                        hex_string(fields.span_id),
-                        hex_string(fields.trace_id)
-                    )
-                });
-            }
+            Err(reason) => tally.reject(|| {
+                format!(
+                    "span {} of trace {}: {reason}",
+                    hex_string(fields.span_id),
+                    hex_string(fields.trace_id)
+                )
+            }),
         }
         Ok(())
     })?;
-    let mut blocks = Blocks::default();
-    if rows > 0 {
-        blocks.add(Table::Traces, columns.block(rows), rows);
-    }
-    Ok(Encoded {
-        rows: blocks,
-        rejected,
-        first_rejection,
-    })
+    Ok(tally.finish(Table::Traces, |rows| columns.block(rows)))
 }
 
 #[derive(Default)]
@@ -249,12 +236,7 @@ impl Columns {
             ),
             Data::Array(&self.links, Box::new(map(&self.links_attributes))),
         ];
-        let capacity = data.iter().map(Data::byte_len).sum();
-        let mut block = Block::new(COLUMNS.len(), rows, capacity);
-        for ((name, data_type), data) in COLUMNS.iter().zip(&data) {
-            block.column(name, data_type, data);
-        }
-        block.finish()
+        Block::of(COLUMNS, &data, rows)
     }
 }
 
