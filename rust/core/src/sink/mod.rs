@@ -6,6 +6,7 @@
 
 pub mod clickhouse;
 pub mod envelope;
+pub mod log_record;
 pub mod postgres;
 
 use std::future::Future;

@@ -5,7 +5,8 @@ use super::rollup::Rollups;
 use super::spans::{saturating_count, small_int, unix_nanos, MAX_ROW_BYTES};
 use crate::json;
 use crate::sink::envelope::{self, Group};
-use crate::wire::{Fields, WireError};
+use crate::sink::log_record::LogRecordFields;
+use crate::wire::WireError;
 
 /// Column order of every row, as named in the COPY statement.
 pub const COLUMNS: &[&str] = &[
@@ -51,7 +52,7 @@ pub fn encode(otlp: &[u8]) -> Result<EncodedLogs, WireError> {
         records: 0,
     };
     envelope::for_each_item(otlp, &envelope::LOGS, |group, record| {
-        let fields = LogFields::read(record)?;
+        let fields = LogRecordFields::read(record)?;
         let index = encoder.records;
         encoder.records += 1;
         if let Err(reason) = encoder.row(group, record, &fields)? {
@@ -89,13 +90,13 @@ impl Encoder {
         &mut self,
         group: &Group<'_, '_>,
         record: &[u8],
-        fields: &LogFields<'_>,
+        fields: &LogRecordFields<'_>,
     ) -> Result<Result<(), String>, WireError> {
-        let (time_unix_nano, observed_time_unix_nano, severity_number) =
-            match fields.column_values() {
-                Ok(values) => values,
-                Err(reason) => return Ok(Err(reason)),
-            };
+        let (time_unix_nano, observed_time_unix_nano, severity_number) = match column_values(fields)
+        {
+            Ok(values) => values,
+            Err(reason) => return Ok(Err(reason)),
+        };
         // The time a record is filed under: when it happened, or else when the collector saw it.
         let time = if time_unix_nano != 0 {
             time_unix_nano
@@ -144,132 +145,34 @@ fn nullable_bytea(rows: &mut CopyRows, id: &[u8]) {
     }
 }
 
-/// The scalar fields of a log record. Attributes are read from the record's bytes when their column
-/// is written.
-#[derive(Default)]
-struct LogFields<'a> {
-    time_unix_nano: u64,
-    observed_time_unix_nano: u64,
-    severity_number: i32,
-    severity_text: &'a str,
-    /// The AnyValue's message bytes; `None` when the record has no body or one without a value
-    /// (the collector's pdata sends an absent body as an empty one).
-    body: Option<&'a [u8]>,
-    dropped_attributes_count: u32,
-    flags: u32,
-    trace_id: &'a [u8],
-    span_id: &'a [u8],
-    event_name: &'a str,
-}
-
-impl<'a> LogFields<'a> {
-    /// Time and observed time nanoseconds and severity number as their columns take them, or why
-    /// they don't fit.
-    fn column_values(&self) -> Result<(i64, i64, i16), String> {
-        Ok((
-            unix_nanos("time_unix_nano", self.time_unix_nano)?,
-            unix_nanos("observed_time_unix_nano", self.observed_time_unix_nano)?,
-            small_int("severity_number", self.severity_number)?,
-        ))
-    }
-
-    fn read(record: &'a [u8]) -> Result<Self, WireError> {
-        let mut fields = LogFields::default();
-        for entry in Fields::new(record, "LogRecord") {
-            match entry? {
-                (1, v) => fields.time_unix_nano = v.fixed64("LogRecord.time_unix_nano")?,
-                (2, v) => fields.severity_number = v.int32("LogRecord.severity_number")?,
-                (3, v) => fields.severity_text = v.string("LogRecord.severity_text")?,
-                // Senders write one body; were there several, the last is kept rather than merged.
-                (5, v) => {
-                    let body = v.bytes("LogRecord.body")?;
-                    fields.body = if has_value(body)? { Some(body) } else { None };
-                }
-                (7, v) => {
-                    fields.dropped_attributes_count =
-                        v.uint32("LogRecord.dropped_attributes_count")?
-                }
-                (8, v) => fields.flags = v.fixed32("LogRecord.flags")?,
-                (9, v) => fields.trace_id = v.bytes("LogRecord.trace_id")?,
-                (10, v) => fields.span_id = v.bytes("LogRecord.span_id")?,
-                (11, v) => {
-                    fields.observed_time_unix_nano =
-                        v.fixed64("LogRecord.observed_time_unix_nano")?
-                }
-                (12, v) => fields.event_name = v.string("LogRecord.event_name")?,
-                _ => {}
-            }
-        }
-        Ok(fields)
-    }
-}
-
-/// Whether an AnyValue sets one of its value variants.
-fn has_value(any_value: &[u8]) -> Result<bool, WireError> {
-    for entry in Fields::new(any_value, "AnyValue") {
-        if let (1..=8, _) = entry? {
-            return Ok(true);
-        }
-    }
-    Ok(false)
+/// Time and observed time nanoseconds and severity number as their columns take them, or why they
+/// don't fit.
+fn column_values(fields: &LogRecordFields<'_>) -> Result<(i64, i64, i16), String> {
+    Ok((
+        unix_nanos("time_unix_nano", fields.time_unix_nano)?,
+        unix_nanos("observed_time_unix_nano", fields.observed_time_unix_nano)?,
+        small_int("severity_number", fields.severity_number)?,
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::sink::postgres::copy::parse;
-    use crate::testdata::{kv, string_kv, value};
+    use crate::testdata::{
+        kv, log_record as record, logs_request_with as request_with, string_kv, value, TIME,
+    };
     use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
     use opentelemetry_proto::tonic::common::v1::any_value::Value;
-    use opentelemetry_proto::tonic::common::v1::{
-        AnyValue, ArrayValue, InstrumentationScope, KeyValueList,
-    };
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, KeyValueList};
     use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
     use opentelemetry_proto::tonic::resource::v1::Resource;
     use prost::Message;
 
     use parse::Row;
 
-    const TIME: u64 = 1_700_000_000_123_456_789;
     /// `TIME` as a timestamptz: microseconds since 2000-01-01.
     const TIME_MICROS: i64 = 1_700_000_000_123_456 - 946_684_800_000_000;
-
-    /// A plausible record whose body and ids derive from `n`.
-    fn record(n: u8) -> LogRecord {
-        LogRecord {
-            time_unix_nano: TIME,
-            observed_time_unix_nano: TIME + 1_000,
-            severity_number: 9,
-            severity_text: "INFO".into(),
-            body: value(Value::StringValue(format!("message {n}"))),
-            trace_id: vec![n; 16],
-            span_id: vec![n; 8],
-            ..Default::default()
-        }
-    }
-
-    /// One resource (service "svc") with one scope holding `records`.
-    fn request_with(records: Vec<LogRecord>) -> ExportLogsServiceRequest {
-        ExportLogsServiceRequest {
-            resource_logs: vec![ResourceLogs {
-                resource: Some(Resource {
-                    attributes: vec![string_kv("service.name", "svc")],
-                    ..Default::default()
-                }),
-                scope_logs: vec![ScopeLogs {
-                    scope: Some(InstrumentationScope {
-                        name: "lib".into(),
-                        version: "1.2".into(),
-                        attributes: vec![string_kv("scope.k", "v")],
-                        ..Default::default()
-                    }),
-                    log_records: records,
-                    schema_url: "https://scope".into(),
-                }],
-                schema_url: "https://resource".into(),
-            }],
-        }
-    }
 
     fn encode_rows(request: &ExportLogsServiceRequest) -> (Vec<Row>, EncodedLogs) {
         let otlp = request.encode_to_vec();
