@@ -1,17 +1,13 @@
-//! The ClickHouse sink against ClickHouse itself: tests/clickhouse/chdb_front.py serves ClickHouse's
-//! HTTP interface over chdb (ClickHouse embedded). It needs a Python with chdb: the interpreter in
-//! OTELSTORE_TEST_CHDB_PYTHON, or the repository's .venv, or /work/main/.venv; without one the
-//! test says so and passes, except under CI, where it fails.
+//! The ClickHouse sink against ClickHouse itself, over the chdb front (see common/mod.rs): spans,
+//! the views fed from otel_traces, compression, and how errors are classified.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{SystemTime, UNIX_EPOCH};
+mod common;
 
 use bytes::Bytes;
+use common::{any, base_time, kv, rows, text, Front};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{
-    any_value::Value, AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList,
+    any_value::Value, ArrayValue, InstrumentationScope, KeyValue, KeyValueList,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
@@ -22,88 +18,7 @@ use otelstore::sink::clickhouse::{ClickHouseSink, Table};
 use otelstore::sink::{Rows, Sink};
 use otelstore::ErrorKind;
 use prost::Message;
-use serde_json::{json, Value as Json};
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// A Python that can import chdb, or None.
-fn python() -> Option<PathBuf> {
-    let candidates = std::env::var_os("OTELSTORE_TEST_CHDB_PYTHON")
-        .map(PathBuf::from)
-        .into_iter()
-        .chain([
-            repo_root().join(".venv/bin/python"),
-            PathBuf::from("/work/main/.venv/bin/python"),
-        ]);
-    candidates.filter(|p| p.exists()).find(|p| {
-        Command::new(p)
-            .args(["-c", "import chdb, lz4, clickhouse_cityhash"])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    })
-}
-
-/// The chdb front on a free port, killed when dropped.
-struct Front {
-    child: Child,
-    dir: PathBuf,
-    url: String,
-}
-
-impl Front {
-    fn start(python: &Path) -> Front {
-        let dir = std::env::temp_dir().join(format!("otelstore-chdb-test-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("data dir");
-        let mut child = Command::new(python)
-            .arg(repo_root().join("tests/clickhouse/chdb_front.py"))
-            .args(["--port", "0", "--data"])
-            .arg(&dir)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start chdb_front.py");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("read the port");
-        let port: u16 = line
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("chdb_front.py printed {line:?}, not a port"));
-        Front {
-            child,
-            dir,
-            url: format!("http://127.0.0.1:{port}"),
-        }
-    }
-}
-
-impl Drop for Front {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn any(value: Value) -> Option<AnyValue> {
-    Some(AnyValue { value: Some(value) })
-}
-
-fn kv(key: &str, value: Value) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: any(value),
-        ..Default::default()
-    }
-}
-
-fn text(key: &str, value: &str) -> KeyValue {
-    kv(key, Value::StringValue(value.into()))
-}
+use serde_json::json;
 
 fn resource_spans(attributes: Vec<KeyValue>, spans: Vec<Span>) -> ResourceSpans {
     ResourceSpans {
@@ -122,15 +37,6 @@ fn resource_spans(attributes: Vec<KeyValue>, spans: Vec<Span>) -> ResourceSpans 
         }],
         schema_url: String::new(),
     }
-}
-
-/// Some nanoseconds an hour ago, so the rows are well inside every TTL.
-fn base_time() -> u64 {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("after 1970")
-        .as_secs();
-    (now - 3600) / 3600 * 3600 * 1_000_000_000 + 123_456_789
 }
 
 fn request(t0: u64) -> ExportTraceServiceRequest {
@@ -156,8 +62,8 @@ fn request(t0: u64) -> ExportTraceServiceRequest {
                 "list",
                 Value::ArrayValue(ArrayValue {
                     values: vec![
-                        any(Value::IntValue(1)).unwrap(),
-                        any(Value::StringValue("<a>".into())).unwrap(),
+                        any(Value::IntValue(1)),
+                        any(Value::StringValue("<a>".into())),
                     ],
                 }),
             ),
@@ -250,42 +156,12 @@ fn request(t0: u64) -> ExportTraceServiceRequest {
     }
 }
 
-async fn rows(sink: &ClickHouseSink, sql: &str) -> Vec<Json> {
-    let bytes = sink
-        .client()
-        .query_raw(&format!(
-            "{sql} SETTINGS output_format_json_quote_64bit_integers = 0"
-        ))
-        .fetch_bytes("JSONEachRow")
-        .expect("query")
-        .collect()
-        .await
-        .expect("rows");
-    String::from_utf8(bytes.to_vec())
-        .expect("UTF-8")
-        .lines()
-        .map(|line| serde_json::from_str(line).expect("JSON"))
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn traces_round_trip_through_clickhouse() {
-    let Some(python) = python() else {
-        // CI has the venv (make test builds it first); only a bare `cargo test` may lack it.
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must have a Python with chdb (make venv)"
-        );
-        eprintln!("SKIPPED: no Python with chdb (set OTELSTORE_TEST_CHDB_PYTHON)");
+    let Some(front) = Front::start() else {
         return;
     };
-    let front = Front::start(&python);
-    let config = ClickHouseConfig {
-        endpoint: front.url.clone(),
-        database: "otel_test".into(),
-        ..Default::default()
-    };
-    let sink = ClickHouseSink::new(&config, &Retention::default()).expect("settings");
+    let sink = front.sink();
     assert_eq!(
         sink.migrate().await.expect("first migration pass"),
         vec![1, 2, 3, 4, 5]
@@ -451,7 +327,7 @@ async fn traces_round_trip_through_clickhouse() {
     let plain = ClickHouseSink::new(
         &ClickHouseConfig {
             compression: Compression::None,
-            ..config.clone()
+            ..front.config()
         },
         &Retention::default(),
     )

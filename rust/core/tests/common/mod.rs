@@ -1,0 +1,153 @@
+//! What the ClickHouse integration tests share: the chdb front (tests/clickhouse/chdb_front.py
+//! serves ClickHouse's HTTP interface over chdb, ClickHouse embedded), OTLP builders and a query
+//! helper.
+//!
+//! The front needs a Python with chdb: the interpreter in OTELSTORE_TEST_CHDB_PYTHON, or the
+//! repository's .venv, or /work/main/.venv; without one a test says so and passes, except under
+//! CI, where it fails.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
+use otelstore::config::{ClickHouseConfig, Retention};
+use otelstore::sink::clickhouse::ClickHouseSink;
+use serde_json::Value as Json;
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A Python that can import chdb, or None.
+fn python() -> Option<PathBuf> {
+    let candidates = std::env::var_os("OTELSTORE_TEST_CHDB_PYTHON")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain([
+            repo_root().join(".venv/bin/python"),
+            PathBuf::from("/work/main/.venv/bin/python"),
+        ]);
+    candidates.filter(|p| p.exists()).find(|p| {
+        Command::new(p)
+            .args(["-c", "import chdb, lz4, clickhouse_cityhash"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
+}
+
+/// The chdb front on a free port, killed when dropped.
+pub struct Front {
+    child: Child,
+    dir: PathBuf,
+    url: String,
+}
+
+impl Front {
+    /// Starts the front, or returns None (after saying why) when there is no Python with chdb.
+    pub fn start() -> Option<Front> {
+        let Some(python) = python() else {
+            // CI has the venv (make test builds it first); only a bare `cargo test` may lack it.
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must have a Python with chdb (make venv)"
+            );
+            eprintln!("SKIPPED: no Python with chdb (set OTELSTORE_TEST_CHDB_PYTHON)");
+            return None;
+        };
+        // Each test binary is its own process, so the directory is its own.
+        let dir = std::env::temp_dir().join(format!("otelstore-chdb-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("data dir");
+        let mut child = Command::new(python)
+            .arg(repo_root().join("tests/clickhouse/chdb_front.py"))
+            .args(["--port", "0", "--data"])
+            .arg(&dir)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start chdb_front.py");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("read the port");
+        let port: u16 = line
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("chdb_front.py printed {line:?}, not a port"));
+        Some(Front {
+            child,
+            dir,
+            url: format!("http://127.0.0.1:{port}"),
+        })
+    }
+}
+
+impl Front {
+    /// Settings for a sink that writes to this front's database `otel_test`.
+    pub fn config(&self) -> ClickHouseConfig {
+        ClickHouseConfig {
+            endpoint: self.url.clone(),
+            database: "otel_test".into(),
+            ..Default::default()
+        }
+    }
+
+    /// A sink with [`Front::config`] and the default retention.
+    pub fn sink(&self) -> ClickHouseSink {
+        ClickHouseSink::new(&self.config(), &Retention::default()).expect("settings")
+    }
+}
+
+impl Drop for Front {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub fn any(value: Value) -> AnyValue {
+    AnyValue { value: Some(value) }
+}
+
+pub fn kv(key: &str, value: Value) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(any(value)),
+        ..Default::default()
+    }
+}
+
+pub fn text(key: &str, value: &str) -> KeyValue {
+    kv(key, Value::StringValue(value.into()))
+}
+
+/// Some nanoseconds an hour ago, so the rows are well inside every TTL.
+pub fn base_time() -> u64 {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs();
+    (now - 3600) / 3600 * 3600 * 1_000_000_000 + 123_456_789
+}
+
+/// The rows of a query, one JSON object each, 64-bit integers as numbers.
+pub async fn rows(sink: &ClickHouseSink, sql: &str) -> Vec<Json> {
+    let bytes = sink
+        .client()
+        .query_raw(&format!(
+            "{sql} SETTINGS output_format_json_quote_64bit_integers = 0"
+        ))
+        .fetch_bytes("JSONEachRow")
+        .expect("query")
+        .collect()
+        .await
+        .expect("rows");
+    String::from_utf8(bytes.to_vec())
+        .expect("UTF-8")
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("JSON"))
+        .collect()
+}
