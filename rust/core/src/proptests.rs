@@ -1022,7 +1022,8 @@ proptest! {
 
 // ---- Logs ----
 
-/// The same properties for the `logs` table, with the strategies and readers above.
+/// The same properties for the `logs` table, with the strategies and readers above, and for
+/// ClickHouse's `otel_logs`.
 mod logs {
     use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
     use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
@@ -1099,9 +1100,23 @@ mod logs {
             .prop_map(|resource_logs| ExportLogsServiceRequest { resource_logs })
     }
 
+    /// Every record of a request with its resource and scope group, in order.
+    fn records(request: &ExportLogsServiceRequest) -> Vec<(&ResourceLogs, &ScopeLogs, &LogRecord)> {
+        request
+            .resource_logs
+            .iter()
+            .flat_map(|r| {
+                r.scope_logs
+                    .iter()
+                    .flat_map(move |s| s.log_records.iter().map(move |record| (r, s, record)))
+            })
+            .collect()
+    }
+
     /// As for spans: what prost accepts the encoder accepts, with faithful rows; anything else it
-    /// refuses or writes as well-framed rows.
+    /// refuses or writes as well-framed rows. The same for the ClickHouse encoder.
     fn check_decode(bytes: &[u8]) -> Result<(), TestCaseError> {
+        clickhouse::check_decode(bytes)?;
         match (ExportLogsServiceRequest::decode(bytes), encode(bytes)) {
             (Ok(request), Ok(_)) => check_rows(&request),
             (Ok(_), Err(error)) => Err(TestCaseError::fail(format!(
@@ -1133,15 +1148,7 @@ mod logs {
         } = encode(&otlp).map_err(|e| TestCaseError::fail(e.to_string()))?;
         let chunk = rows.finish();
         let parsed = log_rows(&chunk.data);
-        let records: Vec<_> = request
-            .resource_logs
-            .iter()
-            .flat_map(|r| {
-                r.scope_logs
-                    .iter()
-                    .flat_map(move |s| s.log_records.iter().map(move |record| (r, s, record)))
-            })
-            .collect();
+        let records = records(request);
         let kept: Vec<_> = records
             .iter()
             .filter(|(_, _, record)| fits(record))
@@ -1282,6 +1289,143 @@ mod logs {
         #[test]
         fn every_log_record_becomes_a_faithful_row_or_a_rejection(request in request()) {
             check_rows(&request)?;
+            clickhouse::check_block(&request)?;
+        }
+    }
+
+    /// The same requests through the ClickHouse encoder (the properties above call these), its
+    /// Native block read back. Values that
+    /// are `AsString()` of a non-string AnyValue are gostring.rs's to test; here a string is
+    /// compared whole and every other value only by its presence.
+    mod clickhouse {
+        use super::*;
+        use crate::sink::clickhouse::logs::{encode, COLUMNS};
+        use crate::sink::clickhouse::native::read::{self, Cell};
+        use crate::sink::clickhouse::Table;
+        use crate::sink::Rows;
+
+        pub(super) fn check_decode(bytes: &[u8]) -> Result<(), TestCaseError> {
+            match (ExportLogsServiceRequest::decode(bytes), encode(bytes)) {
+                (Ok(request), Ok(_)) => check_block(&request),
+                (Ok(_), Err(error)) => Err(TestCaseError::fail(format!(
+                    "prost accepts what the encoder refuses: {error}"
+                ))),
+                (Err(_), Ok(encoded)) => {
+                    // Well framed: the block reads back whole, a row per record kept.
+                    if let Some(block) = encoded.rows.block(Table::Logs) {
+                        let columns = read::block(block);
+                        prop_assert_eq!(columns[0].cells.len() as u64, encoded.rows.rows());
+                    }
+                    Ok(())
+                }
+                (Err(_), Err(_)) => Ok(()),
+            }
+        }
+
+        /// The time a record is stored under: its own, or else when it was observed.
+        fn timestamp(record: &LogRecord) -> u64 {
+            if record.time_unix_nano != 0 {
+                record.time_unix_nano
+            } else {
+                record.observed_time_unix_nano
+            }
+        }
+
+        /// Whether a record fits its row: the time stored in DateTime64(9), severity in UInt8.
+        fn fits(record: &LogRecord) -> bool {
+            i64::try_from(timestamp(record)).is_ok() && u8::try_from(record.severity_number).is_ok()
+        }
+
+        pub(super) fn check_block(request: &ExportLogsServiceRequest) -> Result<(), TestCaseError> {
+            let encoded =
+                encode(&request.encode_to_vec()).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let records = records(request);
+            let kept: Vec<_> = records
+                .iter()
+                .filter(|(_, _, record)| fits(record))
+                .collect();
+            prop_assert_eq!(encoded.rows.rows(), kept.len() as u64);
+            prop_assert_eq!(encoded.rejected, (records.len() - kept.len()) as u64);
+            match records.iter().position(|(_, _, record)| !fits(record)) {
+                Some(index) => {
+                    let message = encoded.first_rejection.unwrap_or_default();
+                    let named = format!("log record {index} of the request");
+                    prop_assert!(message.starts_with(&named), "{:?}", message);
+                }
+                None => prop_assert_eq!(encoded.first_rejection, None),
+            }
+            let Some(block) = encoded.rows.block(Table::Logs) else {
+                prop_assert!(kept.is_empty());
+                return Ok(());
+            };
+            let columns = read::block(block);
+            let names: Vec<_> = columns.iter().map(|c| c.name.as_str()).collect();
+            let want: Vec<_> = COLUMNS.iter().map(|(name, _)| *name).collect();
+            prop_assert_eq!(names, want);
+            for (row, (resource_logs, scope_logs, record)) in kept.into_iter().enumerate() {
+                let got = |name: &str| {
+                    let column = columns.iter().find(|c| c.name == name).expect("a column");
+                    &column.cells[row]
+                };
+                let resource = resource_logs.resource.clone().unwrap_or_default();
+                let scope = scope_logs.scope.clone().unwrap_or_default();
+                let text = |s: &str| Cell::Str(s.to_owned());
+                let id = |id: &[u8]| {
+                    text(&if id.iter().all(|&b| b == 0) {
+                        String::new()
+                    } else {
+                        hex(id)
+                    })
+                };
+                let expected = [
+                    ("Timestamp", Cell::Int(timestamp(record) as i64)),
+                    ("TraceId", id(&record.trace_id)),
+                    ("SpanId", id(&record.span_id)),
+                    ("TraceFlags", Cell::UInt(u64::from(record.flags & 0xff))),
+                    ("SeverityText", text(&record.severity_text)),
+                    ("SeverityNumber", Cell::UInt(record.severity_number as u64)),
+                    ("ResourceSchemaUrl", text(&resource_logs.schema_url)),
+                    ("ScopeSchemaUrl", text(&scope_logs.schema_url)),
+                    ("ScopeName", text(&scope.name)),
+                    ("ScopeVersion", text(&scope.version)),
+                    ("EventName", text(&record.event_name)),
+                ];
+                for (name, value) in &expected {
+                    prop_assert_eq!(got(name), value, "column {}", name);
+                }
+                let service = resource.attributes.iter().find(|a| a.key == "service.name");
+                same_string(got("ServiceName"), service.and_then(|a| a.value.as_ref()))?;
+                same_string(got("Body"), record.body.as_ref())?;
+                for (name, attributes) in [
+                    ("ResourceAttributes", &resource.attributes),
+                    ("ScopeAttributes", &scope.attributes),
+                    ("LogAttributes", &record.attributes),
+                ] {
+                    let Cell::Map(pairs) = got(name) else {
+                        return Err(TestCaseError::fail(format!("{name} is not a map")));
+                    };
+                    prop_assert_eq!(pairs.len(), attributes.len(), "{}", name);
+                    for ((key, stored), attribute) in pairs.iter().zip(attributes.iter()) {
+                        prop_assert_eq!(key, &attribute.key);
+                        same_string(&Cell::Str(stored.clone()), attribute.value.as_ref())?;
+                    }
+                }
+            }
+            Ok(())
+        }
+
+        /// A string value is stored as it is and no value as `""`; any other is `AsString()`, which
+        /// gostring.rs writes and tests.
+        fn same_string(stored: &Cell, value: Option<&AnyValue>) -> Result<(), TestCaseError> {
+            let Cell::Str(stored) = stored else {
+                return Err(TestCaseError::fail(format!("{stored:?} is not a string")));
+            };
+            match value.and_then(|v| v.value.as_ref()) {
+                Some(Value::StringValue(s)) => prop_assert_eq!(stored, s),
+                None => prop_assert_eq!(stored, ""),
+                Some(_) => {}
+            }
+            Ok(())
         }
     }
 }
