@@ -127,7 +127,10 @@ async fn logs_round_trip_through_clickhouse() {
         return;
     };
     let sink = front.sink();
-    assert_eq!(sink.migrate().await.expect("migrations"), vec![1, 2, 3, 4]);
+    assert_eq!(
+        sink.migrate().await.expect("migrations"),
+        vec![1, 2, 3, 4, 5]
+    );
 
     let t0 = base_time();
     let encoded =
@@ -140,7 +143,9 @@ async fn logs_round_trip_through_clickhouse() {
         )
     );
     let block = encoded.rows.block(Table::Logs).expect("a block");
-    sink.insert(Table::Logs, &[block]).await.expect("insert");
+    sink.insert(Table::Logs, &[block], "logs")
+        .await
+        .expect("insert");
 
     let got = rows(
         &sink,

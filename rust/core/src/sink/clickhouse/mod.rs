@@ -190,7 +190,7 @@ impl ClickHouseSink {
         let clustered = !config.cluster_name.is_empty();
         if clustered {
             // An acknowledged insert is on its shards, not queued on the node that took it.
-            client = client.with_option("distributed_foreground_insert", "1");
+            client = client.with_setting("distributed_foreground_insert", "1");
         }
         let quoted_database = format!("\"{}\"", config.database);
         let insert_sql = Table::ALL
@@ -297,7 +297,7 @@ impl ClickHouseSink {
         let client = self
             .client
             .clone()
-            .with_option("insert_deduplication_token", dedup_token);
+            .with_setting("insert_deduplication_token", dedup_token);
         let mut insert = client.insert_formatted_with(self.insert_sql[table as usize].as_str());
         for block in blocks {
             insert
