@@ -5,6 +5,7 @@
 //! in between is the same for both.
 
 pub mod clickhouse;
+pub mod datapoints;
 pub mod envelope;
 pub mod log_record;
 pub mod postgres;

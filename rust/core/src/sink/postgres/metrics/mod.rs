@@ -8,9 +8,10 @@ mod tests;
 use super::copy::CopyRows;
 use super::rollup::Rollups;
 use crate::json;
+use crate::sink::datapoints::{read_metric, Kind};
 use crate::sink::envelope::{self, Group};
-use crate::wire::{Fields, WireError};
-use points::{Aggregation, Points};
+use crate::wire::WireError;
+use points::Points;
 
 /// The columns every point table starts with, followed by those of its point type: the order of
 /// schema/postgres/0005_metrics.sql, as named in the COPY statements.
@@ -113,161 +114,32 @@ struct Metric<'a> {
     group: &'a Group<'a, 'a>,
 }
 
-// Metric.data, a oneof of these fields.
-const GAUGE: u32 = 5;
-const SUM: u32 = 7;
-const HISTOGRAM: u32 = 9;
-const EXPONENTIAL_HISTOGRAM: u32 = 10;
-const SUMMARY: u32 = 11;
-
 impl Encoder {
     fn metric(&mut self, message: &[u8], group: &Group<'_, '_>) -> Result<(), WireError> {
-        let (mut name, mut description, mut unit) = ("", "", "");
-        // prost merges repeated occurrences of a oneof's message field, and a field of another
-        // variant replaces them: the data is every occurrence of the last variant on the wire from
-        // where its run began. `data` is that variant and the offset of that run.
-        let mut data: Option<(u32, usize)> = None;
-        let mut reader = Fields::new(message, "Metric");
-        loop {
-            let start = reader.offset();
-            let Some(entry) = reader.next() else { break };
-            match entry? {
-                (1, v) => name = v.string("Metric.name")?,
-                (2, v) => description = v.string("Metric.description")?,
-                (3, v) => unit = v.string("Metric.unit")?,
-                (variant @ (GAUGE | SUM | HISTOGRAM | EXPONENTIAL_HISTOGRAM | SUMMARY), v) => {
-                    v.bytes("Metric.data")?;
-                    if data.is_none_or(|(current, _)| current != variant) {
-                        data = Some((variant, start));
-                    }
-                }
-                _ => {}
-            }
-        }
         // A metric without data has no points to write.
-        let Some((variant, from)) = data else {
+        let Some(data) = read_metric(message)? else {
             return Ok(());
         };
         self.metadata_json.clear();
         json::write_attributes(&mut self.metadata_json, message, 12, "Metric.metadata")?;
         let metric = Metric {
-            name,
-            description,
-            unit,
+            name: data.name,
+            description: data.description,
+            unit: data.unit,
             metadata_json: &self.metadata_json,
             group,
         };
-        let data = &message[from..];
-        match variant {
-            GAUGE => {
-                for gauge in messages(data, "Metric", GAUGE, "Metric.gauge") {
-                    for point in messages(gauge?, "Gauge", 1, "Gauge.data_points") {
-                        self.points.number(&metric, None, point?)?;
-                    }
-                }
+        let points = &mut self.points;
+        data.for_each_point(|point| match data.kind {
+            Kind::Gauge => points.number(&metric, None, point),
+            Kind::Sum(aggregation) => points.number(&metric, Some(aggregation), point),
+            Kind::Histogram(aggregation) => {
+                points.histogram(&metric, aggregation.temporality, point)
             }
-            SUM => {
-                let aggregation = aggregation(
-                    data,
-                    SUM,
-                    "Sum",
-                    "Sum.aggregation_temporality",
-                    Some("Sum.is_monotonic"),
-                )?;
-                for sum in messages(data, "Metric", SUM, "Metric.sum") {
-                    for point in messages(sum?, "Sum", 1, "Sum.data_points") {
-                        self.points.number(&metric, Some(aggregation), point?)?;
-                    }
-                }
+            Kind::ExponentialHistogram(aggregation) => {
+                points.exponential_histogram(&metric, aggregation.temporality, point)
             }
-            HISTOGRAM => {
-                let aggregation = aggregation(
-                    data,
-                    HISTOGRAM,
-                    "Histogram",
-                    "Histogram.aggregation_temporality",
-                    None,
-                )?;
-                for histogram in messages(data, "Metric", HISTOGRAM, "Metric.histogram") {
-                    for point in messages(histogram?, "Histogram", 1, "Histogram.data_points") {
-                        self.points
-                            .histogram(&metric, aggregation.temporality, point?)?;
-                    }
-                }
-            }
-            EXPONENTIAL_HISTOGRAM => {
-                let aggregation = aggregation(
-                    data,
-                    EXPONENTIAL_HISTOGRAM,
-                    "ExponentialHistogram",
-                    "ExponentialHistogram.aggregation_temporality",
-                    None,
-                )?;
-                for histogram in messages(
-                    data,
-                    "Metric",
-                    EXPONENTIAL_HISTOGRAM,
-                    "Metric.exponential_histogram",
-                ) {
-                    for point in messages(
-                        histogram?,
-                        "ExponentialHistogram",
-                        1,
-                        "ExponentialHistogram.data_points",
-                    ) {
-                        self.points.exponential_histogram(
-                            &metric,
-                            aggregation.temporality,
-                            point?,
-                        )?;
-                    }
-                }
-            }
-            // SUMMARY, the one variant left.
-            _ => {
-                for summary in messages(data, "Metric", SUMMARY, "Metric.summary") {
-                    for point in messages(summary?, "Summary", 1, "Summary.data_points") {
-                        self.points.summary(&metric, point?)?;
-                    }
-                }
-            }
-        }
-        Ok(())
+            Kind::Summary => points.summary(&metric, point),
+        })
     }
-}
-
-/// The bytes of every occurrence of message field `number` in `message`, named `message_path`.
-fn messages<'a>(
-    message: &'a [u8],
-    message_path: &'static str,
-    number: u32,
-    path: &'static str,
-) -> impl Iterator<Item = Result<&'a [u8], WireError>> {
-    Fields::new(message, message_path).filter_map(move |entry| match entry {
-        Ok((n, value)) if n == number => Some(value.bytes(path)),
-        Ok(_) => None,
-        Err(error) => Some(Err(error)),
-    })
-}
-
-/// The temporality, and for a Sum its monotonicity, of data field `variant` in `data`. The last
-/// value on the wire wins across its occurrences, as it does when prost merges them.
-fn aggregation(
-    data: &[u8],
-    variant: u32,
-    message_path: &'static str,
-    temporality_path: &'static str,
-    monotonic_path: Option<&'static str>,
-) -> Result<Aggregation, WireError> {
-    let mut aggregation = Aggregation::default();
-    for message in messages(data, "Metric", variant, "Metric.data") {
-        for entry in Fields::new(message?, message_path) {
-            match (entry?, monotonic_path) {
-                ((2, v), _) => aggregation.temporality = v.int32(temporality_path)?,
-                ((3, v), Some(path)) => aggregation.is_monotonic = v.varint(path)? != 0,
-                _ => {}
-            }
-        }
-    }
-    Ok(aggregation)
 }

@@ -1,8 +1,6 @@
 //! Data points to rows: one function per point type reads the point, checks that its values fit
 //! the table, and writes its row.
 
-use std::ops::Range;
-
 use super::super::copy::{CopyRows, RowStart};
 use super::super::rollup::{ExponentialBuckets, HistogramPoint, MetricType, Rollups, Series};
 use super::super::spans::{small_int, unix_nanos, MAX_ROW_BYTES};
@@ -11,14 +9,11 @@ use super::{
     SUMMARY_COLUMNS, SUM_COLUMNS,
 };
 use crate::json;
-use crate::wire::{Fields, Value, WireError};
-
-/// How a Sum, Histogram or ExponentialHistogram aggregates its points; the defaults are OTLP's.
-#[derive(Debug, Clone, Copy, Default)]
-pub(super) struct Aggregation {
-    pub temporality: i32,
-    pub is_monotonic: bool,
-}
+use crate::sink::datapoints::{
+    read_buckets, Aggregation, Header, Repeated, EXPONENTIAL_HISTOGRAM_POINT, HISTOGRAM_POINT,
+    NUMBER_POINT, SUMMARY_POINT,
+};
+use crate::wire::{Fields, WireError};
 
 /// The rows of every table so far, and the points left out.
 pub(super) struct Points {
@@ -95,7 +90,7 @@ impl Points {
     ) -> Result<(), WireError> {
         // A oneof: the last variant on the wire wins; with neither, both value columns are NULL.
         let mut value = None;
-        let header = Header::read(point, &NUMBER, |number, v| {
+        let header = Header::read(point, &NUMBER_POINT, |number, v| {
             match number {
                 4 => value = Some(NumberValue::Double(v.double("NumberDataPoint.as_double")?)),
                 6 => value = Some(NumberValue::Int(v.sfixed64("NumberDataPoint.as_int")?)),
@@ -178,7 +173,7 @@ impl Points {
         bucket_counts.clear();
         explicit_bounds.clear();
         let (mut count, mut sum, mut min, mut max) = (0, None, None, None);
-        let header = Header::read(point, &HISTOGRAM, |number, v| {
+        let header = Header::read(point, &HISTOGRAM_POINT, |number, v| {
             match number {
                 4 => count = v.fixed64("HistogramDataPoint.count")?,
                 5 => sum = Some(v.double("HistogramDataPoint.sum")?),
@@ -262,7 +257,7 @@ impl Points {
             mut positive_offset,
             mut negative_offset,
         ) = (0, 0, 0.0, 0, 0);
-        let header = Header::read(point, &EXPONENTIAL_HISTOGRAM, |number, v| {
+        let header = Header::read(point, &EXPONENTIAL_HISTOGRAM_POINT, |number, v| {
             match number {
                 4 => count = v.fixed64("ExponentialHistogramDataPoint.count")?,
                 5 => sum = Some(v.double("ExponentialHistogramDataPoint.sum")?),
@@ -362,7 +357,7 @@ impl Points {
         quantiles.clear();
         quantile_values.clear();
         let (mut count, mut sum) = (0, 0.0);
-        let header = Header::read(point, &SUMMARY, |number, v| {
+        let header = Header::read(point, &SUMMARY_POINT, |number, v| {
             match number {
                 4 => count = v.fixed64("SummaryDataPoint.count")?,
                 5 => sum = v.double("SummaryDataPoint.sum")?,
@@ -405,113 +400,7 @@ impl Points {
     }
 }
 
-/// Where a point type keeps the fields that every point has.
-struct Layout {
-    message: &'static str,
-    start_time_unix_nano: &'static str,
-    time_unix_nano: &'static str,
-    flags: (u32, &'static str),
-    attributes: (u32, &'static str),
-    /// SummaryDataPoint has none.
-    exemplars: Option<(u32, &'static str)>,
-}
-
-const NUMBER: Layout = Layout {
-    message: "NumberDataPoint",
-    start_time_unix_nano: "NumberDataPoint.start_time_unix_nano",
-    time_unix_nano: "NumberDataPoint.time_unix_nano",
-    flags: (8, "NumberDataPoint.flags"),
-    attributes: (7, "NumberDataPoint.attributes"),
-    exemplars: Some((5, "NumberDataPoint.exemplars")),
-};
-
-const HISTOGRAM: Layout = Layout {
-    message: "HistogramDataPoint",
-    start_time_unix_nano: "HistogramDataPoint.start_time_unix_nano",
-    time_unix_nano: "HistogramDataPoint.time_unix_nano",
-    flags: (10, "HistogramDataPoint.flags"),
-    attributes: (9, "HistogramDataPoint.attributes"),
-    exemplars: Some((8, "HistogramDataPoint.exemplars")),
-};
-
-const EXPONENTIAL_HISTOGRAM: Layout = Layout {
-    message: "ExponentialHistogramDataPoint",
-    start_time_unix_nano: "ExponentialHistogramDataPoint.start_time_unix_nano",
-    time_unix_nano: "ExponentialHistogramDataPoint.time_unix_nano",
-    flags: (10, "ExponentialHistogramDataPoint.flags"),
-    attributes: (1, "ExponentialHistogramDataPoint.attributes"),
-    exemplars: Some((11, "ExponentialHistogramDataPoint.exemplars")),
-};
-
-const SUMMARY: Layout = Layout {
-    message: "SummaryDataPoint",
-    start_time_unix_nano: "SummaryDataPoint.start_time_unix_nano",
-    time_unix_nano: "SummaryDataPoint.time_unix_nano",
-    flags: (8, "SummaryDataPoint.flags"),
-    attributes: (7, "SummaryDataPoint.attributes"),
-    exemplars: None,
-};
-
-/// The fields every point has, read from one point.
-struct Header<'a> {
-    start_time_unix_nano: u64,
-    time_unix_nano: u64,
-    flags: u32,
-    attributes: Repeated<'a>,
-    exemplars: Repeated<'a>,
-}
-
-/// A repeated message field of a point: the point's bytes from the field's first occurrence to its
-/// last. Other fields may lie between, so readers pick out `field` with `Fields`.
-struct Repeated<'a> {
-    bytes: &'a [u8],
-    field: u32,
-    path: &'static str,
-}
-
-impl<'a> Header<'a> {
-    /// Reads `point`, passing each field that is not a header field to `other`. Attributes and
-    /// exemplars are only located here, and read when their columns are written.
-    fn read(
-        point: &'a [u8],
-        layout: &Layout,
-        mut other: impl FnMut(u32, Value<'a>) -> Result<(), WireError>,
-    ) -> Result<Self, WireError> {
-        let (mut start_time_unix_nano, mut time_unix_nano, mut flags) = (0, 0, 0);
-        let (mut attributes, mut exemplars) = (0..0, 0..0);
-        // Field number 0 never occurs, so a point type without exemplars finds none.
-        let (exemplars_field, exemplars_path) = layout.exemplars.unwrap_or((0, ""));
-        let mut reader = Fields::new(point, layout.message);
-        loop {
-            let start = reader.offset();
-            let Some(entry) = reader.next() else { break };
-            let field = start..reader.offset();
-            match entry? {
-                (2, v) => start_time_unix_nano = v.fixed64(layout.start_time_unix_nano)?,
-                (3, v) => time_unix_nano = v.fixed64(layout.time_unix_nano)?,
-                (number, v) if number == layout.flags.0 => flags = v.uint32(layout.flags.1)?,
-                (number, _) if number == layout.attributes.0 => cover(&mut attributes, field),
-                (number, _) if number == exemplars_field => cover(&mut exemplars, field),
-                (number, v) => other(number, v)?,
-            }
-        }
-        Ok(Header {
-            start_time_unix_nano,
-            time_unix_nano,
-            flags,
-            attributes: Repeated {
-                bytes: &point[attributes],
-                field: layout.attributes.0,
-                path: layout.attributes.1,
-            },
-            exemplars: Repeated {
-                bytes: &point[exemplars],
-                field: exemplars_field,
-                path: exemplars_path,
-            },
-        })
-    }
-
+impl Header<'_> {
     /// Start and time nanoseconds as their bigint columns take them, or why they don't fit.
     fn times(&self) -> Result<(i64, i64), String> {
         Ok((
@@ -596,8 +485,6 @@ impl Rejections {
     }
 }
 
-/// Reads one occurrence of an exponential histogram's `positive` or `negative` buckets. Further
-/// occurrences merge as prost merges them: the last offset wins and the counts are appended.
 /// The series a point of `metric` belongs to, for the rollups.
 fn series<'a>(
     metric: &'a Metric<'a>,
@@ -615,30 +502,6 @@ fn series<'a>(
         scope_version: metric.group.scope_version,
         attributes_json,
     }
-}
-
-fn read_buckets(buckets: &[u8], offset: &mut i32, counts: &mut Vec<u64>) -> Result<(), WireError> {
-    for entry in Fields::new(buckets, "Buckets") {
-        match entry? {
-            (1, v) => *offset = v.sint32("Buckets.offset")?,
-            (2, v) => {
-                for count in v.packed_varint("Buckets.bucket_counts")? {
-                    counts.push(count?);
-                }
-            }
-            _ => {}
-        }
-    }
-    Ok(())
-}
-
-/// Grows `range` to take in `field`; an empty range is replaced.
-fn cover(range: &mut Range<usize>, field: Range<usize>) {
-    *range = if range.start == range.end {
-        field
-    } else {
-        range.start..field.end
-    };
 }
 
 /// OTLP counts are uint64; one above a bigint's range is refused rather than wrapped.
