@@ -4,8 +4,8 @@
 //! column its name and type (strings) and its data, all rows of it together:
 //!
 //! * `String`: per row a VarUInt length and the bytes.
-//! * `UInt8`: one byte per row.
-//! * `Int64`, `UInt64`, `DateTime64(9)` (nanoseconds as Int64): 8 bytes little-endian per row.
+//! * `Int64`, `UInt64`, `Float64`, `DateTime64(9)` (nanoseconds as Int64): 8 bytes little-endian
+//!   per row; `Int32`, `UInt32`: 4 bytes; `UInt8`, `Bool`: 1 byte.
 //! * `Array(T)`: per row the cumulative element count as UInt64 LE (the end offset of the row's
 //!   elements), then all elements of all rows as one column of `T`.
 //! * `Map(K, V)`: the same offsets, then all keys as a `K` column, then all values as a `V` column.
@@ -64,7 +64,8 @@ impl Strings {
     }
 }
 
-/// A fixed-width column of 8-byte little-endian values: `Int64`, `UInt64`, `DateTime64(9)`.
+/// A fixed-width column of 8-byte little-endian values: `Int64`, `UInt64`, `Float64`,
+/// `DateTime64(9)`.
 #[derive(Default)]
 pub struct Fixed64 {
     pub data: Vec<u8>,
@@ -78,9 +79,29 @@ impl Fixed64 {
     pub fn push_u64(&mut self, value: u64) {
         self.data.extend_from_slice(&value.to_le_bytes());
     }
+
+    pub fn push_f64(&mut self, value: f64) {
+        self.data.extend_from_slice(&value.to_le_bytes());
+    }
 }
 
-/// A `UInt8` column.
+/// A fixed-width column of 4-byte little-endian values: `Int32`, `UInt32`.
+#[derive(Default)]
+pub struct Fixed32 {
+    pub data: Vec<u8>,
+}
+
+impl Fixed32 {
+    pub fn push_i32(&mut self, value: i32) {
+        self.data.extend_from_slice(&value.to_le_bytes());
+    }
+
+    pub fn push_u32(&mut self, value: u32) {
+        self.data.extend_from_slice(&value.to_le_bytes());
+    }
+}
+
+/// A column of one byte per row: `UInt8`, `Bool` (0 or 1).
 #[derive(Default)]
 pub struct Fixed8 {
     pub data: Vec<u8>,
@@ -89,6 +110,10 @@ pub struct Fixed8 {
 impl Fixed8 {
     pub fn push(&mut self, value: u8) {
         self.data.push(value);
+    }
+
+    pub fn push_bool(&mut self, value: bool) {
+        self.data.push(u8::from(value));
     }
 }
 
@@ -132,6 +157,7 @@ pub enum Data<'c> {
     Strings(&'c Strings),
     Fixed8(&'c Fixed8),
     Fixed64(&'c Fixed64),
+    Fixed32(&'c Fixed32),
     StringMap(&'c StringMap),
     /// `Array(T)`: the offsets, then the elements.
     Array(&'c Offsets, Box<Data<'c>>),
@@ -144,6 +170,7 @@ impl Data<'_> {
             Data::Strings(s) => s.data.len(),
             Data::Fixed8(f) => f.data.len(),
             Data::Fixed64(f) => f.data.len(),
+            Data::Fixed32(f) => f.data.len(),
             Data::StringMap(m) => m.offsets.data.len() + m.keys.data.len() + m.values.data.len(),
             Data::Array(offsets, inner) => offsets.data.len() + inner.byte_len(),
         }
@@ -154,6 +181,7 @@ impl Data<'_> {
             Data::Strings(s) => out.extend_from_slice(&s.data),
             Data::Fixed8(f) => out.extend_from_slice(&f.data),
             Data::Fixed64(f) => out.extend_from_slice(&f.data),
+            Data::Fixed32(f) => out.extend_from_slice(&f.data),
             Data::StringMap(m) => m.write_into(out),
             Data::Array(offsets, inner) => {
                 out.extend_from_slice(&offsets.data);
@@ -191,6 +219,7 @@ impl Block {
     /// A whole block of `rows` rows: the columns named and typed in `columns`, with their `data`
     /// in the same order.
     pub fn of(columns: &[(&str, &str)], data: &[Data<'_>], rows: u64) -> Vec<u8> {
+        debug_assert_eq!(columns.len(), data.len());
         let capacity = data.iter().map(Data::byte_len).sum();
         let mut block = Block::new(columns.len(), rows, capacity);
         for ((name, data_type), data) in columns.iter().zip(data) {
@@ -483,5 +512,46 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    #[test]
+    fn fixed_width_columns_are_little_endian() {
+        let mut float = Fixed64::default();
+        float.push_f64(1.5);
+        let mut int = Fixed32::default();
+        int.push_i32(-2);
+        let mut uint = Fixed32::default();
+        uint.push_u32(u32::MAX);
+        let mut flags = Fixed8::default();
+        flags.push_bool(true);
+        let mut offsets = Offsets::default();
+        offsets.end_row(1);
+        let out = Block::of(
+            &[
+                ("F", "Float64"),
+                ("I", "Int32"),
+                ("U", "UInt32"),
+                ("B", "Bool"),
+                ("A", "Array(Float64)"),
+            ],
+            &[
+                Data::Fixed64(&float),
+                Data::Fixed32(&int),
+                Data::Fixed32(&uint),
+                Data::Fixed8(&flags),
+                Data::Array(&offsets, Box::new(Data::Fixed64(&float))),
+            ],
+            1,
+        );
+        let mut want = vec![5, 1];
+        want.extend_from_slice(b"\x01F\x07Float64");
+        want.extend_from_slice(&1.5f64.to_le_bytes());
+        want.extend_from_slice(b"\x01I\x05Int32\xfe\xff\xff\xff");
+        want.extend_from_slice(b"\x01U\x06UInt32\xff\xff\xff\xff");
+        want.extend_from_slice(b"\x01B\x04Bool\x01");
+        want.extend_from_slice(b"\x01A\x0eArray(Float64)");
+        want.extend_from_slice(&1u64.to_le_bytes());
+        want.extend_from_slice(&1.5f64.to_le_bytes());
+        assert_eq!(out, want);
     }
 }
