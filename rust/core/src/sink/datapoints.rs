@@ -167,7 +167,7 @@ fn aggregation(
 }
 
 /// Where a point type keeps the fields that every point has.
-pub struct Layout {
+struct Layout {
     message: &'static str,
     start_time_unix_nano: &'static str,
     time_unix_nano: &'static str,
@@ -177,7 +177,7 @@ pub struct Layout {
     exemplars: Option<(u32, &'static str)>,
 }
 
-pub const NUMBER_POINT: Layout = Layout {
+const NUMBER_POINT: Layout = Layout {
     message: "NumberDataPoint",
     start_time_unix_nano: "NumberDataPoint.start_time_unix_nano",
     time_unix_nano: "NumberDataPoint.time_unix_nano",
@@ -186,7 +186,7 @@ pub const NUMBER_POINT: Layout = Layout {
     exemplars: Some((5, "NumberDataPoint.exemplars")),
 };
 
-pub const HISTOGRAM_POINT: Layout = Layout {
+const HISTOGRAM_POINT: Layout = Layout {
     message: "HistogramDataPoint",
     start_time_unix_nano: "HistogramDataPoint.start_time_unix_nano",
     time_unix_nano: "HistogramDataPoint.time_unix_nano",
@@ -195,7 +195,7 @@ pub const HISTOGRAM_POINT: Layout = Layout {
     exemplars: Some((8, "HistogramDataPoint.exemplars")),
 };
 
-pub const EXPONENTIAL_HISTOGRAM_POINT: Layout = Layout {
+const EXPONENTIAL_HISTOGRAM_POINT: Layout = Layout {
     message: "ExponentialHistogramDataPoint",
     start_time_unix_nano: "ExponentialHistogramDataPoint.start_time_unix_nano",
     time_unix_nano: "ExponentialHistogramDataPoint.time_unix_nano",
@@ -204,7 +204,7 @@ pub const EXPONENTIAL_HISTOGRAM_POINT: Layout = Layout {
     exemplars: Some((11, "ExponentialHistogramDataPoint.exemplars")),
 };
 
-pub const SUMMARY_POINT: Layout = Layout {
+const SUMMARY_POINT: Layout = Layout {
     message: "SummaryDataPoint",
     start_time_unix_nano: "SummaryDataPoint.start_time_unix_nano",
     time_unix_nano: "SummaryDataPoint.time_unix_nano",
@@ -234,7 +234,7 @@ pub struct Repeated<'a> {
 impl<'a> Header<'a> {
     /// Reads `point`, passing each field that is not a header field to `other`. Attributes and
     /// exemplars are only located here, and read when their columns are written.
-    pub fn read(
+    fn read(
         point: &'a [u8],
         layout: &Layout,
         mut other: impl FnMut(u32, Value<'a>) -> Result<(), WireError>,
@@ -275,13 +275,16 @@ impl<'a> Header<'a> {
     }
 }
 
+impl<'a> Repeated<'a> {
+    /// The bytes of each occurrence of the field.
+    pub fn each(&self) -> impl Iterator<Item = Result<&'a [u8], WireError>> {
+        messages(self.bytes, self.path, self.field, self.path)
+    }
+}
+
 /// Reads one occurrence of an exponential histogram's `positive` or `negative` buckets. Further
 /// occurrences merge as prost merges them: the last offset wins and the counts are appended.
-pub fn read_buckets(
-    buckets: &[u8],
-    offset: &mut i32,
-    counts: &mut Vec<u64>,
-) -> Result<(), WireError> {
+fn read_buckets(buckets: &[u8], offset: &mut i32, counts: &mut Vec<u64>) -> Result<(), WireError> {
     for entry in Fields::new(buckets, "Buckets") {
         match entry? {
             (1, v) => *offset = v.sint32("Buckets.offset")?,
@@ -294,6 +297,174 @@ pub fn read_buckets(
         }
     }
     Ok(())
+}
+
+/// A NumberDataPoint's value.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Number {
+    Double(f64),
+    Int(i64),
+}
+
+impl Number {
+    /// The value as a double, as a Float64 column or a rollup takes it.
+    pub fn as_f64(self) -> f64 {
+        match self {
+            Number::Double(double) => double,
+            Number::Int(int) => int as f64,
+        }
+    }
+}
+
+/// Reads a NumberDataPoint: its header and its value, `None` when it has neither `as_double` nor
+/// `as_int` (a oneof: the last variant on the wire wins).
+pub fn read_number(point: &[u8]) -> Result<(Header<'_>, Option<Number>), WireError> {
+    let mut value = None;
+    let header = Header::read(point, &NUMBER_POINT, |number, v| {
+        match number {
+            4 => value = Some(Number::Double(v.double("NumberDataPoint.as_double")?)),
+            6 => value = Some(Number::Int(v.sfixed64("NumberDataPoint.as_int")?)),
+            _ => {}
+        }
+        Ok(())
+    })?;
+    Ok((header, value))
+}
+
+/// The values of a HistogramDataPoint beyond its header, kept from point to point so the memory
+/// of the repeated ones is reused.
+#[derive(Debug, Default)]
+pub struct HistogramValues {
+    pub count: u64,
+    pub sum: Option<f64>,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    pub bucket_counts: Vec<u64>,
+    pub explicit_bounds: Vec<f64>,
+}
+
+impl HistogramValues {
+    /// Reads `point` into `self`, returning its header.
+    pub fn read<'a>(&mut self, point: &'a [u8]) -> Result<Header<'a>, WireError> {
+        self.bucket_counts.clear();
+        self.explicit_bounds.clear();
+        (self.count, self.sum, self.min, self.max) = (0, None, None, None);
+        Header::read(point, &HISTOGRAM_POINT, |number, v| {
+            match number {
+                4 => self.count = v.fixed64("HistogramDataPoint.count")?,
+                5 => self.sum = Some(v.double("HistogramDataPoint.sum")?),
+                6 => {
+                    for bucket_count in v.packed_fixed64("HistogramDataPoint.bucket_counts")? {
+                        self.bucket_counts.push(bucket_count?);
+                    }
+                }
+                7 => {
+                    for bound in v.packed_fixed64("HistogramDataPoint.explicit_bounds")? {
+                        self.explicit_bounds.push(f64::from_bits(bound?));
+                    }
+                }
+                11 => self.min = Some(v.double("HistogramDataPoint.min")?),
+                12 => self.max = Some(v.double("HistogramDataPoint.max")?),
+                _ => {}
+            }
+            Ok(())
+        })
+    }
+}
+
+/// The values of an ExponentialHistogramDataPoint beyond its header, kept like
+/// [`HistogramValues`].
+#[derive(Debug, Default)]
+pub struct ExponentialValues {
+    pub count: u64,
+    pub sum: Option<f64>,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    pub scale: i32,
+    pub zero_count: u64,
+    pub zero_threshold: f64,
+    pub positive_offset: i32,
+    pub positive_bucket_counts: Vec<u64>,
+    pub negative_offset: i32,
+    pub negative_bucket_counts: Vec<u64>,
+}
+
+impl ExponentialValues {
+    /// Reads `point` into `self`, returning its header.
+    pub fn read<'a>(&mut self, point: &'a [u8]) -> Result<Header<'a>, WireError> {
+        self.positive_bucket_counts.clear();
+        self.negative_bucket_counts.clear();
+        (self.count, self.sum, self.min, self.max) = (0, None, None, None);
+        (self.scale, self.zero_count, self.zero_threshold) = (0, 0, 0.0);
+        (self.positive_offset, self.negative_offset) = (0, 0);
+        Header::read(point, &EXPONENTIAL_HISTOGRAM_POINT, |number, v| {
+            match number {
+                4 => self.count = v.fixed64("ExponentialHistogramDataPoint.count")?,
+                5 => self.sum = Some(v.double("ExponentialHistogramDataPoint.sum")?),
+                6 => self.scale = v.sint32("ExponentialHistogramDataPoint.scale")?,
+                7 => self.zero_count = v.fixed64("ExponentialHistogramDataPoint.zero_count")?,
+                8 => read_buckets(
+                    v.bytes("ExponentialHistogramDataPoint.positive")?,
+                    &mut self.positive_offset,
+                    &mut self.positive_bucket_counts,
+                )?,
+                9 => read_buckets(
+                    v.bytes("ExponentialHistogramDataPoint.negative")?,
+                    &mut self.negative_offset,
+                    &mut self.negative_bucket_counts,
+                )?,
+                12 => self.min = Some(v.double("ExponentialHistogramDataPoint.min")?),
+                13 => self.max = Some(v.double("ExponentialHistogramDataPoint.max")?),
+                14 => {
+                    self.zero_threshold =
+                        v.double("ExponentialHistogramDataPoint.zero_threshold")?
+                }
+                _ => {}
+            }
+            Ok(())
+        })
+    }
+}
+
+/// The values of a SummaryDataPoint beyond its header, kept like [`HistogramValues`].
+#[derive(Debug, Default)]
+pub struct SummaryValues {
+    pub count: u64,
+    pub sum: f64,
+    pub quantiles: Vec<f64>,
+    pub quantile_values: Vec<f64>,
+}
+
+impl SummaryValues {
+    /// Reads `point` into `self`, returning its header.
+    pub fn read<'a>(&mut self, point: &'a [u8]) -> Result<Header<'a>, WireError> {
+        self.quantiles.clear();
+        self.quantile_values.clear();
+        (self.count, self.sum) = (0, 0.0);
+        Header::read(point, &SUMMARY_POINT, |number, v| {
+            match number {
+                4 => self.count = v.fixed64("SummaryDataPoint.count")?,
+                5 => self.sum = v.double("SummaryDataPoint.sum")?,
+                6 => {
+                    let (mut quantile, mut value) = (0.0, 0.0);
+                    for entry in Fields::new(
+                        v.bytes("SummaryDataPoint.quantile_values")?,
+                        "ValueAtQuantile",
+                    ) {
+                        match entry? {
+                            (1, v) => quantile = v.double("ValueAtQuantile.quantile")?,
+                            (2, v) => value = v.double("ValueAtQuantile.value")?,
+                            _ => {}
+                        }
+                    }
+                    self.quantiles.push(quantile);
+                    self.quantile_values.push(value);
+                }
+                _ => {}
+            }
+            Ok(())
+        })
+    }
 }
 
 /// Grows `range` to take in `field`; an empty range is replaced.

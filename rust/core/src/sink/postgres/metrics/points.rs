@@ -10,10 +10,10 @@ use super::{
 };
 use crate::json;
 use crate::sink::datapoints::{
-    read_buckets, Aggregation, Header, Repeated, EXPONENTIAL_HISTOGRAM_POINT, HISTOGRAM_POINT,
-    NUMBER_POINT, SUMMARY_POINT,
+    read_number, Aggregation, ExponentialValues, Header, HistogramValues, Number, Repeated,
+    SummaryValues,
 };
-use crate::wire::{Fields, WireError};
+use crate::wire::WireError;
 
 /// The rows of every table so far, and the points left out.
 pub(super) struct Points {
@@ -27,15 +27,12 @@ pub(super) struct Points {
     rollups: Rollups,
 }
 
-/// The repeated numbers of the point at hand, kept from point to point so their memory is reused.
+/// The values of the point at hand, kept from point to point so their memory is reused.
 #[derive(Default)]
 struct Scratch {
-    bucket_counts: Vec<u64>,
-    explicit_bounds: Vec<f64>,
-    positive_bucket_counts: Vec<u64>,
-    negative_bucket_counts: Vec<u64>,
-    quantiles: Vec<f64>,
-    quantile_values: Vec<f64>,
+    histogram: HistogramValues,
+    exponential: ExponentialValues,
+    summary: SummaryValues,
     /// The point's attributes as jsonb text: written into its row and keyed on in the rollups.
     attributes_json: Vec<u8>,
 }
@@ -44,11 +41,6 @@ struct Scratch {
 struct Rejections {
     count: u64,
     first: Option<String>,
-}
-
-enum NumberValue {
-    Double(f64),
-    Int(i64),
 }
 
 impl Points {
@@ -88,16 +80,8 @@ impl Points {
         sum: Option<Aggregation>,
         point: &[u8],
     ) -> Result<(), WireError> {
-        // A oneof: the last variant on the wire wins; with neither, both value columns are NULL.
-        let mut value = None;
-        let header = Header::read(point, &NUMBER_POINT, |number, v| {
-            match number {
-                4 => value = Some(NumberValue::Double(v.double("NumberDataPoint.as_double")?)),
-                6 => value = Some(NumberValue::Int(v.sfixed64("NumberDataPoint.as_int")?)),
-                _ => {}
-            }
-            Ok(())
-        })?;
+        // With neither value, both value columns are NULL.
+        let (header, value) = read_number(point)?;
         let kind = if sum.is_some() { "sum" } else { "gauge" };
         let checked = header.times().and_then(|times| {
             let sum_columns = sum.map(|s| {
@@ -120,11 +104,11 @@ impl Points {
         let attributes_json = header.attributes_json(&mut self.scratch.attributes_json)?;
         let row = header.write(rows, metric, times, attributes_json)?;
         match value {
-            Some(NumberValue::Double(double)) => {
+            Some(Number::Double(double)) => {
                 rows.float8(double);
                 rows.null();
             }
-            Some(NumberValue::Int(int)) => {
+            Some(Number::Int(int)) => {
                 rows.null();
                 rows.int8(int);
             }
@@ -138,12 +122,7 @@ impl Points {
             rows.bool(is_monotonic);
         }
         if self.rejections.end_row(rows, row, metric, kind) {
-            let number = match value {
-                Some(NumberValue::Double(double)) => Some(double),
-                Some(NumberValue::Int(int)) => Some(int as f64),
-                None => None,
-            };
-            if let Some(number) = number {
+            if let Some(number) = value.map(Number::as_f64) {
                 let (metric_type, temporality) = match sum_columns {
                     Some((temporality, _)) => (MetricType::Sum, temporality),
                     None => (MetricType::Gauge, 0),
@@ -165,34 +144,19 @@ impl Points {
         point: &[u8],
     ) -> Result<(), WireError> {
         let Scratch {
-            bucket_counts,
-            explicit_bounds,
+            histogram: values,
             attributes_json,
             ..
         } = &mut self.scratch;
-        bucket_counts.clear();
-        explicit_bounds.clear();
-        let (mut count, mut sum, mut min, mut max) = (0, None, None, None);
-        let header = Header::read(point, &HISTOGRAM_POINT, |number, v| {
-            match number {
-                4 => count = v.fixed64("HistogramDataPoint.count")?,
-                5 => sum = Some(v.double("HistogramDataPoint.sum")?),
-                6 => {
-                    for bucket_count in v.packed_fixed64("HistogramDataPoint.bucket_counts")? {
-                        bucket_counts.push(bucket_count?);
-                    }
-                }
-                7 => {
-                    for bound in v.packed_fixed64("HistogramDataPoint.explicit_bounds")? {
-                        explicit_bounds.push(f64::from_bits(bound?));
-                    }
-                }
-                11 => min = Some(v.double("HistogramDataPoint.min")?),
-                12 => max = Some(v.double("HistogramDataPoint.max")?),
-                _ => {}
-            }
-            Ok(())
-        })?;
+        let header = values.read(point)?;
+        let HistogramValues {
+            count,
+            sum,
+            min,
+            max,
+            ref bucket_counts,
+            ref explicit_bounds,
+        } = *values;
         let checked = header.times().and_then(|times| {
             counts_fit("bucket_counts", bucket_counts)?;
             Ok((
@@ -242,44 +206,24 @@ impl Points {
         point: &[u8],
     ) -> Result<(), WireError> {
         let Scratch {
-            positive_bucket_counts,
-            negative_bucket_counts,
+            exponential: values,
             attributes_json,
             ..
         } = &mut self.scratch;
-        positive_bucket_counts.clear();
-        negative_bucket_counts.clear();
-        let (mut count, mut sum, mut min, mut max) = (0, None, None, None);
-        let (
-            mut scale,
-            mut zero_count,
-            mut zero_threshold,
-            mut positive_offset,
-            mut negative_offset,
-        ) = (0, 0, 0.0, 0, 0);
-        let header = Header::read(point, &EXPONENTIAL_HISTOGRAM_POINT, |number, v| {
-            match number {
-                4 => count = v.fixed64("ExponentialHistogramDataPoint.count")?,
-                5 => sum = Some(v.double("ExponentialHistogramDataPoint.sum")?),
-                6 => scale = v.sint32("ExponentialHistogramDataPoint.scale")?,
-                7 => zero_count = v.fixed64("ExponentialHistogramDataPoint.zero_count")?,
-                8 => read_buckets(
-                    v.bytes("ExponentialHistogramDataPoint.positive")?,
-                    &mut positive_offset,
-                    positive_bucket_counts,
-                )?,
-                9 => read_buckets(
-                    v.bytes("ExponentialHistogramDataPoint.negative")?,
-                    &mut negative_offset,
-                    negative_bucket_counts,
-                )?,
-                12 => min = Some(v.double("ExponentialHistogramDataPoint.min")?),
-                13 => max = Some(v.double("ExponentialHistogramDataPoint.max")?),
-                14 => zero_threshold = v.double("ExponentialHistogramDataPoint.zero_threshold")?,
-                _ => {}
-            }
-            Ok(())
-        })?;
+        let header = values.read(point)?;
+        let ExponentialValues {
+            count,
+            sum,
+            min,
+            max,
+            scale,
+            zero_count,
+            zero_threshold,
+            positive_offset,
+            ref positive_bucket_counts,
+            negative_offset,
+            ref negative_bucket_counts,
+        } = *values;
         let checked = header.times().and_then(|times| {
             counts_fit("positive.bucket_counts", positive_bucket_counts)?;
             counts_fit("negative.bucket_counts", negative_bucket_counts)?;
@@ -349,37 +293,17 @@ impl Points {
 
     pub fn summary(&mut self, metric: &Metric<'_>, point: &[u8]) -> Result<(), WireError> {
         let Scratch {
-            quantiles,
-            quantile_values,
+            summary: values,
             attributes_json,
             ..
         } = &mut self.scratch;
-        quantiles.clear();
-        quantile_values.clear();
-        let (mut count, mut sum) = (0, 0.0);
-        let header = Header::read(point, &SUMMARY_POINT, |number, v| {
-            match number {
-                4 => count = v.fixed64("SummaryDataPoint.count")?,
-                5 => sum = v.double("SummaryDataPoint.sum")?,
-                6 => {
-                    let (mut quantile, mut value) = (0.0, 0.0);
-                    for entry in Fields::new(
-                        v.bytes("SummaryDataPoint.quantile_values")?,
-                        "ValueAtQuantile",
-                    ) {
-                        match entry? {
-                            (1, v) => quantile = v.double("ValueAtQuantile.quantile")?,
-                            (2, v) => value = v.double("ValueAtQuantile.value")?,
-                            _ => {}
-                        }
-                    }
-                    quantiles.push(quantile);
-                    quantile_values.push(value);
-                }
-                _ => {}
-            }
-            Ok(())
-        })?;
+        let header = values.read(point)?;
+        let SummaryValues {
+            count,
+            sum,
+            ref quantiles,
+            ref quantile_values,
+        } = *values;
         let checked = header
             .times()
             .and_then(|times| Ok((times, bigint("count", count)?)));
