@@ -190,7 +190,7 @@ impl<S: Sink> Shared<S> {
             let now = Instant::now();
             // A caller that stopped waiting gets the last error; it retries through the collector,
             // and the request id keeps a later success from storing it twice.
-            let (expired, waiting): (Vec<Job<S::Rows>>, Vec<Job<S::Rows>>) = batch
+            let (expired, waiting): (Vec<_>, Vec<_>) = batch
                 .into_iter()
                 .partition(|job| job.deadline.is_some_and(|d| d <= now));
             batch = waiting;

@@ -1,9 +1,9 @@
 //! The columns of the five metric tables, filled a point at a time. Each table's [`Data`] is in the
 //! order of its `*_COLUMNS` list.
 
+use super::super::columns::for_each_attribute;
 use super::super::gostring::write_as_string;
 use super::super::native::{Data, Fixed32, Fixed64, Fixed8, Offsets, StringMap, Strings};
-use super::super::columns::for_each_attribute;
 use super::super::Table;
 use crate::sink::datapoints::{
     ExponentialValues, Header, HistogramValues, Kind, MetricData, Number, Repeated, SummaryValues,

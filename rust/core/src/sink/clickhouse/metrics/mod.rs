@@ -38,8 +38,8 @@ mod columns;
 #[cfg(test)]
 mod tests;
 
-use super::native::Block;
 use super::columns::too_late;
+use super::native::Block;
 use super::{Blocks, Table};
 use crate::sink::datapoints::{
     read_metric, read_number, ExponentialValues, Header, HistogramValues, Kind, SummaryValues,
