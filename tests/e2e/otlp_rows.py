@@ -11,13 +11,14 @@ import base64
 import json
 import math
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Iterable
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
-from test_traces import fetch_rows, strict_diff  # noqa: F401 (fetch_rows: re-exported for the tests)
+from row_diff import compare_rows  # noqa: F401 (re-exported for the tests)
+from test_traces import fetch_rows  # noqa: F401 (re-exported for the tests)
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
@@ -239,41 +240,3 @@ def expected_metric_rows(requests: Iterable[ExportMetricsServiceRequest]) -> dic
 def metric_key(row: dict) -> tuple:
     """A data point's identity within one test: one point per series per collection."""
     return (row["metric_name"], canonical(row["attributes"]), row["time_unix_nano"])
-
-
-# --------------------------------------------------------------------------- comparison
-
-
-def compare_rows(
-    actual: Sequence[dict],
-    expected: Sequence[dict],
-    key: Callable[[dict], Any],
-    columns: Sequence[str],
-    label: str,
-) -> list[str]:
-    """Every difference between stored and expected rows, matched by `key`: rows missing, rows not
-    expected, duplicated keys, and column by column (strictly: 1 != 1.0 != True)."""
-    problems: list[str] = []
-    by_key: dict[Any, dict] = {}
-    for r in actual:
-        k = key(r)
-        if k in by_key:
-            problems.append(f"{label}: stored more than once: {k}")
-        by_key[k] = r
-    exp_by_key: dict[Any, dict] = {}
-    for r in expected:
-        k = key(r)
-        assert k not in exp_by_key, f"{label}: the test's own key is not unique: {k}"
-        exp_by_key[k] = r
-    for k in exp_by_key.keys() - by_key.keys():
-        problems.append(f"{label}: missing row {k}")
-    for k in by_key.keys() - exp_by_key.keys():
-        problems.append(f"{label}: unexpected row {k}: {by_key[k]}")
-    for k in exp_by_key.keys() & by_key.keys():
-        row, exp = by_key[k], exp_by_key[k]
-        if set(row) != set(columns):
-            problems.append(f"{label}: columns differ from the schema: {sorted(set(row) ^ set(columns))}")
-        for col in columns:
-            problems += [f"{label} {k} {col}: {d}" for d in strict_diff(row.get(col), exp[col], "")]
-    return problems
-

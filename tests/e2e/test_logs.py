@@ -9,97 +9,25 @@ column, and literal checks tie them to what the test logged.
 
 from __future__ import annotations
 
-import logging
 import secrets
 import subprocess
 import time
-import warnings
-from typing import Sequence
 
 import psycopg
 import pytest
-import requests
-from opentelemetry._logs import SeverityNumber
-from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
-    ExportLogsServiceRequest,
-    ExportLogsServiceResponse,
-)
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue, KeyValueList
-from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord as PbLogRecord, ResourceLogs, ScopeLogs
-from opentelemetry.proto.resource.v1.resource_pb2 import Resource as PbResource
-from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler, ReadableLogRecord
-from opentelemetry.sdk._logs.export import (
-    BatchLogRecordProcessor,
-    LogRecordExporter,
-    LogRecordExportResult,
-)
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
+from opentelemetry.sdk._logs.export import LogRecordExportResult
 
 from conftest import TELEMETRYGEN_BIN, Collector, http_post, scalar, unique_name, wait_for_count
 from otlp_rows import LOG_COLUMNS, compare_rows, expected_log_rows, fetch_rows, time_of
-
-SEQ = "e2e.seq"  # an attribute on every SDK log record: matches rows to records
-
-
-class RecordingLogExporter(LogRecordExporter):
-    """Sends through the wrapped OTLP exporter and keeps, for each export, the request it encodes
-    (the SDK's own encoder) and the result."""
-
-    def __init__(self, inner: LogRecordExporter) -> None:
-        self.inner = inner
-        self.requests: list[ExportLogsServiceRequest] = []
-        self.results: list[LogRecordExportResult] = []
-
-    def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
-        self.requests.append(encode_logs(batch))
-        result = self.inner.export(batch)
-        self.results.append(result)
-        return result
-
-    def shutdown(self) -> None:
-        self.inner.shutdown()
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return self.inner.force_flush(timeout_millis)
-
-
-def otlp_log_exporter(protocol: str, collector: Collector) -> LogRecordExporter:
-    if protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
-
-        return OTLPLogExporter(endpoint=collector.grpc_endpoint, insecure=True, timeout=15)
-    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
-
-    session = requests.Session()
-    session.trust_env = False
-    return OTLPLogExporter(endpoint=collector.logs_url, timeout=15, session=session)
+from payloads import SDK_LOG_SEQS, SEQ, emit_sdk_logs, raw_logs_request
 
 
 def seq_of(row: dict) -> int:
     return row["attributes"][SEQ]
 
 
-# Extra attributes of every kind the handler passes on (logging's `extra=`), and what is stored.
-EXTRA = {
-    "user.id": 42,
-    "user.name": "alice",
-    "ratio": 0.25,
-    "float.integral": 1.0,
-    "ok": True,
-    "failed": False,
-    "negative": -7,
-    "big": 2**63 - 1,
-    "tags": ["a", "b", ""],
-    "ints": [1, 2, 3],
-    "floats": [0.5, 2.0],
-    "blob": b"\x00\x01\xfe\xff",
-    "map": {"k": "v", "n": 1, "$ref": "x", "nested": {"deep": [1, "two"]}},
-    "nan": float("nan"),
-    "none": None,
-}
+# How payloads.EXTRA, the extra attributes of every kind passed to the logging handler, is stored.
 EXTRA_STORED = {
     "user.id": 42,
     "user.name": "alice",
@@ -122,78 +50,12 @@ EXTRA_STORED = {
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
 def test_sdk_logs_are_stored_exactly(protocol: str, collector: Collector, db: psycopg.Connection):
     service = unique_name(f"logs_{protocol}")
-    word = f"zq{secrets.token_hex(4)}"  # a word only some bodies hold, for the full-text query
-    resource = Resource(
-        {"service.name": service, "service.version": "9.9.9", "res.int": 5, "res.list": ["p", "q"]},
-        schema_url="https://opentelemetry.io/schemas/1.26.0",
-    )
-    recorder = RecordingLogExporter(otlp_log_exporter(protocol, collector))
-    provider = LoggerProvider(resource=resource)
-    provider.add_log_record_processor(
-        BatchLogRecordProcessor(recorder, schedule_delay_millis=100, export_timeout_millis=15_000)
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # the SDK's handler is deprecated, not gone
-        handler = LoggingHandler(level=logging.NOTSET, logger_provider=provider)
-    logger_name = f"e2e.logs.{service}"
-    logger = logging.getLogger(logger_name)
-    logger.propagate = False
-    logger.setLevel(logging.DEBUG)
-    logger.addHandler(handler)
-
-    tracer = TracerProvider().get_tracer("e2e.logs.tracer")
-    base = (time.time_ns() // 10**9 - 30) * 10**9 + 123_456_789  # ends in 789: below microseconds
-    remote = SpanContext(
-        trace_id=int.from_bytes(secrets.token_bytes(16), "big") | 1,
-        span_id=int.from_bytes(secrets.token_bytes(8), "big") | 1,
-        is_remote=True,
-        trace_flags=TraceFlags(0),  # not sampled: ids without the sampled flag
-    )
-    t_before = time.time_ns()
-    try:
-        # Python levels -> OTLP severity, as the handler maps them (record `i` carries e2e.seq = i).
-        logger.debug("debug %s from %s", word, "e2e", extra={SEQ: 0})
-        logger.info("user %s logged in", "alice", extra={SEQ: 1, **EXTRA})
-        logger.warning("disk almost full: %d%%", 93, extra={SEQ: 2})
-        logger.error("request failed with %s", word, extra={SEQ: 3})
-        logger.critical("out of memory", extra={SEQ: 4})
-        logger.log(25, "a level between INFO and WARNING", extra={SEQ: 5})
-        with tracer.start_as_current_span("handle request") as span:
-            logger.info("inside the span", extra={SEQ: 6})
-        try:
-            raise ValueError("bad input 42")
-        except ValueError:
-            logger.exception("failed to parse %s", "payload", extra={SEQ: 7})
-        # A non-string message object: the body is the map itself.
-        logger.info({"event": "login", "user": "bob", "n": 3, "ratio": 0.5, "nested": {"a": [1, 2.5]}},
-                    extra={SEQ: 8})
-        t_after = time.time_ns()
-
-        # The logs API directly: event name, scope with version/attributes/schema URL, explicit times.
-        direct = provider.get_logger("e2e.direct", "7.8.9", schema_url="https://example.com/logs/1.0",
-                                     attributes={"scope.k": "v", "scope.n": 2})
-        # No timestamp: `time` falls back to the observed time.
-        direct.emit(observed_timestamp=base, severity_number=SeverityNumber.INFO2, severity_text="info2",
-                    body=b"\x01\x02raw", attributes={SEQ: 20, "inf": float("inf")}, event_name="e2e.login")
-        direct.emit(timestamp=base + 1_000_000_001, observed_timestamp=base + 2_000_000_002,
-                    severity_number=SeverityNumber.FATAL4,
-                    body=["list", 1, 2.5, False, {"k": "v"}], attributes={SEQ: 21})
-        direct.emit(timestamp=base + 3_000_000_003, observed_timestamp=base + 3_000_000_004,
-                    body=12345, attributes={SEQ: 22},
-                    context=set_span_in_context(NonRecordingSpan(remote)))
-        direct.emit(timestamp=base + 4_000_000_004, observed_timestamp=base + 4_000_000_005,
-                    body=2.0, attributes={SEQ: 23})
-        direct.emit(timestamp=base + 5_000_000_005, observed_timestamp=base + 5_000_000_006,
-                    body=f"the {word} again", attributes={SEQ: 24})
-        assert provider.force_flush(15_000), "force_flush timed out"
-    finally:
-        logger.removeHandler(handler)
-        provider.shutdown()
-
-    assert recorder.results and all(r == LogRecordExportResult.SUCCESS for r in recorder.results), (
-        f"OTLP/{protocol} log export failed: {recorder.results}\n{collector.describe()}")
-    expected = expected_log_rows(recorder.requests)
-    assert sorted(seq_of(r) for r in expected) == [*range(9), *range(20, 25)], "the SDK did not send every record"
+    sent = emit_sdk_logs(protocol, collector, service)
+    word, base, remote, ctx = sent.word, sent.base, sent.remote, sent.span
+    assert sent.results and all(r == LogRecordExportResult.SUCCESS for r in sent.results), (
+        f"OTLP/{protocol} log export failed: {sent.results}\n{collector.describe()}")
+    expected = expected_log_rows(sent.requests)
+    assert sorted(seq_of(r) for r in expected) == SDK_LOG_SEQS, "the SDK did not send every record"
 
     t = collector.logs_table
     wait_for_count(db, f"SELECT count(*) FROM {t}", len(expected), on_fail=collector.describe)
@@ -211,15 +73,15 @@ def test_sdk_logs_are_stored_exactly(protocol: str, collector: Collector, db: ps
         assert (r["severity_number"], r["severity_text"]) == (number, text), (seq, r["severity_number"], r["severity_text"])
         # logging's record.created -> time; the handler's own clock -> observed time.
         # (record.created is a float of seconds: allow for its rounding.)
-        assert t_before - 10**6 <= r["time_unix_nano"] <= r["observed_time_unix_nano"] + 10**6, (seq, r)
-        assert t_before <= r["observed_time_unix_nano"] <= t_after, (seq, r)
+        assert sent.t_before - 10**6 <= r["time_unix_nano"] <= r["observed_time_unix_nano"] + 10**6, (seq, r)
+        assert sent.t_before <= r["observed_time_unix_nano"] <= sent.t_after, (seq, r)
         assert r["time"] == time_of(r["time_unix_nano"])
-        assert (r["scope_name"], r["scope_version"], r["scope_schema_url"], r["scope_attributes"]) == (logger_name, "", "", {})
+        assert (r["scope_name"], r["scope_version"], r["scope_schema_url"], r["scope_attributes"]) == (sent.logger_name, "", "", {})
         assert r["service_name"] == service and r["event_name"] == "" and r["dropped_attributes_count"] == 0
         assert r["resource_attributes"] == {"service.name": service, "service.version": "9.9.9", "res.int": 5, "res.list": ["p", "q"]}
         assert r["resource_schema_url"] == "https://opentelemetry.io/schemas/1.26.0"
-        assert r["attributes"]["code.function.name"] == "test_sdk_logs_are_stored_exactly"
-        assert r["attributes"]["code.file.path"] == __file__
+        assert r["attributes"]["code.function.name"] == sent.code_function
+        assert r["attributes"]["code.file.path"] == sent.code_file
         assert isinstance(r["attributes"]["code.line.number"], int)
         if seq != 6:
             assert (r["trace_id"], r["span_id"], r["flags"]) == (None, None, 0), (seq, r)
@@ -230,7 +92,6 @@ def test_sdk_logs_are_stored_exactly(protocol: str, collector: Collector, db: ps
     assert by_seq[5]["body"] == "a level between INFO and WARNING"
 
     in_span = by_seq[6]
-    ctx = span.get_span_context()
     assert in_span["trace_id"] == ctx.trace_id.to_bytes(16, "big")
     assert in_span["span_id"] == ctx.span_id.to_bytes(8, "big")
     assert in_span["flags"] == int(ctx.trace_flags) and in_span["flags"] & 1 == 1  # sampled
@@ -377,41 +238,10 @@ def test_telemetrygen_logs(protocol: str, collector: Collector, db: psycopg.Conn
 # --------------------------------------------------------------------------- raw OTLP/HTTP
 
 
-def kv(key: str, **value) -> KeyValue:
-    return KeyValue(key=key, value=AnyValue(**value))
-
-
 def test_raw_log_records_edge_cases(collector: Collector, db: psycopg.Connection):
-    """What the SDKs do not send: no body at all, flags with the high bit set, an observed time only,
-    a trace id without a span id, two resources (one without service.name) and a map body whose keys
-    start with '$'."""
+    """What the SDKs do not send (payloads.raw_logs_request)."""
     service = unique_name("raw_logs")
-    now = time.time_ns()
-    records = [
-        PbLogRecord(time_unix_nano=now, observed_time_unix_nano=now + 1, severity_number=9,
-                    severity_text="INFO", attributes=[kv(SEQ, int_value=0)]),  # no body
-        PbLogRecord(time_unix_nano=now + 2, flags=0x80000101, body=AnyValue(string_value="high flags"),
-                    attributes=[kv(SEQ, int_value=1)], dropped_attributes_count=4),
-        PbLogRecord(observed_time_unix_nano=now + 5, body=AnyValue(string_value="observed only"),
-                    attributes=[kv(SEQ, int_value=2)]),
-        PbLogRecord(time_unix_nano=now + 3, trace_id=secrets.token_bytes(16), event_name="only.trace",
-                    body=AnyValue(kvlist_value=KeyValueList(values=[kv("$type", string_value="x"), kv("n", double_value=-0.5)])),
-                    attributes=[kv(SEQ, int_value=3), kv("dup", int_value=1), kv("dup", int_value=2)]),
-    ]
-    other = PbLogRecord(time_unix_nano=now + 4, body=AnyValue(string_value="other resource"),
-                        severity_number=SeverityNumber.TRACE.value, attributes=[kv(SEQ, int_value=4)])
-    req = ExportLogsServiceRequest(resource_logs=[
-        ResourceLogs(
-            resource=PbResource(attributes=[kv("service.name", string_value=service), kv("host.name", string_value="h1")]),
-            scope_logs=[ScopeLogs(scope=InstrumentationScope(name="e2e.raw", version="1"), log_records=records,
-                                  schema_url="https://example.com/raw")],
-            schema_url="https://opentelemetry.io/schemas/1.30.0",
-        ),
-        ResourceLogs(
-            resource=PbResource(attributes=[kv("e2e.service", string_value=service)]),
-            scope_logs=[ScopeLogs(log_records=[other])],
-        ),
-    ])
+    req, now = raw_logs_request(service)
     status, resp = http_post(collector.logs_url, req.SerializeToString(), "application/x-protobuf")
     assert status == 200, f"{status} {resp[:500]!r}\n{collector.describe()}"
     partial = ExportLogsServiceResponse.FromString(resp).partial_success

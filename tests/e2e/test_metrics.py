@@ -15,43 +15,12 @@ knows exactly which collections were sent: two rounds of measurements, a collect
 from __future__ import annotations
 
 import bisect
-import math
-import secrets
-import time
 from collections import Counter as Tally
-from typing import Any
 
 import psycopg
 import pytest
-import requests
-from opentelemetry.exporter.otlp.proto.common._internal.metrics_encoder import encode_metrics
-from opentelemetry.metrics import CallbackOptions, Observation
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
-    ExportMetricsServiceRequest,
-    ExportMetricsServiceResponse,
-)
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
-from opentelemetry.proto.metrics.v1 import metrics_pb2 as pb
-from opentelemetry.proto.resource.v1.resource_pb2 import Resource as PbResource
-from opentelemetry.sdk.metrics import (
-    Counter,
-    Histogram,
-    MeterProvider,
-    ObservableCounter,
-    ObservableGauge,
-    ObservableUpDownCounter,
-    UpDownCounter,
-)
-from opentelemetry.sdk.metrics.export import (
-    AggregationTemporality,
-    MetricExporter,
-    MetricExportResult,
-    MetricsData,
-    PeriodicExportingMetricReader,
-)
-from opentelemetry.sdk.metrics.view import ExponentialBucketHistogramAggregation, View
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceResponse
+from opentelemetry.sdk.metrics.export import MetricExportResult
 
 from conftest import Collector, count_or_zero, scalar, unique_name, wait_for_count
 from otlp_rows import (
@@ -64,50 +33,21 @@ from otlp_rows import (
     metric_key,
     time_of,
 )
-
-DELTA, CUMULATIVE = 1, 2  # AggregationTemporality numbers in OTLP and in the tables
-ALL_INSTRUMENTS = (Counter, UpDownCounter, Histogram, ObservableCounter, ObservableUpDownCounter, ObservableGauge)
-
-
-class RecordingMetricExporter(MetricExporter):
-    """Sends through the wrapped OTLP exporter and keeps, for each export, the request it encodes
-    (the SDK's own encoder) and the result. Temporality and aggregation preferences are the wrapped
-    exporter's, as the reader asks the exporter it is given."""
-
-    def __init__(self, inner: MetricExporter) -> None:
-        super().__init__(
-            preferred_temporality=inner._preferred_temporality,
-            preferred_aggregation=inner._preferred_aggregation,
-        )
-        self.inner = inner
-        self.requests: list[ExportMetricsServiceRequest] = []
-        self.results: list[MetricExportResult] = []
-
-    def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs) -> MetricExportResult:
-        self.requests.append(encode_metrics(metrics_data))
-        result = self.inner.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
-        self.results.append(result)
-        return result
-
-    def force_flush(self, timeout_millis: float = 10_000) -> bool:
-        return self.inner.force_flush(timeout_millis=timeout_millis)
-
-    def shutdown(self, timeout_millis: float = 30_000, **kwargs) -> None:
-        self.inner.shutdown(timeout_millis=timeout_millis, **kwargs)
-
-
-def otlp_metric_exporter(protocol: str, collector: Collector, temporality: dict) -> MetricExporter:
-    if protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
-
-        return OTLPMetricExporter(endpoint=collector.grpc_endpoint, insecure=True, timeout=15,
-                                  preferred_temporality=temporality)
-    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-
-    session = requests.Session()
-    session.trust_env = False
-    return OTLPMetricExporter(endpoint=collector.metrics_url, timeout=15, session=session,
-                              preferred_temporality=temporality)
+from payloads import (
+    BOUNDS,
+    CUMULATIVE,
+    DELTA,
+    HIST,
+    QUEUE,
+    ROUNDS,
+    ROUTE_A,
+    ROUTE_B,
+    exp_bucket_index,
+    http_session,
+    measurements,
+    raw_metrics_request,
+    record_sdk_metrics,
+)
 
 
 def wait_for_tables(db: psycopg.Connection, collector: Collector, expected: dict[str, list[dict]]) -> None:
@@ -141,115 +81,12 @@ def compare_tables(db: psycopg.Connection, collector: Collector, expected: dict[
 
 # --------------------------------------------------------------------------- SDK instruments
 
-ROUTE_A = {"http.route": "/a", "ok": True}
-ROUTE_B = {"http.route": "/b", "http.status_code": 200, "ratio": 0.5}
-QUEUE = {"queue": "q1"}
-HIST = {"endpoint": "checkout", "tags": ["x", "y"]}
-BOUNDS = [0.0, 5.0, 10.0, 25.0, 50.0, 100.0]
-
-# What the test records, round by round (a collection and export after each). Every double is
-# exactly representable and every sum exact, so expected sums do not depend on the order of addition.
-ROUNDS: list[dict[str, Any]] = [
-    {
-        "requests": [(1, ROUTE_A), (5, ROUTE_A), (2, ROUTE_B)],
-        "bytes": [(0.5, {}), (1.25, {})],
-        "queue": [(5, QUEUE), (-8, QUEUE)],
-        "latency": [3, 7.5, 0, 30, 120.25, 5],  # 0 and 5 lie on bounds: (-inf, 0] and (0, 5]
-        "size": [3.0, 100, 0, 1500.5, 0.75],
-        "temperature.int": 21,
-        "temperature": 21.5,
-        "cpu.time": 10.5,  # ObservableCounter: the callback reports the running total
-        "pending": 4,  # ObservableUpDownCounter
-    },
-    {
-        "requests": [(3, ROUTE_A)],  # nothing for ROUTE_B: a delta reader exports no point for it
-        "bytes": [(2.0, {})],
-        "queue": [(2, QUEUE)],
-        "latency": [60],
-        "size": [7.0],
-        "temperature.int": 23,
-        "temperature": -1.5,
-        "cpu.time": 12.0,
-        "pending": -2,
-    },
-]
-
-
-def exp_bucket_index(value: float, scale: int) -> int:
-    """The exponential histogram bucket of a positive value: (base**i, base**(i+1)], base = 2**2**-scale."""
-    return math.ceil(math.log2(value) * 2**scale) - 1
-
-
-def measurements(name: str, rounds: list[int]) -> list:
-    return [m for k in rounds for m in ROUNDS[k][name]]
-
-
 @pytest.mark.parametrize("temporality", ["cumulative", "delta"])
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
 def test_sdk_metrics_are_stored_exactly(protocol: str, temporality: str, collector: Collector, db: psycopg.Connection):
     service = unique_name(f"metrics_{protocol}_{temporality}")
     delta = temporality == "delta"
-    preferred = {cls: AggregationTemporality.DELTA for cls in ALL_INSTRUMENTS} if delta else {}
-    recorder = RecordingMetricExporter(otlp_metric_exporter(protocol, collector, preferred))
-    reader = PeriodicExportingMetricReader(recorder, export_interval_millis=math.inf, export_timeout_millis=15_000)
-    resource = Resource({"service.name": service, "service.instance.id": "i-1", "res.int": 3},
-                        schema_url="https://opentelemetry.io/schemas/1.26.0")
-    provider = MeterProvider(
-        metric_readers=[reader],
-        resource=resource,
-        views=[View(instrument_name="e2e.payload.size",
-                    aggregation=ExponentialBucketHistogramAggregation(max_size=40, max_scale=20))],
-    )
-    meter = provider.get_meter("e2e.metrics", "1.2.3", schema_url="https://example.com/metrics/1.0",
-                               attributes={"scope.attr": "m", "scope.n": 1})
-    tracer = TracerProvider().get_tracer("e2e.metrics.tracer")
-
-    requests_c = meter.create_counter("e2e.requests", unit="{request}", description="Requests served")
-    bytes_c = meter.create_counter("e2e.bytes", unit="By", description="Bytes sent")
-    queue_c = meter.create_up_down_counter("e2e.queue.depth", unit="{item}", description="Items queued")
-    latency_h = meter.create_histogram("e2e.latency", unit="ms", description="Request latency",
-                                       explicit_bucket_boundaries_advisory=BOUNDS)
-    size_h = meter.create_histogram("e2e.payload.size", unit="By", description="Payload sizes")
-    current = {"round": 0}
-
-    def observe(name: str, attrs: dict):
-        def callback(options: CallbackOptions):
-            yield Observation(ROUNDS[current["round"]][name], attrs)
-        return callback
-
-    meter.create_observable_gauge("e2e.temperature.int", [observe("temperature.int", {"room": "a"})], unit="Cel",
-                                  description="Whole degrees")
-    meter.create_observable_gauge("e2e.temperature", [observe("temperature", {"room": "b"})], unit="Cel",
-                                  description="Degrees")
-    meter.create_observable_counter("e2e.cpu.time", [observe("cpu.time", {"cpu": 0})], unit="s",
-                                    description="CPU time")
-    meter.create_observable_up_down_counter("e2e.pending", [observe("pending", {})], unit="{job}",
-                                            description="Jobs pending")
-
-    def record(k: int) -> None:
-        r = ROUNDS[k]
-        for v, a in r["requests"]:
-            requests_c.add(v, a)
-        for v, a in r["bytes"]:
-            bytes_c.add(v, a)
-        for v, a in r["queue"]:
-            queue_c.add(v, a)
-        for v in r["latency"]:
-            latency_h.record(v, HIST)
-        for v in r["size"]:
-            size_h.record(v)
-
-    try:
-        # Round 0 inside a sampled span (the default exemplar filter is trace-based: its
-        # measurements may become exemplars), round 1 outside any span (they may not).
-        with tracer.start_as_current_span("work") as span:
-            record(0)
-        assert reader.force_flush(15_000)
-        current["round"] = 1
-        record(1)
-        assert reader.force_flush(15_000)
-    finally:
-        provider.shutdown()  # no further collection: the reader has no export thread
+    recorder = record_sdk_metrics(protocol, collector, temporality, service)
     assert len(recorder.requests) == 2
     assert all(r == MetricExportResult.SUCCESS for r in recorder.results), (
         f"OTLP/{protocol} metric export failed: {recorder.results}\n{collector.describe()}")
@@ -357,8 +194,8 @@ def test_sdk_metrics_are_stored_exactly(protocol: str, temporality: str, collect
         assert (p["aggregation_temporality"], p["metric_unit"]) == (temporality_no, "By")
 
     # Exemplars: only from round 0's measurements (inside the sampled span), with its ids.
-    trace_hex = f"{span.get_span_context().trace_id:032x}"
-    span_hex = f"{span.get_span_context().span_id:016x}"
+    trace_hex = f"{recorder.span.trace_id:032x}"
+    span_hex = f"{recorder.span.span_id:016x}"
     with_exemplars = 0
     recorded = {"e2e.requests": [v for v, _ in ROUNDS[0]["requests"]], "e2e.bytes": [v for v, _ in ROUNDS[0]["bytes"]],
                 "e2e.queue.depth": [v for v, _ in ROUNDS[0]["queue"]], "e2e.latency": ROUNDS[0]["latency"],
@@ -394,71 +231,12 @@ def test_sdk_metrics_are_stored_exactly(protocol: str, temporality: str, collect
 # --------------------------------------------------------------------------- raw OTLP/HTTP
 
 
-def kv(key: str, **value) -> KeyValue:
-    return KeyValue(key=key, value=AnyValue(**value))
-
-
 def test_summary_and_bare_points_from_a_raw_request(collector: Collector, db: psycopg.Connection):
-    """Points the Python SDK never sends, built with opentelemetry-proto and posted to /v1/metrics:
-    summaries (with and without quantiles, two points of one series), a histogram without sum, min
-    and max, an int exemplar, a sum of unspecified temporality, a gauge with a start time, point
-    flags and metric metadata."""
+    """Points the Python SDK never sends (payloads.raw_metrics_request), posted to /v1/metrics."""
     service = unique_name("raw_metrics")
-    base = (time.time_ns() // 10**9 - 10) * 10**9 + 123_456_789
-    trace_id, span_id = secrets.token_bytes(16), secrets.token_bytes(8)
-    quantiles = [(0.0, 1.5), (0.5, 10.25), (0.9, 30.0), (0.99, 40.0), (1.0, 55.5)]
-    summary = pb.Metric(
-        name="e2e.rpc.duration", description="RPC duration", unit="s",
-        metadata=[kv("origin", string_value="prometheus"), kv("$weird", int_value=1)],
-        summary=pb.Summary(data_points=[
-            pb.SummaryDataPoint(
-                attributes=[kv("method", string_value="GET")], start_time_unix_nano=base,
-                time_unix_nano=base + 1_000_000_001, count=10, sum=123.5,
-                quantile_values=[pb.SummaryDataPoint.ValueAtQuantile(quantile=q, value=v) for q, v in quantiles]),
-            pb.SummaryDataPoint(
-                attributes=[kv("method", string_value="GET")], start_time_unix_nano=base,
-                time_unix_nano=base + 2_000_000_002, count=25, sum=400.75,
-                quantile_values=[pb.SummaryDataPoint.ValueAtQuantile(quantile=0.5, value=12.0)]),
-            pb.SummaryDataPoint(
-                attributes=[kv("method", string_value="PUT"), kv("retry", bool_value=False)],
-                time_unix_nano=base + 3, count=0, sum=0.0, flags=1),  # FLAG_NO_RECORDED_VALUE
-        ]),
-    )
-    bare_histogram = pb.Metric(
-        name="e2e.bare.histogram", unit="1",
-        histogram=pb.Histogram(
-            aggregation_temporality=pb.AGGREGATION_TEMPORALITY_CUMULATIVE,
-            data_points=[pb.HistogramDataPoint(
-                start_time_unix_nano=base, time_unix_nano=base + 5, count=3, bucket_counts=[1, 2],
-                explicit_bounds=[10.0],
-                exemplars=[pb.Exemplar(time_unix_nano=base + 4, as_int=7, trace_id=trace_id, span_id=span_id,
-                                       filtered_attributes=[kv("user", string_value="u1"), kv("$x", double_value=1.0)])],
-            )],
-        ),
-    )
-    unspecified_sum = pb.Metric(
-        name="e2e.unspecified.sum",
-        sum=pb.Sum(aggregation_temporality=pb.AGGREGATION_TEMPORALITY_UNSPECIFIED, is_monotonic=False,
-                   data_points=[pb.NumberDataPoint(time_unix_nano=base + 6, as_int=-(2**63))]),
-    )
-    gauge = pb.Metric(
-        name="e2e.gauge.started",
-        gauge=pb.Gauge(data_points=[pb.NumberDataPoint(start_time_unix_nano=base, time_unix_nano=base + 7,
-                                                       as_double=1e300, attributes=[kv("k", bytes_value=b"\xff")])]),
-    )
-    req = ExportMetricsServiceRequest(resource_metrics=[pb.ResourceMetrics(
-        resource=PbResource(attributes=[kv("service.name", string_value=service), kv("host.name", string_value="h1")]),
-        scope_metrics=[pb.ScopeMetrics(
-            scope=InstrumentationScope(name="e2e.raw", version="0.1", attributes=[kv("s", int_value=1)]),
-            metrics=[summary, bare_histogram, unspecified_sum, gauge],
-            schema_url="https://example.com/raw/1.0",
-        )],
-        schema_url="https://opentelemetry.io/schemas/1.30.0",
-    )])
-
-    session = requests.Session()
-    session.trust_env = False
-    resp = session.post(collector.metrics_url, data=req.SerializeToString(),
+    raw = raw_metrics_request(service)
+    req, base, trace_id, span_id = raw.request, raw.base, raw.trace_id, raw.span_id
+    resp = http_session().post(collector.metrics_url, data=req.SerializeToString(),
                         headers={"Content-Type": "application/x-protobuf"}, timeout=15)
     assert resp.status_code == 200, f"{resp.status_code} {resp.content[:500]!r}\n{collector.describe()}"
     partial = ExportMetricsServiceResponse.FromString(resp.content).partial_success

@@ -17,10 +17,9 @@ import secrets
 import time
 import warnings
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable
+from typing import Any
 
 import psycopg
-import pytest
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExportResult
@@ -33,27 +32,21 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, set_span_in_context
 from opentelemetry._logs import SeverityNumber
 
-from conftest import Collector, query, scalar, unique_name, wait_for_count
+from conftest import Collector, query, scalar, unique_name, wait_for_count, wait_until
 from otlp_rows import canonical, expected_metric_rows
-from test_logs import RecordingLogExporter, otlp_log_exporter
-from test_metrics import ALL_INSTRUMENTS, RecordingMetricExporter, otlp_metric_exporter, wait_for_tables
-from test_traces import otlp_exporter, random_context
+from payloads import (
+    ALL_INSTRUMENTS,
+    RecordingLogExporter,
+    RecordingMetricExporter,
+    otlp_exporter,
+    otlp_log_exporter,
+    otlp_metric_exporter,
+    random_context,
+)
+from test_metrics import wait_for_tables
 
 FAST_MAINTENANCE = {"postgres": {"maintenance_interval": "1s"}}
 SERVER, CLIENT, INTERNAL = 2, 3, 1  # OTLP span kinds
-
-
-def wait_until(check: Callable[[], Any], timeout: float, what: str, on_fail: Callable[[], str] | None = None) -> Any:
-    """Polls `check` until it returns something truthy (returned), failing after `timeout` seconds
-    with the last value it returned."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = check()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: not within {timeout}s (last: {got!r})\n{on_fail() if on_fail else ''}")
-        time.sleep(0.2)
 
 
 def rows_of(db: psycopg.Connection, sql: str, params: Any = None) -> list[dict]:

@@ -17,29 +17,18 @@ from typing import Any
 
 import psycopg
 import pytest
-import requests
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource as PbResource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span as PbSpan
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import (
-    Link,
-    NonRecordingSpan,
-    SpanContext,
-    SpanKind,
-    Status,
-    StatusCode,
-    TraceFlags,
-    TraceState,
-    set_span_in_context,
-)
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExportResult
+from opentelemetry.trace import SpanKind, StatusCode
 
 from conftest import ROOT, TELEMETRYGEN_BIN, Collector, http_post, scalar, unique_name, wait_for_count
+from payloads import make_sdk_spans, otlp_exporter
+from row_diff import strict_diff
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
@@ -98,33 +87,6 @@ def attrs_expected(attributes: Any) -> dict:
 def start_time_expected(ns: int) -> datetime:
     """timestamptz holds microseconds: the nanoseconds truncated."""
     return EPOCH + timedelta(microseconds=ns // 1000)
-
-
-def strict_diff(actual: Any, expected: Any, path: str = "") -> list[str]:
-    """Differences between two decoded values, where 1 != 1.0 != True and key sets must match."""
-    where = path or "<value>"
-    if type(actual) is not type(expected):
-        return [f"{where}: expected {expected!r} ({type(expected).__name__}), got {actual!r} ({type(actual).__name__})"]
-    if isinstance(expected, dict):
-        out = []
-        for k in sorted(set(actual) | set(expected)):
-            if k not in actual:
-                out.append(f"{path}.{k}: missing (expected {expected[k]!r})")
-            elif k not in expected:
-                out.append(f"{path}.{k}: unexpected {actual[k]!r}")
-            else:
-                out.extend(strict_diff(actual[k], expected[k], f"{path}.{k}"))
-        return out
-    if isinstance(expected, list):
-        if len(actual) != len(expected):
-            return [f"{where}: expected {len(expected)} items {expected!r}, got {len(actual)} {actual!r}"]
-        out = []
-        for i, (a, e) in enumerate(zip(actual, expected)):
-            out.extend(strict_diff(a, e, f"{path}[{i}]"))
-        return out
-    if actual != expected:
-        return [f"{where}: expected {expected!r}, got {actual!r}"]
-    return []
 
 
 def expected_row(span: ReadableSpan) -> dict:
@@ -199,53 +161,8 @@ def rows_by_span_id(rows: list[dict]) -> dict[bytes, dict]:
 
 # --------------------------------------------------------------------------- SDK spans
 
-# Resource attributes: one of each kind an OTLP resource commonly carries.
-def sdk_resource(service: str) -> Resource:
-    return Resource(
-        {
-            "service.name": service,
-            "service.version": "1.2.3-e2e",
-            "res.bool": True,
-            "res.int": 12345,
-            "res.float": 0.75,
-            "res.strs": ["x", "y"],
-            "res.ints": [10, 20, 30],
-        },
-        schema_url="https://opentelemetry.io/schemas/1.26.0",
-    )
-
-
-SCOPE_ATTRS = {"scope.str": "s", "scope.int": 3, "scope.bool": False, "scope.float": 2.25, "scope.ints": [4, 5]}
-
-# Every kind of attribute value the Python SDK sends, with its stored form spelled out by hand
-# (this is what a user reading schema/README.md expects to query).
-SPAN_ATTRS = {
-    "str": "héllo wörld ✓",
-    "str.empty": "",
-    "bool.true": True,
-    "bool.false": False,
-    "int": 42,
-    "int.negative": -7,
-    "int.max": 2**63 - 1,
-    "int.min": -(2**63),
-    "float": 3.25,
-    "float.integral": 1.0,
-    "float.tiny": 2.5e-7,
-    "float.negative": -0.1,
-    "float.nan": float("nan"),
-    "float.inf": float("inf"),
-    "float.neginf": float("-inf"),
-    "strs": ["a", "b", ""],
-    "ints": [1, -2, 3],
-    "floats": [0.5, 2.0],
-    "bools": [True, False],
-    "empty.list": [],
-    "bytes": b"\x00\x01\xfe\xff",
-    "none": None,
-    "map": {"k": "v", "n": 1, "$ref": "x", "nested": {"deep": [1, "two"]}},
-    "nested.list": [[1, 2], ["x"]],
-    "mixed.list": ["a", 1, 2.5, True, None],
-}
+# How the root span's attributes (payloads.SPAN_ATTRS) are stored, spelled out by hand (this is what
+# a user reading schema/README.md expects to query).
 SPAN_ATTRS_STORED = {
     "str": "héllo wörld ✓",
     "str.empty": "",
@@ -273,123 +190,6 @@ SPAN_ATTRS_STORED = {
     "nested.list": [[1, 2], ["x"]],
     "mixed.list": ["a", 1, 2.5, True, None],
 }
-
-
-def random_context(remote: bool, trace_state: TraceState | None = None) -> SpanContext:
-    return SpanContext(
-        trace_id=int.from_bytes(secrets.token_bytes(16), "big") | 1,
-        span_id=int.from_bytes(secrets.token_bytes(8), "big") | 1,
-        is_remote=remote,
-        trace_flags=TraceFlags(TraceFlags.SAMPLED),
-        trace_state=trace_state or TraceState(),
-    )
-
-
-def make_sdk_spans(service: str) -> tuple[list[ReadableSpan], dict[str, Any]]:
-    """Builds the spans (without exporting them) and returns them with facts for literal checks."""
-    # A recent whole second, plus 123_456_789 ns: the last three digits are below timestamptz's
-    # microsecond resolution, and 789 would round (not truncate) upwards.
-    base = (time.time_ns() // 10**9 - 60) * 10**9 + 123_456_789
-
-    mem1, mem2, mem3 = InMemorySpanExporter(), InMemorySpanExporter(), InMemorySpanExporter()
-    p1 = TracerProvider(resource=sdk_resource(service))
-    p1.add_span_processor(SimpleSpanProcessor(mem1))
-    # A second resource in the same request, without service.name.
-    p2 = TracerProvider(resource=Resource({"host.name": "e2e-host", "e2e.service": service}))
-    p2.add_span_processor(SimpleSpanProcessor(mem2))
-    # Tight limits, to make the SDK drop attributes, events and links and report the counts.
-    p3 = TracerProvider(
-        resource=Resource({"service.name": service, "limits": True}),
-        span_limits=SpanLimits(
-            max_span_attributes=3, max_events=2, max_links=1,
-            max_event_attributes=1, max_link_attributes=1,
-        ),
-    )
-    p3.add_span_processor(SimpleSpanProcessor(mem3))
-
-    tracer_a = p1.get_tracer("e2e.scope.a", "4.5.6", schema_url="https://example.com/scope/1.0", attributes=SCOPE_ATTRS)
-    tracer_b = p1.get_tracer("e2e.scope.b")
-    tracer_c = p2.get_tracer("e2e.scope.c", "0.0.1")
-    tracer_d = p3.get_tracer("e2e.scope.d")
-
-    linked = random_context(remote=True)
-    root = tracer_a.start_span(
-        "GET /checkout",
-        kind=SpanKind.SERVER,
-        attributes=SPAN_ATTRS,
-        links=[Link(linked, {"link.str": "l", "link.int": 5, "link.float": 1.5, "link.bools": [True, False]})],
-        start_time=base,
-    )
-    root.add_event("cache.miss", {"key": "user:1", "hits": 0, "ratio": 0.5, "ok": False, "tags": ["a", "b"]}, timestamp=base + 100_001)
-    root.add_event("exception", {"exception.type": "ValueError", "exception.message": "boom"}, timestamp=base + 200_002)
-    root.add_event("bare", timestamp=base + 300_003)
-    root.set_status(Status(StatusCode.ERROR, "payment declined"))
-
-    root_ctx = set_span_in_context(root)
-    child = tracer_a.start_span("SELECT orders", context=root_ctx, kind=SpanKind.CLIENT,
-                                attributes={"db.system": "postgresql", "db.rows": 3}, start_time=base + 1_000_999)
-    child.set_status(Status(StatusCode.OK))
-    child.end(end_time=base + 1_000_999)  # zero duration
-
-    producer = tracer_b.start_span("publish", context=set_span_in_context(child), kind=SpanKind.PRODUCER,
-                                   start_time=base + 1_500_000_000)
-    producer.end(end_time=base + 1_500_000_000 + 987_654_321)
-
-    # Continues a trace from another process, whose context carries a trace state.
-    remote_parent = random_context(remote=True, trace_state=TraceState([("vendor", "abc"), ("other", "1")]))
-    consumer = tracer_b.start_span("consume", context=set_span_in_context(NonRecordingSpan(remote_parent)),
-                                   kind=SpanKind.CONSUMER, links=[Link(producer.get_span_context())],
-                                   start_time=base + 3_000_000_555)
-    consumer.end(end_time=base + 3_000_000_556)  # 1 ns
-
-    internal = tracer_c.start_span("housekeeping", kind=SpanKind.INTERNAL, start_time=base + 3_999_999_999)
-    internal.end(end_time=base + 4_999_999_999)
-
-    # end before start, as a client with a bad clock may send: stored as a negative duration.
-    skewed = tracer_c.start_span("skewed clock", kind=SpanKind.INTERNAL, start_time=base + 6_000_000_000)
-    skewed.end(end_time=base + 6_000_000_000 - 1_500)
-
-    limited = tracer_d.start_span(
-        "limited",
-        attributes={"a1": 1, "a2": 2, "a3": 3, "a4": 4, "a5": 5},
-        links=[Link(random_context(remote=False), {"x": 1, "y": 2}),
-               Link(random_context(remote=True), {"x": 3, "y": 4})],
-        start_time=base + 5_000_000_005,
-    )
-    for i in range(3):
-        limited.add_event(f"e{i}", {"i": i, "j": -i}, timestamp=base + 5_000_000_005 + i)
-    limited.end(end_time=base + 5_000_001_005)
-
-    root.end(end_time=base + 2_500_000_001)
-
-    spans = list(mem1.get_finished_spans()) + list(mem2.get_finished_spans()) + list(mem3.get_finished_spans())
-    for p in (p1, p2, p3):
-        p.shutdown()
-    facts = {
-        "base": base,
-        "root": root.get_span_context(),
-        "child": child.get_span_context(),
-        "producer": producer.get_span_context(),
-        "consumer": consumer.get_span_context(),
-        "internal": internal.get_span_context(),
-        "skewed": skewed.get_span_context(),
-        "limited": limited.get_span_context(),
-        "linked": linked,
-        "remote_parent": remote_parent,
-    }
-    return spans, facts
-
-
-def otlp_exporter(protocol: str, collector: Collector):
-    if protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-
-        return OTLPSpanExporter(endpoint=collector.grpc_endpoint, insecure=True, timeout=15)
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-    session = requests.Session()
-    session.trust_env = False
-    return OTLPSpanExporter(endpoint=collector.traces_url, timeout=15, session=session)
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
