@@ -14,20 +14,14 @@ depend on it.
 """
 
 import json
-import os
-import socket
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 import requests
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
-sys.path.insert(0, str(HERE))
-from test_schema import SCHEMA, SINGLE_NODE, migrations, render, statements  # noqa: E402
+from conftest import ROOT, free_port, stop_process
+from test_schema import SINGLE_NODE, migrate
 
 COLLECTOR = ROOT / "build" / "otelcol-contrib-clickhouse" / "otelcol-contrib-clickhouse"
 TELEMETRYGEN = ROOT / ".tools" / "bin" / "telemetrygen"
@@ -44,63 +38,14 @@ METRIC_TYPES = {  # telemetrygen --metric-type -> our table suffix and the rollu
     "Gauge": "gauge", "Sum": "sum", "Histogram": "histogram", "ExponentialHistogram": "exponential_histogram"}
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def stop(proc):
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-class Front:
-    def __init__(self, url):
-        self.url = url
-
-    def run(self, sql):
-        r = requests.post(self.url, data=sql.encode(), timeout=60)
-        assert r.status_code == 200, f"{sql[:200]}...: {r.text}"
-        return r.text
-
-    def rows(self, sql):
-        out = self.run(sql + " FORMAT JSONCompact SETTINGS output_format_json_quote_64bit_integers = 0")
-        return json.loads(out)["data"]
-
-    def value(self, sql):
-        return self.rows(sql)[0][0]
+@pytest.fixture(scope="module")
+def schema(front):
+    """Our tables, created as the core creates them (test_schema.migrate), through the front."""
+    migrate(front.run, SINGLE_NODE)
 
 
 @pytest.fixture(scope="module")
-def front(tmp_path_factory):
-    data = tmp_path_factory.mktemp("chdb")
-    proc = subprocess.Popen([sys.executable, str(HERE / "chdb_front.py"), "--port", "0", "--data", str(data)],
-                            stdout=subprocess.PIPE, text=True)
-    try:
-        line = proc.stdout.readline()
-        if not line.strip().isdigit():
-            pytest.fail(f"chdb_front did not print its port: {line!r}")
-        f = Front(f"http://127.0.0.1:{int(line)}")
-        # What the core does (test_schema.migrate), through the front: bootstrap, files, records.
-        for st in statements(render((SCHEMA / "bootstrap.sql").read_text(), SINGLE_NODE)):
-            f.run(st)
-        for version, name, text in migrations():
-            for st in statements(render(text, SINGLE_NODE)):
-                f.run(st)
-            f.run(f"INSERT INTO otel.otelstore_schema_migrations (version, name) VALUES ({version}, '{name}')")
-        yield f
-    finally:
-        stop(proc)
-
-
-@pytest.fixture(scope="module")
-def collector(front, tmp_path_factory):
+def collector(front, schema, tmp_path_factory):
     d = tmp_path_factory.mktemp("contrib")
     grpc, http = free_port(), free_port()
     config = {
@@ -138,7 +83,7 @@ def collector(front, tmp_path_factory):
             time.sleep(0.2)
         yield {"grpc": f"127.0.0.1:{grpc}", "http": f"http://127.0.0.1:{http}", "log": log_path}
     finally:
-        stop(proc)
+        stop_process(proc)
         log.close()
 
 

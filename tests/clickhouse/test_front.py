@@ -11,7 +11,6 @@ import http.client
 import os
 import re
 import struct
-import subprocess
 import sys
 import urllib.parse
 
@@ -25,27 +24,9 @@ from clickhouse_connect.driver.exceptions import DatabaseError
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import chdb_front  # noqa: E402  (for its block codec, checked against the crate's test vector)
+from conftest import start_front, stop_process  # noqa: E402
 
 UTC = dt.timezone.utc
-
-
-def start_front(data_dir):
-    proc = subprocess.Popen([sys.executable, os.path.join(HERE, "chdb_front.py"), "--port", "0", "--data", str(data_dir)],
-                            stdout=subprocess.PIPE, text=True)
-    line = proc.stdout.readline()
-    if not line.strip().isdigit():
-        proc.kill()
-        pytest.fail(f"chdb_front did not print its port: {line!r}, exit {proc.wait()}")
-    return proc, int(line)
-
-
-def stop_front(proc):
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +38,7 @@ def data_dir(tmp_path_factory):
 def front(data_dir):
     proc, port = start_front(data_dir)
     yield f"http://127.0.0.1:{port}"
-    stop_front(proc)
+    stop_process(proc)
 
 
 def connect(front, **kw):
@@ -396,9 +377,9 @@ def test_tables_persist_across_restarts(tmp_path):
         requests.post(url, data=b"CREATE TABLE keep (x UInt8) ENGINE = MergeTree ORDER BY x").raise_for_status()
         requests.post(url, params={"query": "INSERT INTO keep FORMAT CSV"}, data=b"1\n2\n").raise_for_status()
     finally:
-        stop_front(proc)
+        stop_process(proc)
     proc, port = start_front(tmp_path)
     try:
         assert requests.get(f"http://127.0.0.1:{port}", params={"query": "SELECT sum(x) FROM keep"}).text == "3\n"
     finally:
-        stop_front(proc)
+        stop_process(proc)

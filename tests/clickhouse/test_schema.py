@@ -61,22 +61,28 @@ def migrations():
     return [(int(p.name[:4]), p.stem[5:], p.read_text()) for p in files]
 
 
-def migrate(sess, values):
-    """What the core does: bootstrap, then every numbered file not yet recorded, then record it.
-    Returns the versions applied in this pass."""
+def migrate(query, values, upto=None):
+    """What the core does: bootstrap, then every numbered file not yet recorded (up to version
+    `upto`, if given), then record it. `query(sql)` runs one statement and returns its output as
+    text (CSV or TabSeparated): session_query(sess) for a chdb session, Front.run for the test
+    engine. Returns the versions applied in this pass."""
+    db = values["database"]
     for st in statements(render((SCHEMA / "bootstrap.sql").read_text(), values)):
-        sess.query(st)
-    done = {int(v) for v in sess.query(
-        "SELECT version FROM otel.otelstore_schema_migrations FINAL", "CSV").data().split()}
+        query(st)
+    done = {int(v) for v in query(f"SELECT version FROM {db}.otelstore_schema_migrations FINAL").split()}
     applied = []
     for version, name, text in migrations():
-        if version in done:
+        if version in done or (upto is not None and version > upto):
             continue
         for st in statements(render(text, values)):
-            sess.query(st)
-        sess.query(f"INSERT INTO otel.otelstore_schema_migrations (version, name) VALUES ({version}, '{name}')")
+            query(st)
+        query(f"INSERT INTO {db}.otelstore_schema_migrations (version, name) VALUES ({version}, '{name}')")
         applied.append(version)
     return applied
+
+
+def session_query(sess):
+    return lambda sql: sess.query(sql, "CSV").data()
 
 
 def rows(sess, sql):
@@ -107,8 +113,8 @@ def test_files_and_placeholders():
 
 
 def test_migrate_twice_and_idempotent(sess):
-    assert migrate(sess, SINGLE_NODE) == [1, 2, 3, 4, 5]
-    assert migrate(sess, SINGLE_NODE) == []
+    assert migrate(session_query(sess), SINGLE_NODE) == [1, 2, 3, 4, 5]
+    assert migrate(session_query(sess), SINGLE_NODE) == []
     # Every statement is IF NOT EXISTS, so re-running a file whole is harmless too.
     for _, _, text in migrations():
         for st in statements(render(text, SINGLE_NODE)):
@@ -282,7 +288,7 @@ def test_cluster_variant_renders_on_cluster_and_replicated():
 def test_distributed_tables_parse_and_name_their_cluster(sess):
     """chdb has no cluster, so a Distributed table cannot be created here; the server checks the
     statement and the table it is AS, and refuses only for want of the cluster."""
-    migrate(sess, SINGLE_NODE)
+    migrate(session_query(sess), SINGLE_NODE)
     values = dict(SINGLE_NODE, cluster_literal="'otel_cluster'")
     for st in statements(render((SCHEMA / "distributed.sql").read_text(), values)):
         with pytest.raises(Exception, match=r"Requested cluster 'otel_cluster' not found"):

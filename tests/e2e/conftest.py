@@ -32,6 +32,7 @@ from harness import (  # noqa: F401 (some only re-exported: the tests import the
     exporter_section,
     http_post,
     pytest_runtest_makereport,
+    settle_count,
     unique_name,
     wait_until,
 )
@@ -210,38 +211,10 @@ def wait_for_count(
     settle: float = 1.0,
     on_fail: Callable[[], str] | None = None,
 ) -> int:
-    """Poll a count query until it equals `expected`, then check it stays there for `settle` seconds.
-
-    Fails at once if the count goes above `expected` (duplicates), and after `timeout` seconds if it
-    never reaches it. `on_fail` supplies extra context (e.g. the collector log) for the message.
-    """
-    deadline = time.monotonic() + timeout
-    history: list[int] = []
-    got = -1
-
-    def fail(why: str) -> None:
-        extra = on_fail() if on_fail else ""
-        pytest.fail(f"{why}\nquery: {sql} {params!r}\ncounts seen: {history[-20:]}\n{extra}")
-
-    while True:
-        got = count_or_zero(conn, sql, params)
-        if not history or history[-1] != got:
-            history.append(got)
-        if got > expected:
-            fail(f"count {got} exceeds the expected {expected}")
-        if got == expected:
-            break
-        if time.monotonic() > deadline:
-            fail(f"count reached {got}, expected {expected} within {timeout}s")
-        time.sleep(0.1)
-    settle_end = time.monotonic() + settle
-    while time.monotonic() < settle_end:
-        time.sleep(0.1)
-        got = count_or_zero(conn, sql, params)
-        if got != expected:
-            history.append(got)
-            fail(f"count changed from {expected} to {got} after reaching it")
-    return got
+    """Poll a count query until it equals `expected`, then check it stays there for `settle` seconds
+    (harness.settle_count)."""
+    return settle_count(lambda: count_or_zero(conn, sql, params), expected, f"query: {sql} {params!r}",
+                        timeout=timeout, settle=settle, on_fail=on_fail)
 
 
 # --------------------------------------------------------------------------- collector

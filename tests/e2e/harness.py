@@ -125,6 +125,49 @@ def wait_until(check: Callable[[], Any], timeout: float, what: str, on_fail: Cal
         time.sleep(0.2)
 
 
+def settle_count(
+    count: Callable[[], int],
+    expected: int,
+    what: str,
+    timeout: float = 30.0,
+    settle: float = 1.0,
+    on_fail: Callable[[], str] | None = None,
+) -> int:
+    """Polls `count` until it returns `expected`, then checks it stays there for `settle` seconds.
+
+    Fails at once if the count goes above `expected` (duplicates), and after `timeout` seconds if it
+    never reaches it. `what` names the count in the message (the query), `on_fail` supplies extra
+    context (e.g. the collector log).
+    """
+    deadline = time.monotonic() + timeout
+    history: list[int] = []
+    got = -1
+
+    def fail(why: str) -> None:
+        extra = on_fail() if on_fail else ""
+        pytest.fail(f"{why}\n{what}\ncounts seen: {history[-20:]}\n{extra}")
+
+    while True:
+        got = count()
+        if not history or history[-1] != got:
+            history.append(got)
+        if got > expected:
+            fail(f"count {got} exceeds the expected {expected}")
+        if got == expected:
+            break
+        if time.monotonic() > deadline:
+            fail(f"count reached {got}, expected {expected} within {timeout}s")
+        time.sleep(0.1)
+    settle_end = time.monotonic() + settle
+    while time.monotonic() < settle_end:
+        time.sleep(0.1)
+        got = count()
+        if got != expected:
+            history.append(got)
+            fail(f"count changed from {expected} to {got} after reaching it")
+    return got
+
+
 # --------------------------------------------------------------------------- collector
 
 
