@@ -17,6 +17,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
+from payloads import metric_points, otlp_items
 from row_diff import compare_rows  # noqa: F401 (re-exported for the tests)
 from test_traces import fetch_rows  # noqa: F401 (re-exported for the tests)
 
@@ -108,6 +109,12 @@ def kvs_jsonb(kvs: Iterable, nested: bool = False) -> dict:
     return {("$" + kv.key if nested and kv.key.startswith("$") else kv.key): anyvalue_jsonb(kv.value) for kv in kvs}
 
 
+def service_name(resource) -> str:
+    """The first string service.name resource attribute, as service_name holds it."""
+    return next((kv.value.string_value for kv in resource.attributes
+                 if kv.key == "service.name" and kv.value.WhichOneof("value") == "string_value"), "")
+
+
 def canonical(value: Any) -> str:
     """A hashable, order-independent form of a decoded jsonb value (for row keys)."""
     return json.dumps(value, sort_keys=True)
@@ -119,34 +126,28 @@ def canonical(value: Any) -> str:
 def expected_log_rows(requests: Iterable[ExportLogsServiceRequest]) -> list[dict]:
     """One row per log record of the requests, with every column of the logs table."""
     rows = []
-    for req in requests:
-        for rl in req.resource_logs:
-            resource = kvs_jsonb(rl.resource.attributes)
-            service = next((kv.value.string_value for kv in rl.resource.attributes
-                            if kv.key == "service.name" and kv.value.WhichOneof("value") == "string_value"), "")
-            for sl in rl.scope_logs:
-                for lr in sl.log_records:
-                    rows.append({
-                        "time": time_of(lr.time_unix_nano or lr.observed_time_unix_nano),
-                        "time_unix_nano": lr.time_unix_nano,
-                        "observed_time_unix_nano": lr.observed_time_unix_nano,
-                        "severity_number": int(lr.severity_number),
-                        "severity_text": lr.severity_text,
-                        "body": anyvalue_jsonb(lr.body) if lr.HasField("body") else None,
-                        "attributes": kvs_jsonb(lr.attributes),
-                        "dropped_attributes_count": lr.dropped_attributes_count,
-                        "flags": signed32(lr.flags),
-                        "trace_id": lr.trace_id or None,
-                        "span_id": lr.span_id or None,
-                        "event_name": lr.event_name,
-                        "service_name": service,
-                        "resource_attributes": resource,
-                        "resource_schema_url": rl.schema_url,
-                        "scope_name": sl.scope.name,
-                        "scope_version": sl.scope.version,
-                        "scope_attributes": kvs_jsonb(sl.scope.attributes),
-                        "scope_schema_url": sl.schema_url,
-                    })
+    for rl, sl, lr in otlp_items(requests, "logs"):
+        rows.append({
+            "time": time_of(lr.time_unix_nano or lr.observed_time_unix_nano),
+            "time_unix_nano": lr.time_unix_nano,
+            "observed_time_unix_nano": lr.observed_time_unix_nano,
+            "severity_number": int(lr.severity_number),
+            "severity_text": lr.severity_text,
+            "body": anyvalue_jsonb(lr.body) if lr.HasField("body") else None,
+            "attributes": kvs_jsonb(lr.attributes),
+            "dropped_attributes_count": lr.dropped_attributes_count,
+            "flags": signed32(lr.flags),
+            "trace_id": lr.trace_id or None,
+            "span_id": lr.span_id or None,
+            "event_name": lr.event_name,
+            "service_name": service_name(rl.resource),
+            "resource_attributes": kvs_jsonb(rl.resource.attributes),
+            "resource_schema_url": rl.schema_url,
+            "scope_name": sl.scope.name,
+            "scope_version": sl.scope.version,
+            "scope_attributes": kvs_jsonb(sl.scope.attributes),
+            "scope_schema_url": sl.schema_url,
+        })
     return rows
 
 
@@ -173,67 +174,58 @@ def exemplar_jsonb(ex) -> dict:
 def expected_metric_rows(requests: Iterable[ExportMetricsServiceRequest]) -> dict[str, list[dict]]:
     """Table name -> one row per data point of the requests, with every column of that table."""
     out: dict[str, list[dict]] = {t: [] for t in METRIC_TABLES}
-    for req in requests:
-        for rm in req.resource_metrics:
-            resource = kvs_jsonb(rm.resource.attributes)
-            service = next((kv.value.string_value for kv in rm.resource.attributes
-                            if kv.key == "service.name" and kv.value.WhichOneof("value") == "string_value"), "")
-            for sm in rm.scope_metrics:
-                for m in sm.metrics:
-                    kind = m.WhichOneof("data")
-                    data = getattr(m, kind)
-                    for pt in data.data_points:
-                        row = {
-                            "metric_name": m.name,
-                            "metric_description": m.description,
-                            "metric_unit": m.unit,
-                            "metric_metadata": kvs_jsonb(m.metadata),
-                            "service_name": service,
-                            "resource_attributes": resource,
-                            "resource_schema_url": rm.schema_url,
-                            "scope_name": sm.scope.name,
-                            "scope_version": sm.scope.version,
-                            "scope_attributes": kvs_jsonb(sm.scope.attributes),
-                            "scope_schema_url": sm.schema_url,
-                            "attributes": kvs_jsonb(pt.attributes),
-                            "start_time_unix_nano": pt.start_time_unix_nano,
-                            "time": time_of(pt.time_unix_nano),
-                            "time_unix_nano": pt.time_unix_nano,
-                            "flags": signed32(pt.flags),
-                            "exemplars": [exemplar_jsonb(e) for e in pt.exemplars] if kind != "summary" else [],
-                        }
-                        if kind in ("gauge", "sum"):
-                            which = pt.WhichOneof("value")
-                            row["value_int"] = pt.as_int if which == "as_int" else None
-                            row["value_double"] = pt.as_double if which == "as_double" else None
-                        if kind == "sum":
-                            row["aggregation_temporality"] = int(data.aggregation_temporality)
-                            row["is_monotonic"] = data.is_monotonic
-                        if kind in ("histogram", "exponential_histogram"):
-                            row["count"] = pt.count
-                            row["sum"] = pt.sum if pt.HasField("sum") else None
-                            row["min"] = pt.min if pt.HasField("min") else None
-                            row["max"] = pt.max if pt.HasField("max") else None
-                            row["aggregation_temporality"] = int(data.aggregation_temporality)
-                        if kind == "histogram":
-                            row["bucket_counts"] = list(pt.bucket_counts)
-                            row["explicit_bounds"] = [float(b) for b in pt.explicit_bounds]
-                        if kind == "exponential_histogram":
-                            row["scale"] = pt.scale
-                            row["zero_count"] = pt.zero_count
-                            row["zero_threshold"] = float(pt.zero_threshold)
-                            row["positive_offset"] = pt.positive.offset
-                            row["positive_bucket_counts"] = list(pt.positive.bucket_counts)
-                            row["negative_offset"] = pt.negative.offset
-                            row["negative_bucket_counts"] = list(pt.negative.bucket_counts)
-                        if kind == "summary":
-                            row["count"] = pt.count
-                            row["sum"] = float(pt.sum)
-                            row["quantiles"] = [float(q.quantile) for q in pt.quantile_values]
-                            row["quantile_values"] = [float(q.value) for q in pt.quantile_values]
-                        table = METRIC_TABLE_OF[kind]
-                        assert set(row) == set(METRIC_COLUMNS[table]), (table, set(row) ^ set(METRIC_COLUMNS[table]))
-                        out[table].append(row)
+    for rm, sm, m, kind, data, pt in metric_points(requests):
+        row = {
+            "metric_name": m.name,
+            "metric_description": m.description,
+            "metric_unit": m.unit,
+            "metric_metadata": kvs_jsonb(m.metadata),
+            "service_name": service_name(rm.resource),
+            "resource_attributes": kvs_jsonb(rm.resource.attributes),
+            "resource_schema_url": rm.schema_url,
+            "scope_name": sm.scope.name,
+            "scope_version": sm.scope.version,
+            "scope_attributes": kvs_jsonb(sm.scope.attributes),
+            "scope_schema_url": sm.schema_url,
+            "attributes": kvs_jsonb(pt.attributes),
+            "start_time_unix_nano": pt.start_time_unix_nano,
+            "time": time_of(pt.time_unix_nano),
+            "time_unix_nano": pt.time_unix_nano,
+            "flags": signed32(pt.flags),
+            "exemplars": [exemplar_jsonb(e) for e in pt.exemplars] if kind != "summary" else [],
+        }
+        if kind in ("gauge", "sum"):
+            which = pt.WhichOneof("value")
+            row["value_int"] = pt.as_int if which == "as_int" else None
+            row["value_double"] = pt.as_double if which == "as_double" else None
+        if kind == "sum":
+            row["aggregation_temporality"] = int(data.aggregation_temporality)
+            row["is_monotonic"] = data.is_monotonic
+        if kind in ("histogram", "exponential_histogram"):
+            row["count"] = pt.count
+            row["sum"] = pt.sum if pt.HasField("sum") else None
+            row["min"] = pt.min if pt.HasField("min") else None
+            row["max"] = pt.max if pt.HasField("max") else None
+            row["aggregation_temporality"] = int(data.aggregation_temporality)
+        if kind == "histogram":
+            row["bucket_counts"] = list(pt.bucket_counts)
+            row["explicit_bounds"] = [float(b) for b in pt.explicit_bounds]
+        if kind == "exponential_histogram":
+            row["scale"] = pt.scale
+            row["zero_count"] = pt.zero_count
+            row["zero_threshold"] = float(pt.zero_threshold)
+            row["positive_offset"] = pt.positive.offset
+            row["positive_bucket_counts"] = list(pt.positive.bucket_counts)
+            row["negative_offset"] = pt.negative.offset
+            row["negative_bucket_counts"] = list(pt.negative.bucket_counts)
+        if kind == "summary":
+            row["count"] = pt.count
+            row["sum"] = float(pt.sum)
+            row["quantiles"] = [float(q.quantile) for q in pt.quantile_values]
+            row["quantile_values"] = [float(q.value) for q in pt.quantile_values]
+        table = METRIC_TABLE_OF[kind]
+        assert set(row) == set(METRIC_COLUMNS[table]), (table, set(row) ^ set(METRIC_COLUMNS[table]))
+        out[table].append(row)
     return out
 
 

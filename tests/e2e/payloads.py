@@ -17,7 +17,7 @@ import secrets
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import requests
 from opentelemetry._logs import SeverityNumber
@@ -76,6 +76,36 @@ def http_session() -> requests.Session:
     session = requests.Session()
     session.trust_env = False
     return session
+
+
+# --------------------------------------------------------------------------- reading requests back
+
+OTLP_LEVELS = {  # the repeated fields from a request down to its items
+    "traces": ("resource_spans", "scope_spans", "spans"),
+    "logs": ("resource_logs", "scope_logs", "log_records"),
+    "metrics": ("resource_metrics", "scope_metrics", "metrics"),
+}
+
+
+def otlp_items(requests: Iterable, signal: str) -> Iterator[tuple]:
+    """(resource group, scope group, item) for each span, log record or metric of recorded OTLP
+    requests of `signal`, in order: what each suite derives its expected rows from."""
+    resources, scopes, items = OTLP_LEVELS[signal]
+    for req in requests:
+        for rg in getattr(req, resources):
+            for sg in getattr(rg, scopes):
+                for item in getattr(sg, items):
+                    yield rg, sg, item
+
+
+def metric_points(requests: Iterable) -> Iterator[tuple]:
+    """(resource group, scope group, metric, its type ("gauge", "sum", "histogram",
+    "exponential_histogram" or "summary"), its data, point) for each data point of the requests."""
+    for rm, sm, m in otlp_items(requests, "metrics"):
+        kind = m.WhichOneof("data")
+        data = getattr(m, kind)
+        for pt in data.data_points:
+            yield rm, sm, m, kind, data, pt
 
 
 # --------------------------------------------------------------------------- spans
