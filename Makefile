@@ -81,9 +81,9 @@ CONTRIB_COLLECTOR := $(ROOT)/build/otelcol-contrib-clickhouse/otelcol-contrib-cl
 $(CONTRIB_COLLECTOR): $(OCB) bench/contrib/builder-config.yaml
 	bench/contrib/build.sh
 
-# schema/clickhouse/ against ClickHouse 26.9 (chdb), the HTTP front the ClickHouse tests use, and
-# the contrib exporter writing into our tables through it.
-test-clickhouse: venv $(CONTRIB_COLLECTOR) $(TOOLS)/telemetrygen
+# schema/clickhouse/ against ClickHouse 26.9 (chdb), the HTTP front the ClickHouse tests use, the
+# contrib exporter writing into our tables through it, and our collector end to end into it.
+test-clickhouse: build venv $(CONTRIB_COLLECTOR) $(TOOLS)/telemetrygen
 	$(VENV)/bin/pytest -v tests/clickhouse
 
 ## bench: ingest benchmark (bench/run.py), results in docs/BENCHMARKS.md; BENCH_SPANS=100000 for a quick run
