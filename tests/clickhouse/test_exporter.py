@@ -477,6 +477,11 @@ def check_rollup(front: Front, c: Collector, rollup: str, width: int, stored: di
 MIGRATED = re.compile(r'applied ClickHouse schema migrations\t.*"versions": "\[([0-9, ]*)\]"')
 
 
+# Every numbered migration of schema/clickhouse/, as the collector logs and records them.
+ALL_VERSIONS = [version for version, _, _ in migrations()]
+ALL_RECORDS = [[version, name] for version, name, _ in migrations()]
+
+
 def applied_versions(c: Collector) -> list[list[int]]:
     """The versions of each "applied ClickHouse schema migrations" line in the collector's log."""
     return [[int(v) for v in m.group(1).split(", ")] for m in MIGRATED.finditer(c.log())]
@@ -499,8 +504,8 @@ def test_migrations_applied_once(start_collector, front: Front):
     database = unique_name("ch_migrate")
     first = start_collector(database)
     wait_until(lambda: applied_versions(first), 20, "the migrations", first.describe)
-    assert applied_versions(first) == [[1, 2, 3, 4]]
-    assert migration_records(front, database) == [[1, "traces"], [2, "logs"], [3, "metrics"], [4, "rollups"]]
+    assert applied_versions(first) == [ALL_VERSIONS]
+    assert migration_records(front, database) == ALL_RECORDS
     assert first.stop() == 0, first.describe()
 
     second = start_collector(database)
@@ -509,13 +514,14 @@ def test_migrations_applied_once(start_collector, front: Front):
     front.wait_for_count(f"SELECT count() FROM {table(second, 'otel_traces')}", len(ids), on_fail=second.describe)
     assert "applied ClickHouse schema migrations" not in second.log()
     assert applied_versions(second) == []
-    assert front.value(f"SELECT count() FROM `{database}`.otelstore_schema_migrations") == 4, "records written again"
-    assert migration_records(front, database) == [[1, "traces"], [2, "logs"], [3, "metrics"], [4, "rollups"]]
+    assert front.value(f"SELECT count() FROM `{database}`.otelstore_schema_migrations") == len(ALL_RECORDS), \
+        "records written again"
+    assert migration_records(front, database) == ALL_RECORDS
 
 
 def test_upgrade_from_an_older_schema(start_collector, front: Front):
     """A database an older version made (migrations 1 and 2 applied and recorded, a span in it): the
-    collector applies 3 and 4 only, the old span stays, new data is stored and reaches the views
+    collector applies 3 and later only, the old span stays, new data is stored and reaches the views
     that 4 creates."""
     database = unique_name("ch_upgrade")
     assert migrate(front.run, dict(SINGLE_NODE, database=f'"{database}"'), upto=2) == [1, 2]
@@ -525,8 +531,8 @@ def test_upgrade_from_an_older_schema(start_collector, front: Front):
 
     c = start_collector(database)
     wait_until(lambda: applied_versions(c), 20, "the migrations", c.describe)
-    assert applied_versions(c) == [[3, 4]]
-    assert migration_records(front, database) == [[1, "traces"], [2, "logs"], [3, "metrics"], [4, "rollups"]]
+    assert applied_versions(c) == [[v for v in ALL_VERSIONS if v > 2]]
+    assert migration_records(front, database) == ALL_RECORDS
 
     service = unique_name("upgraded")
     ids = send_spans(c, service)
@@ -567,14 +573,17 @@ class RecordingClickHouse:
 
 def test_on_cluster_ddl_as_sent(start_collector):
     """With clickhouse.cluster_name, every statement of bootstrap.sql and the migrations goes out
-    ON CLUSTER with Replicated engines: the text the collector sends is schema/clickhouse/ rendered
-    with test_schema.CLUSTER's values, statement by statement, each migration then recorded."""
+    ON CLUSTER with Replicated engines, then distributed.sql's Distributed tables: the text the
+    collector sends is schema/clickhouse/ rendered with test_schema.CLUSTER's values, statement by
+    statement, each migration then recorded."""
     server = RecordingClickHouse()
     try:
         c = start_collector("otel", {"clickhouse": {"cluster_name": "otel_cluster"}}, endpoint=server.url,
                             signals=("traces",))
         records = lambda: [q for q in server.queries if q.startswith("INSERT INTO")]  # noqa: E731
-        wait_until(lambda: len(records()) == 4, 20, "four migration records", c.describe)
+        distributed = statements(render((SCHEMA / "distributed.sql").read_text(), CLUSTER))
+        wait_until(lambda: len(records()) == len(ALL_RECORDS) and distributed[-1] in server.queries, 20,
+                   "every migration recorded and the Distributed tables created", c.describe)
         assert c.stop() == 0, c.describe()
     finally:
         server.close()
@@ -584,11 +593,14 @@ def test_on_cluster_ddl_as_sent(start_collector):
     for version, name, text in migrations():
         want += statements(render(text, CLUSTER))
         want.append(f"INSERT INTO \"otel\".otelstore_schema_migrations (version, name) VALUES ({version}, '{name}')")
+    want += distributed
     got = [q.removesuffix(" FORMAT TabSeparated") for q in server.queries]
     assert got == want
-    creates = [q for q in got if first_line(q).startswith("CREATE")]
-    assert len(creates) >= 25 and all(' ON CLUSTER "otel_cluster"' in first_line(q) for q in creates)
-    assert all(e.startswith("Replicated") for q in creates for e in re.findall(r"ENGINE = (\w+)\(", q))
+    ddl = [q for q in got if first_line(q).startswith(("CREATE", "ALTER"))]
+    assert len(ddl) >= 25 and all(' ON CLUSTER "otel_cluster"' in first_line(q) for q in ddl)
+    engines = [e for q in ddl for e in re.findall(r"ENGINE = (\w+)\(", q)]
+    assert engines.count("Distributed") == len(distributed)
+    assert all(e.startswith("Replicated") for e in engines if e != "Distributed")
 
 
 # --------------------------------------------------------------------------- the database down
