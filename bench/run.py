@@ -1,18 +1,28 @@
 #!/usr/bin/env python3
 """otelstore ingest benchmark (`make bench`; `BENCH_SPANS=100000 make bench` for a quick run).
 
-A fresh PostgreSQL (scripts/pg.sh in .run/bench), then for each load shape: a fresh collector with
-the otelstore exporter writing to a schema of its own, a fixed number of OTLP/gRPC spans pushed as
-fast as the collector takes them, and the time until every span is committed. Then the ceiling:
-the same rows, dumped with COPY TO, loaded with psql's \\copy into a fresh table with the same
-definition. Results are printed and written as a dated section to docs/BENCHMARKS.md.
+    bench/run.py [--backend postgres|all] [--spans N]
+
+The same loads (load shapes, bench/loadgen.py) go through each backend's path:
+
+PostgreSQL: a fresh PostgreSQL (scripts/pg.sh in .run/bench), then for each load shape: a fresh
+collector with the otelstore exporter writing to a schema of its own, a fixed number of OTLP/gRPC
+spans pushed as fast as the collector takes them, and the time until every span is committed. Then
+the ceiling: the same rows, dumped with COPY TO, loaded with psql's \\copy into a fresh table with
+the same definition.
+
+Each backend's results are printed and written as a dated section to docs/BENCHMARKS.md.
+
+Options:
+  --backend            postgres or all (default all)
+  --spans              spans per shape (default BENCH_SPANS, else 1000000)
 
 Environment (all optional):
   BENCH_SPANS          spans per shape (default 1000000)
   BENCH_SHAPES         comma-separated, of: telemetrygen, realistic (default both)
   BENCH_SENDERS        concurrent gRPC calls of the load generator (default 4)
   BENCH_STALL_SECONDS  fail when no new row is stored for this long (default 60)
-  BENCH_EXPORTER       JSON merged into the exporter's configuration, e.g. '{"postgres": {"pool_size": 8}}'
+  BENCH_EXPORTER       JSON merged into the otelstore exporter's configuration, e.g. '{"postgres": {"pool_size": 8}}'
   BENCH_COLLECTOR      the collector binary (default build/otelcol-otelstore/otelcol-otelstore)
   BENCH_TG_RATE        telemetrygen --rate while recording its spans (default 100000; see loadgen.py)
   BENCH_WRITE          0: do not write docs/BENCHMARKS.md
@@ -21,6 +31,7 @@ Environment (all optional):
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import json
 import os
@@ -36,7 +47,9 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -54,7 +67,7 @@ TELEMETRYGEN = ROOT / ".tools/bin/telemetrygen"
 LOADGEN = Path(__file__).resolve().parent / "loadgen.py"
 DOC = ROOT / "docs/BENCHMARKS.md"
 
-SPANS = int(os.environ.get("BENCH_SPANS", "1000000"))
+SPANS = int(os.environ.get("BENCH_SPANS", "1000000"))  # --spans overrides it
 SHAPES = [s.strip() for s in os.environ.get("BENCH_SHAPES", "telemetrygen,realistic").split(",") if s.strip()]
 SENDERS = int(os.environ.get("BENCH_SENDERS", "4"))
 STALL_SECONDS = float(os.environ.get("BENCH_STALL_SECONDS", "60"))
@@ -69,7 +82,7 @@ NOISY = " (NOISY: other work on the machine)"
 POLL_INTERVAL = 0.25
 PG_TIMEOUT = 180
 COLLECTOR_READY_TIMEOUT = 60
-COLLECTOR_STOP_TIMEOUT = 60
+STOP_TIMEOUT = 60
 SENDER_READY_TIMEOUT = 600  # reading and indexing the load file
 COPY_TIMEOUT = 3600
 
@@ -351,28 +364,32 @@ class Postgres:
 # --------------------------------------------------------------------------- collector
 
 
-def collector_config(dsn: str, schema: str, grpc: int | str, health: int | str, metrics: int | str) -> dict:
-    """examples/postgres.yaml's pipeline (memory_limiter, then otelstore with its sending queue of
-    50,000 spans that batches) on our ports and schema. The exporter keeps every other default (pool_size,
+# examples/postgres.yaml's sending queue: at most 50,000 spans, merged into batches of about 8,192
+# (exporterhelper's other queue settings, such as 10 consumers, at their defaults).
+SENDING_QUEUE = {"sizer": "items", "queue_size": 50000, "batch": {"flush_timeout": "200ms", "min_size": 8192}}
+
+
+def otelstore_exporter(backend: dict) -> dict:
+    """The otelstore exporter on `backend` (its section, such as {"postgres": ...}, and any
+    top-level keys) with the example's sending queue; every other key keeps its default (pool_size,
     max_batch_rows, timeout, ...) unless BENCH_EXPORTER overrides it."""
-    exporter = merge(
-        {
-            "postgres": {"dsn": dsn, "schema": schema},
-            "sending_queue": {"sizer": "items", "queue_size": 50000, "batch": {"flush_timeout": "200ms", "min_size": 8192}},
-        },
-        EXPORTER_OVERRIDES,
-    )
+    return merge({**backend, "sending_queue": SENDING_QUEUE}, EXPORTER_OVERRIDES)
+
+
+def collector_config(exporter: str, settings: dict, grpc: int | str, health: int | str, metrics: int | str) -> dict:
+    """examples/postgres.yaml's traces pipeline (memory_limiter, then the exporter `exporter`
+    configured with `settings`) on our ports."""
     return {
         "receivers": {"otlp": {"protocols": {"grpc": {"endpoint": f"127.0.0.1:{grpc}"}}}},
         "processors": {
             "memory_limiter": {"check_interval": "1s", "limit_percentage": 80, "spike_limit_percentage": 20},
         },
-        "exporters": {"otelstore": exporter},
+        "exporters": {exporter: settings},
         "extensions": {"health_check": {"endpoint": f"127.0.0.1:{health}"}},
         "service": {
             "extensions": ["health_check"],
             "pipelines": {
-                "traces": {"receivers": ["otlp"], "processors": ["memory_limiter"], "exporters": ["otelstore"]}
+                "traces": {"receivers": ["otlp"], "processors": ["memory_limiter"], "exporters": [exporter]}
             },
             "telemetry": {
                 "logs": {"level": "info"},
@@ -380,6 +397,10 @@ def collector_config(dsn: str, schema: str, grpc: int | str, health: int | str, 
             },
         },
     }
+
+
+def postgres_collector_config(dsn: str, schema: str, grpc: int | str, health: int | str, metrics: int | str) -> dict:
+    return collector_config("otelstore", otelstore_exporter({"postgres": {"dsn": dsn, "schema": schema}}), grpc, health, metrics)
 
 
 class Collector:
@@ -425,16 +446,21 @@ class Collector:
             return f"# could not read {self.metrics_url}: {e}\n"
 
     def stop(self) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=COLLECTOR_STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        return self.proc.returncode
+        return stop_process(self.proc)
+
+
+def stop_process(proc: subprocess.Popen | None) -> int | None:
+    """SIGTERM, SIGKILL after STOP_TIMEOUT; its exit status (None when it never started)."""
+    if proc is None:
+        return None
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+    return proc.returncode
 
 
 def metric_lines(text: str, pattern: str) -> list[str]:
@@ -598,25 +624,39 @@ def describe_db_time(totals: dict[str, float]) -> str:
     return f"{whole:.1f} s: " + ", ".join(f"{k} {100 * v / whole:.1f} %" for k, v in parts)
 
 
-def run_shape(shape: str, load: dict, pg: Postgres, stack: ExitStack) -> dict:
-    schema = f"bench_{shape}"
-    grpc_port, health_port, metrics_port = free_ports(3)
-    col = Collector(shape, collector_config(pg.dsn, schema, grpc_port, health_port, metrics_port))
+@dataclass
+class Pushed:
+    """What push() saw; times are time.time()."""
+
+    done: dict  # the load generator's "done" line
+    t_go: float  # the load started
+    t_stored: float  # the first progress query that counted every span answered
+    stored: int
+    held_max: float  # otelstore_memory_held, sampled every 2 s
+    queue_max: float  # otelcol_exporter_queue_size, sampled every 2 s
+
+
+def start_collector(name: str, config_for: Callable[[int, int, int], dict], load: dict, stack: ExitStack) -> tuple[Collector, Sender]:
+    """A collector on config_for(grpc, health, metrics ports), and a load generator ready to send it
+    `load`; `stack` stops both."""
+    config = config_for(*free_ports(3))
+    col = Collector(name, config)
     stack.callback(col.stop)
     col.start()
-    log(f"\n=== {shape}: collector pid {col.proc.pid}, config {col.config_path}:\n{to_yaml(col.config)}\n")
-
-    sender = Sender(f"127.0.0.1:{grpc_port}", load["path"], RUN_DIR / f"loadgen-{shape}.log")
+    log(f"\n=== {name}: collector pid {col.proc.pid}, config {col.config_path}:\n{to_yaml(col.config)}\n")
+    target = config["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"]
+    sender = Sender(target, load["path"], RUN_DIR / f"loadgen-{name}.log")
     stack.callback(sender.stop)
     sender.wait_for("ready", SENDER_READY_TIMEOUT)
+    return col, sender
 
-    pg.conn.execute("CHECKPOINT")  # every run starts with no dirty buffers from the one before
-    col_cpu0, pg_cpu0, wal0 = cpu_seconds(col.proc.pid), pg.cpu(), pg.wal_lsn()
-    log_offset = SERVER_LOG.stat().st_size
-    procs0 = process_cpu()
+
+def push(name: str, col: Collector, sender: Sender, count_stored: Callable[[], int]) -> Pushed:
+    """Starts the load and returns once the load generator is done and count_stored() counts every
+    span; fails when the collector exits or no new row is stored for STALL_SECONDS."""
     t_go = time.time()
     sender.go()
-    log(f"{shape}: sending {SPANS} spans with {SENDERS} concurrent calls")
+    log(f"{name}: sending {SPANS} spans with {SENDERS} concurrent calls")
 
     done: dict | None = None
     stored, last_stored, last_change = 0, -1, time.monotonic()
@@ -624,23 +664,23 @@ def run_shape(shape: str, load: dict, pg: Postgres, stack: ExitStack) -> dict:
     held_max = queue_max = 0.0
     while True:
         now = time.monotonic()
-        stored = stored_rows(pg, schema)
+        stored = count_stored()
         if stored != last_stored:
             last_stored, last_change = stored, now
         if done is None:
             done = sender.poll_done()
             if done is not None:
-                log(f"{shape}: load generator finished after {done['end'] - done['start']:.1f}s "
+                log(f"{name}: load generator finished after {done['end'] - done['start']:.1f}s "
                     f"({done['retries']} retried calls); {stored} spans stored")
                 if done["errors"]:
                     raise BenchError(f"load generator gave up on requests: {done['errors']}")
         if not col.alive():
             raise BenchError(f"collector exited with {col.proc.returncode}\n{tail(col.log_path)}")
         if stored >= SPANS and done is not None:
-            break
+            return Pushed(done, t_go, time.time(), stored, held_max, queue_max)
         if now - last_change > STALL_SECONDS:
             raise BenchError(
-                f"{shape}: no new rows for {STALL_SECONDS:.0f}s: {stored} of {SPANS} stored, load generator "
+                f"{name}: no new rows for {STALL_SECONDS:.0f}s: {stored} of {SPANS} stored, load generator "
                 f"{'finished' if done else 'still sending'}\ncollector log:\n{tail(col.log_path)}"
             )
         if now - last_scrape >= 2:  # cheap: a few hundred lines of text
@@ -650,16 +690,14 @@ def run_shape(shape: str, load: dict, pg: Postgres, stack: ExitStack) -> dict:
             queue_max = max(queue_max, metric_sum(sample, "otelcol_exporter_queue_size"))
         if now - last_report >= 10:
             last_report = now
-            log(f"{shape}: {stored} spans stored after {time.time() - t_go:.0f}s, "
+            log(f"{name}: {stored} spans stored after {time.time() - t_go:.0f}s, "
                 f"collector RSS {(status_kib(col.proc.pid, 'VmRSS') or 0) / 1024:.0f} MiB")
         time.sleep(POLL_INTERVAL)
-    time.sleep(0.5)  # let the last backends' CPU time settle
-    col_cpu1, pg_cpu1, wal1 = cpu_seconds(col.proc.pid), pg.cpu(), pg.wal_lsn()
-    db_time = statement_time(log_offset)
-    t_end, procs1 = time.time(), process_cpu()
-    other_share, other_top = others(procs0, procs1, {os.getpid(), col.proc.pid, sender.proc.pid, pg.postmaster()}, t_end - t_go)
-    peak_rss = status_kib(col.proc.pid, "VmHWM")
-    # The exporter publishes the core's counters once a second: wait (bounded) until they show every row.
+
+
+def final_metrics(name: str, col: Collector) -> str:
+    """The collector's metrics, once the otelstore exporter's counters (published once a second)
+    show every row (a bounded wait; none for other exporters), also written to metrics-NAME.txt."""
     deadline = time.monotonic() + 5
     while True:
         metrics = col.metrics()
@@ -668,9 +706,39 @@ def run_shape(shape: str, load: dict, pg: Postgres, stack: ExitStack) -> dict:
         if time.monotonic() > deadline:
             break
         time.sleep(0.2)
-    (RUN_DIR / f"metrics-{shape}.txt").write_text(metrics)
+    (RUN_DIR / f"metrics-{name}.txt").write_text(metrics)
+    return metrics
+
+
+def pipeline_metrics(metrics: str, pushed: Pushed) -> dict:
+    return {
+        "receiver_accepted": metric_sum(metrics, "otelcol_receiver_accepted_spans"),
+        "receiver_refused": metric_sum(metrics, "otelcol_receiver_refused_spans"),
+        "exporter_sent": metric_sum(metrics, "otelcol_exporter_sent_spans"),
+        "exporter_send_failed": metric_sum(metrics, "otelcol_exporter_send_failed_spans"),
+        "exporter_queue_size_max": pushed.queue_max,  # sampled every 2 s
+    }
+
+
+def run_shape(shape: str, load: dict, pg: Postgres, stack: ExitStack) -> dict:
+    schema = f"bench_{shape}"
+    col, sender = start_collector(shape, lambda *ports: postgres_collector_config(pg.dsn, schema, *ports), load, stack)
+
+    pg.conn.execute("CHECKPOINT")  # every run starts with no dirty buffers from the one before
+    col_cpu0, pg_cpu0, wal0 = cpu_seconds(col.proc.pid), pg.cpu(), pg.wal_lsn()
+    log_offset = SERVER_LOG.stat().st_size
+    procs0 = process_cpu()
+    pushed = push(shape, col, sender, lambda: stored_rows(pg, schema))
+    done, t_go = pushed.done, pushed.t_go
+    time.sleep(0.5)  # let the last backends' CPU time settle
+    col_cpu1, pg_cpu1, wal1 = cpu_seconds(col.proc.pid), pg.cpu(), pg.wal_lsn()
+    db_time = statement_time(log_offset)
+    t_end, procs1 = time.time(), process_cpu()
+    other_share, other_top = others(procs0, procs1, {os.getpid(), col.proc.pid, sender.proc.pid, pg.postmaster()}, t_end - t_go)
+    peak_rss = status_kib(col.proc.pid, "VmHWM")
+    metrics = final_metrics(shape, col)
     rc = col.stop()
-    log(f"{shape}: all {stored} spans stored; collector stopped (rc={rc})")
+    log(f"{shape}: all {pushed.stored} spans stored; collector stopped (rc={rc})")
 
     table = f'"{schema}".spans'
     count = pg.scalar(f"SELECT count(*) FROM {table}")
@@ -734,14 +802,8 @@ def run_shape(shape: str, load: dict, pg: Postgres, stack: ExitStack) -> dict:
         "other_cpu_share": other_share,
         "others_top": other_top,
         "metrics_otelstore": metric_lines(metrics, r"otelstore_(?!write_duration_bucket)"),
-        "metrics_pipeline": {
-            "receiver_accepted": metric_sum(metrics, "otelcol_receiver_accepted_spans"),
-            "receiver_refused": metric_sum(metrics, "otelcol_receiver_refused_spans"),
-            "exporter_sent": metric_sum(metrics, "otelcol_exporter_sent_spans"),
-            "exporter_send_failed": metric_sum(metrics, "otelcol_exporter_send_failed_spans"),
-            "exporter_queue_size_max": queue_max,  # sampled every 2 s
-        },
-        "otelstore_memory_held_max_mib": held_max / 2**20,  # sampled every 2 s
+        "metrics_pipeline": pipeline_metrics(metrics, pushed),
+        "otelstore_memory_held_max_mib": pushed.held_max / 2**20,  # sampled every 2 s
         "otelstore_writes": metric_sum(metrics, "otelstore_write_duration_count"),
         "otelstore_write_seconds_avg": metric_sum(metrics, "otelstore_write_duration_sum")
         / max(1.0, metric_sum(metrics, "otelstore_write_duration_count")),
@@ -838,47 +900,49 @@ def machine() -> dict:
     mem = re.search(r"^MemTotal:\s*(\d+) kB", Path("/proc/meminfo").read_text(), re.M)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
     dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], cwd=ROOT).returncode != 0
-    collector_version = subprocess.run([str(COLLECTOR), "--version"], capture_output=True, text=True, timeout=30).stdout.strip()
     return {
         "cpu": model.group(1).strip() if model else platform.processor() or "?",
         "nproc": os.cpu_count(),
         "mem_gib": int(mem.group(1)) / 2**20 if mem else 0,
         "kernel": platform.release(),
         "commit": commit + ("-dirty" if dirty else ""),
-        "collector": collector_version,
         "python": platform.python_version(),
     }
+
+
+def binary_version(binary: Path) -> str:
+    return subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=30).stdout.strip()
 
 
 def fmt_rate(x: float) -> str:
     return f"{x:,.0f}"
 
 
-def markdown(started: dt.datetime, m: dict, pg_version: str, settings: list[tuple[str, str]], loads: dict,
-             configs: dict, results: list[dict], ceilings: dict[str, list[dict]], elapsed: float) -> str:
-    day = started.strftime("%Y-%m-%d")
-    key = f"{day} {m['commit']} {SPANS}"
-    lines = [
+def run_key(started: dt.datetime, m: dict, backend: str = "") -> str:
+    """The marker of a section: a run on the same day, commit, span count and backend replaces it."""
+    return f"{started.strftime('%Y-%m-%d')} {m['commit']} {SPANS}{backend}"
+
+
+def section_head(key: str, title: str, started: dt.datetime, m: dict, software: str,
+                 measured: list[tuple[str, dict]], elapsed: float) -> list[str]:
+    """A section's marker, title, machine and software, and the CPU other processes used during each
+    measurement (label, result)."""
+    return [
         f"<!-- bench-run: {key} -->",
-        f"## {started.strftime('%Y-%m-%d %H:%M')} UTC, commit {m['commit']}, {SPANS:,} spans per shape",
+        f"## {started.strftime('%Y-%m-%d %H:%M')} UTC, commit {m['commit']}, {SPANS:,} spans per shape{title}",
         "",
         f"- machine: {m['cpu']}, {m['nproc']} CPUs, {m['mem_gib']:.0f} GiB, Linux {m['kernel']}",
-        f"- {pg_version.split(',')[0]}; collector: {m['collector']}; Python {m['python']}",
+        f"- {software}; Python {m['python']}",
         f"- load average (1 min) before the run: {m['load_before']:.2f}; CPU used by other processes during the "
         "measurements (share of the machine): "
-        + ", ".join(
-            [f"{r['shape']} {100 * r['other_cpu_share']:.1f} %" for r in results]
-            + [f"ceiling {c['shape']} {c['format']} {100 * c['other_cpu_share']:.1f} %" for cs in ceilings.values() for c in cs]
-        )
-        + (
-            f" -- **noisy: other work ran on the machine**"
-            if any(x["other_cpu_share"] > NOISE_LIMIT for x in results + [c for cs in ceilings.values() for c in cs])
-            else ""
-        ),
+        + ", ".join(f"{label} {100 * x['other_cpu_share']:.1f} %" for label, x in measured)
+        + (" -- **noisy: other work ran on the machine**" if any(x["other_cpu_share"] > NOISE_LIMIT for _, x in measured) else ""),
         f"- the run took {elapsed / 60:.1f} min",
-        "- PostgreSQL settings (defaults, except `track_commit_timestamp = on` to read each row's commit time): "
-        + ", ".join(f"`{k}={v}`" for k, v in settings),
-        "",
+    ]
+
+
+def loads_table(loads: dict) -> list[str]:
+    lines = [
         "Loads:",
         "",
         "| shape | made by | spans per request | OTLP bytes per span | span / resource attributes | spans with events |",
@@ -889,8 +953,32 @@ def markdown(started: dt.datetime, m: dict, pg_version: str, settings: list[tupl
             f"| {shape} | {d['made_by']} | {d['spans_per_request']:.0f} | {d['otlp_bytes_per_span']:.0f} | "
             f"{d['span_attributes']:.1f} / {d['resource_attributes']:.1f} | {100 * d['spans_with_events']:.1f} % |"
         )
-    lines += ["", "Collector configuration (the same for every shape but the ports and the schema):", "", "```yaml",
-              next(iter(configs.values())), "```", ""]
+    return lines + [""]
+
+
+def otelstore_metrics_details(r: dict) -> list[str]:
+    if not r["metrics_otelstore"]:
+        return []
+    return ["<details><summary>otelstore metrics at the end</summary>", "", "```", *r["metrics_otelstore"],
+            "```", "", "</details>", ""]
+
+
+def markdown(started: dt.datetime, m: dict, pg_version: str, settings: list[tuple[str, str]], loads: dict,
+             configs: dict, results: list[dict], ceilings: dict[str, list[dict]], elapsed: float) -> str:
+    key = run_key(started, m)
+    measured = [(r["shape"], r) for r in results] + [
+        (f"ceiling {c['shape']} {c['format']}", c) for cs in ceilings.values() for c in cs
+    ]
+    lines = section_head(key, "", started, m, f"{pg_version.split(',')[0]}; collector: {binary_version(COLLECTOR)}",
+                         measured, elapsed)
+    lines += [
+        "- PostgreSQL settings (defaults, except `track_commit_timestamp = on` to read each row's commit time): "
+        + ", ".join(f"`{k}={v}`" for k, v in settings),
+        "",
+        *loads_table(loads),
+        "Collector configuration (the same for every shape but the ports and the schema):", "", "```yaml",
+        next(iter(configs.values())), "```", "",
+    ]
     for r in results:
         per = 100_000 / r["spans"]
         best = max(ceilings.get(r["shape"], []), key=lambda c: c["rows_per_s"], default=None)
@@ -926,11 +1014,7 @@ def markdown(started: dt.datetime, m: dict, pg_version: str, settings: list[tupl
             )
         if best:
             lines.append(f"| stored spans/s of the best ceiling | **{100 * r['stored_per_s'] / best['rows_per_s']:.0f} %** |")
-        lines.append("")
-        if r["metrics_otelstore"]:
-            lines += ["<details><summary>otelstore metrics at the end</summary>", "", "```"]
-            lines += r["metrics_otelstore"]
-            lines += ["```", "", "</details>", ""]
+        lines += ["", *otelstore_metrics_details(r)]
     lines.append(f"<!-- /bench-run: {key} -->")
     return "\n".join(lines) + "\n"
 
@@ -968,13 +1052,70 @@ def write_doc(section: str, key: str) -> None:
 # --------------------------------------------------------------------------- main
 
 
-def check_prerequisites() -> None:
-    missing = [str(p) for p in (COLLECTOR, TELEMETRYGEN, PSQL, PG_SH) if not p.exists()]
+def check_prerequisites(backends: list[str]) -> None:
+    needed = [TELEMETRYGEN]
+    if "postgres" in backends:
+        needed += [COLLECTOR, PSQL, PG_SH]
+    missing = [str(p) for p in needed if not p.exists()]
     if missing:
         raise BenchError(f"missing: {', '.join(missing)} (run `make build tools`)")
 
 
+def bench_postgres(loads: dict, m: dict) -> tuple[str, str]:
+    """The PostgreSQL path; everything it started is stopped when it returns."""
+    started, t_start = dt.datetime.now(dt.timezone.utc), time.monotonic()
+    pg = Postgres(RUN_DIR)
+    results, ceilings, configs = [], {}, {}
+    with ExitStack() as stack:
+        stack.callback(lambda: pg.stop())
+        pg.start()
+        pg.configure(PG_CHANGED)
+        pg_version = pg.scalar("SELECT version()")
+        settings = [
+            (name, f"{setting}{unit or ''}")
+            for name, setting, unit in pg.rows(
+                "SELECT name, setting, unit FROM pg_settings WHERE name = ANY(%s) ORDER BY name", (PG_SHOWN,)
+            )
+        ]
+        log(f"PostgreSQL {pg.dsn}: {pg_version}")
+        log("settings: " + ", ".join(f"{k}={v}" for k, v in settings))
+        log(f"changed from the defaults: {PG_CHANGED} (commit time of every row, for the lag)")
+
+        for shape in SHAPES:
+            r = run_shape(shape, loads[shape], pg, stack)
+            results.append(r)
+            cfg = postgres_collector_config("postgres://postgres@127.0.0.1:PORT/otelstore", f"bench_{shape}", "PORT", "PORT", "PORT")
+            configs[shape] = to_yaml(cfg)
+        for shape in SHAPES:
+            log("")
+            ceilings[shape] = run_ceiling(shape, pg)
+
+    elapsed = time.monotonic() - t_start
+    log("\n=== summary: PostgreSQL")
+    for r in results:
+        best = max(ceilings[r["shape"]], key=lambda c: c["rows_per_s"])
+        log(f"{r['shape']}: {r['stored_per_s']:,.0f} spans/s stored = {100 * r['stored_per_s'] / best['rows_per_s']:.0f} % "
+            f"of the best ceiling ({best['format']} COPY, {best['rows_per_s']:,.0f} rows/s); "
+            f"collector {r['collector_cpu'] * 100_000 / SPANS:.2f} CPU s per 100k spans, "
+            f"PostgreSQL {r['pg_cpu'] * 100_000 / SPANS:.2f}; lag p50 {r['lag_p50']:.2f} s, p99 {r['lag_p99']:.2f} s; "
+            f"statement time {describe_db_time(r['db_time'])}")
+    log(f"PostgreSQL part: {elapsed / 60:.1f} min")
+    return run_key(started, m), markdown(started, m, pg_version, settings, loads, configs, results, ceilings, elapsed)
+
+
+BENCHES = {"postgres": bench_postgres}
+
+
 def main() -> int:
+    global SPANS
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--backend", choices=[*BENCHES, "all"], default="all",
+                    help="one backend's path, or every one (default)")
+    ap.add_argument("--spans", type=int, default=SPANS, help=f"spans per shape (default {SPANS})")
+    args = ap.parse_args()
+    SPANS = args.spans
+    backends = list(BENCHES) if args.backend == "all" else [args.backend]
+
     def on_signal(signum, frame):
         raise KeyboardInterrupt(f"signal {signum}")
 
@@ -984,79 +1125,41 @@ def main() -> int:
     for var in ("NO_PROXY", "no_proxy"):  # everything is on 127.0.0.1
         os.environ[var] = ",".join(filter(None, [os.environ.get(var, ""), "127.0.0.1", "localhost"]))
 
-    started = dt.datetime.now(dt.timezone.utc)
-    t_start = time.monotonic()
-    check_prerequisites()
-    m = machine()
-    m["load_before"] = os.getloadavg()[0]
-    log(f"otelstore benchmark, {SPANS} spans per shape, shapes {', '.join(SHAPES)}; commit {m['commit']}")
-    log(f"machine: {m['cpu']}, {m['nproc']} CPUs, {m['mem_gib']:.0f} GiB; load average {m['load_before']:.2f}")
-    if m["load_before"] >= 1.0:
-        log("warning: the load average is 1 or more: something else is running, the numbers will be noisy")
-
-    pg = Postgres(RUN_DIR)
     ok = False
-    with ExitStack() as stack:
-        try:
-            # A fresh directory: stop a cluster a killed run may have left, then start from nothing.
-            if RUN_DIR.exists():
-                pg.pg_sh("stop")
-                shutil.rmtree(RUN_DIR)
-            RUN_DIR.mkdir(parents=True)
-            RUN_DIR.chmod(0o755)  # pg.sh may run the server as another user, who must reach it
+    try:
+        check_prerequisites(backends)
+        m = machine()
+        m["load_before"] = os.getloadavg()[0]
+        log(f"otelstore benchmark ({', '.join(backends)}), {SPANS} spans per shape, shapes {', '.join(SHAPES)}; "
+            f"commit {m['commit']}")
+        log(f"machine: {m['cpu']}, {m['nproc']} CPUs, {m['mem_gib']:.0f} GiB; load average {m['load_before']:.2f}")
+        if m["load_before"] >= 1.0:
+            log("warning: the load average is 1 or more: something else is running, the numbers will be noisy")
+        # A fresh directory: stop a cluster a killed run may have left, then start from nothing.
+        if RUN_DIR.exists():
+            Postgres(RUN_DIR).pg_sh("stop")
+            shutil.rmtree(RUN_DIR)
+        RUN_DIR.mkdir(parents=True)
+        RUN_DIR.chmod(0o755)  # pg.sh may run the server as another user, who must reach it
 
-            loads = make_loads()
-
-            stack.callback(lambda: pg.stop())
-            pg.start()
-            pg.configure(PG_CHANGED)
-            pg_version = pg.scalar("SELECT version()")
-            settings = [
-                (name, f"{setting}{unit or ''}")
-                for name, setting, unit in pg.rows(
-                    "SELECT name, setting, unit FROM pg_settings WHERE name = ANY(%s) ORDER BY name", (PG_SHOWN,)
-                )
-            ]
-            log(f"PostgreSQL {pg.dsn}: {pg_version}")
-            log("settings: " + ", ".join(f"{k}={v}" for k, v in settings))
-            log(f"changed from the defaults: {PG_CHANGED} (commit time of every row, for the lag)")
-
-            results, ceilings, configs = [], {}, {}
-            for shape in SHAPES:
-                r = run_shape(shape, loads[shape], pg, stack)
-                results.append(r)
-                cfg = collector_config("postgres://postgres@127.0.0.1:PORT/otelstore", f"bench_{shape}", "PORT", "PORT", "PORT")
-                configs[shape] = to_yaml(cfg)
-            for shape in SHAPES:
-                log("")
-                ceilings[shape] = run_ceiling(shape, pg)
-
-            elapsed = time.monotonic() - t_start
-            log("\n=== summary")
-            for r in results:
-                best = max(ceilings[r["shape"]], key=lambda c: c["rows_per_s"])
-                log(f"{r['shape']}: {r['stored_per_s']:,.0f} spans/s stored = {100 * r['stored_per_s'] / best['rows_per_s']:.0f} % "
-                    f"of the best ceiling ({best['format']} COPY, {best['rows_per_s']:,.0f} rows/s); "
-                    f"collector {r['collector_cpu'] * 100_000 / SPANS:.2f} CPU s per 100k spans, "
-                    f"PostgreSQL {r['pg_cpu'] * 100_000 / SPANS:.2f}; lag p50 {r['lag_p50']:.2f} s, p99 {r['lag_p99']:.2f} s; "
-                    f"statement time {describe_db_time(r['db_time'])}")
-            log(f"total time {elapsed / 60:.1f} min")
-            section = markdown(started, m, pg_version, settings, loads, configs, results, ceilings, elapsed)
+        loads = make_loads()
+        for backend in backends:
+            key, section = BENCHES[backend](loads, m)
             if WRITE_DOC:
-                write_doc(section, f"{started.strftime('%Y-%m-%d')} {m['commit']} {SPANS}")
+                write_doc(section, key)
                 log(f"results written to {DOC.relative_to(ROOT)}")
             else:
                 log("BENCH_WRITE=0: not writing docs/BENCHMARKS.md; the section would be:\n\n" + section)
-            ok = True
-        except BenchError as e:
-            log(f"\nbench: FAILED: {e}")
-        except KeyboardInterrupt:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            log("\nbench: interrupted; stopping everything")
-        finally:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    # Everything is stopped now (the ExitStack ran): the collector, the load generator, PostgreSQL.
+        ok = True
+    except BenchError as e:
+        log(f"\nbench: FAILED: {e}")
+    except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        log("\nbench: interrupted; stopping everything")
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # Everything is stopped now (each backend's ExitStack ran): the collectors, the load generators, PostgreSQL.
     if ok and not KEEP:
         server_log = RUN_DIR / "pgrun/server.log"
         if server_log.exists():
