@@ -18,7 +18,7 @@ export PATH := $(TOOLS):/usr/lib/postgresql/15/bin:$(PATH)
 # after the library is built.
 GO_CGO_ENV   = CGO_ENABLED=1 CGO_CFLAGS="-g -O2 -DOTELSTORE_CORE_HASH=$(shell sha256sum $(RUST_LIB) | cut -c1-16)"
 
-.PHONY: build rust header tools venv run test test-rust test-go test-e2e test-clickhouse bench clean FORCE
+.PHONY: build rust header tools venv run test test-rust test-go test-e2e test-clickhouse bench bench-clickhouse clean FORCE
 
 ## build: the Rust core (release staticlib) and the collector distribution
 build: $(COLLECTOR)
@@ -86,13 +86,17 @@ $(CONTRIB_COLLECTOR): $(OCB) bench/contrib/builder-config.yaml
 test-clickhouse: build venv $(CONTRIB_COLLECTOR) $(TOOLS)/telemetrygen
 	$(VENV)/bin/pytest -v tests/clickhouse
 
-## bench: ingest benchmark (bench/run.py), results in docs/BENCHMARKS.md; BENCH_SPANS=100000 for a quick run
-bench: build venv $(TOOLS)/telemetrygen
+## bench: ingest benchmark (bench/run.py) of both backends, results in docs/BENCHMARKS.md; BENCH_SPANS=100000 for a quick run
+bench: build venv $(TOOLS)/telemetrygen $(CONTRIB_COLLECTOR)
 	@echo "== exporter CPU per span: the Rust core (read OTLP, write COPY rows) =="
 	cargo bench -p otelstore --bench encode
 	@echo "== exporter CPU per span: Go marshal of pdata to OTLP (ns/op for 1000 realistic spans) =="
 	cd go-shim && $(GO_CGO_ENV) go test -run '^$$' -bench BenchmarkMarshalTraces -benchtime 3s .
 	$(VENV)/bin/python bench/run.py
+
+## bench-clickhouse: the ClickHouse path alone: our collector and the contrib exporter into the test engine, and its ceiling
+bench-clickhouse: build venv $(TOOLS)/telemetrygen $(CONTRIB_COLLECTOR)
+	$(VENV)/bin/python bench/run.py --backend clickhouse
 
 clean:
 	rm -rf target build .tools .venv .run

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """otelstore ingest benchmark (`make bench`; `BENCH_SPANS=100000 make bench` for a quick run).
 
-    bench/run.py [--backend postgres|all] [--spans N]
+    bench/run.py [--backend postgres|clickhouse|all] [--spans N]
 
 The same loads (load shapes, bench/loadgen.py) go through each backend's path:
 
@@ -11,10 +11,17 @@ spans pushed as fast as the collector takes them, and the time until every span 
 the ceiling: the same rows, dumped with COPY TO, loaded with psql's \\copy into a fresh table with
 the same definition.
 
+ClickHouse: for each load shape and each collector (ours with the otelstore exporter, and the
+upstream contrib clickhouseexporter in a distribution of its own, bench/contrib/), a fresh test
+engine (tests/clickhouse/chdb_front.py over chdb, schema/clickhouse/ applied by bench/chdb_load.py),
+the same spans pushed through the collector into it, and the time until count() of otel_traces
+shows them all. Then the ceiling: the rows the first collector stored, dumped to a Native file,
+loaded into a fresh engine with `INSERT ... FROM INFILE` by chdb in-process (bench/chdb_load.py).
+
 Each backend's results are printed and written as a dated section to docs/BENCHMARKS.md.
 
 Options:
-  --backend            postgres or all (default all)
+  --backend            postgres, clickhouse or all (default all: PostgreSQL first)
   --spans              spans per shape (default BENCH_SPANS, else 1000000)
 
 Environment (all optional):
@@ -22,23 +29,30 @@ Environment (all optional):
   BENCH_SHAPES         comma-separated, of: telemetrygen, realistic (default both)
   BENCH_SENDERS        concurrent gRPC calls of the load generator (default 4)
   BENCH_STALL_SECONDS  fail when no new row is stored for this long (default 60)
-  BENCH_EXPORTER       JSON merged into the otelstore exporter's configuration, e.g. '{"postgres": {"pool_size": 8}}'
+  BENCH_EXPORTER       JSON merged into the otelstore exporter's configuration, e.g.
+                       '{"postgres": {"pool_size": 8}}' (with --backend postgres) or
+                       '{"clickhouse": {"parallel_inserts": 2}}' (with --backend clickhouse)
   BENCH_COLLECTOR      the collector binary (default build/otelcol-otelstore/otelcol-otelstore)
+  BENCH_CONTRIB_COLLECTOR  the contrib distribution (default
+                       build/otelcol-contrib-clickhouse/otelcol-contrib-clickhouse)
+  BENCH_CLICKHOUSE_COLLECTORS  comma-separated, of: otelstore, contrib (default both)
   BENCH_TG_RATE        telemetrygen --rate while recording its spans (default 100000; see loadgen.py)
   BENCH_WRITE          0: do not write docs/BENCHMARKS.md
-  BENCH_KEEP           1: keep the database, load and dump files in .run/bench afterwards
+  BENCH_KEEP           1: keep the databases, load and dump files in .run/bench afterwards
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib.metadata
 import json
 import os
 import platform
 import queue
 import re
 import resource
+import select
 import shutil
 import signal
 import socket
@@ -46,6 +60,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -63,12 +78,18 @@ PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
 PSQL = PG_BIN / "psql"
 PG_SH = ROOT / "scripts/pg.sh"
 COLLECTOR = Path(os.environ.get("BENCH_COLLECTOR", ROOT / "build/otelcol-otelstore/otelcol-otelstore"))
+CONTRIB_COLLECTOR = Path(
+    os.environ.get("BENCH_CONTRIB_COLLECTOR", ROOT / "build/otelcol-contrib-clickhouse/otelcol-contrib-clickhouse")
+)
 TELEMETRYGEN = ROOT / ".tools/bin/telemetrygen"
 LOADGEN = Path(__file__).resolve().parent / "loadgen.py"
+CHDB_LOAD = Path(__file__).resolve().parent / "chdb_load.py"
+CHDB_FRONT = ROOT / "tests/clickhouse/chdb_front.py"
 DOC = ROOT / "docs/BENCHMARKS.md"
 
 SPANS = int(os.environ.get("BENCH_SPANS", "1000000"))  # --spans overrides it
 SHAPES = [s.strip() for s in os.environ.get("BENCH_SHAPES", "telemetrygen,realistic").split(",") if s.strip()]
+CH_COLLECTORS = [s.strip() for s in os.environ.get("BENCH_CLICKHOUSE_COLLECTORS", "otelstore,contrib").split(",") if s.strip()]
 SENDERS = int(os.environ.get("BENCH_SENDERS", "4"))
 STALL_SECONDS = float(os.environ.get("BENCH_STALL_SECONDS", "60"))
 EXPORTER_OVERRIDES = json.loads(os.environ.get("BENCH_EXPORTER") or "{}")
@@ -82,7 +103,8 @@ NOISY = " (NOISY: other work on the machine)"
 POLL_INTERVAL = 0.25
 PG_TIMEOUT = 180
 COLLECTOR_READY_TIMEOUT = 60
-STOP_TIMEOUT = 60
+FRONT_READY_TIMEOUT = 60  # chdb_front.py: loading chdb, opening its data directory
+STOP_TIMEOUT = 60  # collectors and chdb_front.py
 SENDER_READY_TIMEOUT = 600  # reading and indexing the load file
 COPY_TIMEOUT = 3600
 
@@ -132,6 +154,35 @@ DEFINITIONS = """\
   `psql -c "\\copy ... FROM file"` into a fresh table created with `LIKE ... INCLUDING ALL` (same
   columns and indexes): rows / wall time of that psql. "of ceiling" = stored spans/s / the best
   ceiling of the shape."""
+
+CLICKHOUSE_DEFINITIONS = """\
+The ClickHouse path (`make bench-clickhouse`, or `bench/run.py --backend clickhouse`; its sections'
+titles end in "ClickHouse"): the test engine is ClickHouse embedded in Python (chdb) behind
+tests/clickhouse/chdb_front.py, an HTTP front that speaks ClickHouse's HTTP interface and runs one
+query at a time. Each collector run gets a fresh engine (a new data directory) with schema/clickhouse/
+applied by bench/chdb_load.py (tests/clickhouse/test_schema.migrate). Both collectors run the same
+pipeline (OTLP/gRPC receiver, memory_limiter, the exporter with the example's sending queue: at most
+50,000 spans, batches of at least 8,192 spans or what 200 ms gathered, 10 consumers) and insert
+LZ4-compressed Native blocks over HTTP: ours merges up to 20,000 rows per insert with up to 4 inserts
+in flight; the contrib clickhouseexporter (bench/contrib/, with `create_schema: false` into our
+tables and `async_insert: false` like ours) inserts each batch of the queue.
+
+- **stored spans/s** = spans / (time the first `SELECT count() FROM otel.otel_traces` that counts
+  them all answered - start of the load); the count is polled through the front every 0.25 s.
+- **of the ceiling** = stored spans/s / the ceiling's rows/s, same shape, same run.
+- **spans/s per CPU core of the collector** = spans / CPU seconds of the collector process alone
+  (user + system, /proc/PID/stat, from the start of the load until every span was counted): the
+  rate at which one fully busy core would take spans.
+- **engine CPU**: the front's process, where chdb runs: HTTP, decompression, the inserts, the
+  materialized views, background merges, and the benchmark's count() polls.
+- **otel_traces on disk per span**: system.parts of otel_traces (active parts) once every span is
+  stored: bytes on disk, and the columns' compressed / uncompressed bytes; the largest columns from
+  system.columns.
+- **ceiling**: the rows the first collector of the shape stored, written by the engine to a Native
+  file (`SELECT * FROM otel.otel_traces INTO OUTFILE ... FORMAT Native`), then loaded into a fresh
+  engine with the same schema by chdb in-process (no HTTP, bench/chdb_load.py) with one
+  `INSERT INTO otel.otel_traces FROM INFILE ... FORMAT Native`: rows / wall time of that statement,
+  in the same run as the collectors. Engine CPU: that process's during the statement."""
 
 
 class BenchError(Exception):
@@ -404,8 +455,9 @@ def postgres_collector_config(dsn: str, schema: str, grpc: int | str, health: in
 
 
 class Collector:
-    def __init__(self, name: str, config: dict) -> None:
+    def __init__(self, name: str, config: dict, binary: Path = COLLECTOR) -> None:
         self.name = name
+        self.binary = binary
         self.config = config
         self.config_path = RUN_DIR / f"collector-{name}.yaml"
         self.log_path = RUN_DIR / f"collector-{name}.log"
@@ -418,7 +470,7 @@ class Collector:
         self.config_path.write_text(to_yaml(self.config) + "\n")
         with open(self.log_path, "ab") as logf:
             self.proc = subprocess.Popen(
-                [str(COLLECTOR), "--config", str(self.config_path)],
+                [str(self.binary), "--config", str(self.config_path)],
                 stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True,
             )
         deadline = time.monotonic() + COLLECTOR_READY_TIMEOUT
@@ -636,11 +688,12 @@ class Pushed:
     queue_max: float  # otelcol_exporter_queue_size, sampled every 2 s
 
 
-def start_collector(name: str, config_for: Callable[[int, int, int], dict], load: dict, stack: ExitStack) -> tuple[Collector, Sender]:
+def start_collector(name: str, config_for: Callable[[int, int, int], dict], load: dict, stack: ExitStack,
+                    binary: Path = COLLECTOR) -> tuple[Collector, Sender]:
     """A collector on config_for(grpc, health, metrics ports), and a load generator ready to send it
     `load`; `stack` stops both."""
     config = config_for(*free_ports(3))
-    col = Collector(name, config)
+    col = Collector(name, config, binary)
     stack.callback(col.stop)
     col.start()
     log(f"\n=== {name}: collector pid {col.proc.pid}, config {col.config_path}:\n{to_yaml(col.config)}\n")
@@ -891,6 +944,235 @@ def run_ceiling(shape: str, pg: Postgres) -> list[dict]:
     return out
 
 
+# --------------------------------------------------------------------------- ClickHouse
+
+
+class Front:
+    """tests/clickhouse/chdb_front.py (ClickHouse's HTTP interface over one chdb session) on a data
+    directory of its own, in a process of its own: that process's CPU is the engine's."""
+
+    def __init__(self, name: str) -> None:
+        self.data = RUN_DIR / f"chdb-{name}"
+        self.log_path = RUN_DIR / f"chdb-{name}.log"
+        self.proc: subprocess.Popen | None = None
+        self.url = ""
+
+    def start(self) -> None:
+        with open(self.log_path, "ab") as logf:
+            self.proc = subprocess.Popen(
+                [sys.executable, str(CHDB_FRONT), "--port", "0", "--data", str(self.data)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=logf, text=True, start_new_session=True,
+            )
+        readable, _, _ = select.select([self.proc.stdout], [], [], FRONT_READY_TIMEOUT)
+        port = self.proc.stdout.readline().strip() if readable else ""
+        if not port.isdigit():
+            raise BenchError(f"chdb_front printed no port (exit {self.proc.poll()}):\n{tail(self.log_path)}")
+        self.url = f"http://127.0.0.1:{port}"
+
+    def post(self, sql: str, timeout: float = 60) -> bytes:
+        request = urllib.request.Request(self.url, data=sql.encode(), method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as r:
+                return r.read()
+        except urllib.error.HTTPError as e:
+            raise BenchError(f"chdb_front: {sql[:200]}: {e.read().decode(errors='replace')}") from None
+        except OSError as e:
+            raise BenchError(f"chdb_front did not answer {sql[:200]!r} within {timeout:.0f}s: {e}") from None
+
+    def rows(self, sql: str) -> list[list]:
+        out = self.post(sql + " FORMAT JSONCompact SETTINGS output_format_json_quote_64bit_integers = 0")
+        return json.loads(out)["data"]
+
+    def count(self) -> int:
+        return self.rows("SELECT count() FROM otel.otel_traces")[0][0]
+
+    def storage(self) -> dict:
+        """otel_traces on disk: its active parts (system.parts) and its largest columns (system.columns)."""
+        parts, on_disk, compressed, uncompressed = self.rows(
+            "SELECT count(), sum(bytes_on_disk), sum(data_compressed_bytes), sum(data_uncompressed_bytes) "
+            "FROM system.parts WHERE database = 'otel' AND table = 'otel_traces' AND active"
+        )[0]
+        columns = self.rows(
+            "SELECT name, data_compressed_bytes FROM system.columns WHERE database = 'otel' AND table = 'otel_traces' "
+            "ORDER BY data_compressed_bytes DESC LIMIT 3"
+        )
+        return {"parts": parts, "on_disk": on_disk, "compressed": compressed, "uncompressed": uncompressed,
+                "columns": columns}
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.proc.pid)
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+
+
+def chdb_load(*args) -> str:
+    """bench/chdb_load.py: chdb in-process, in a process of its own."""
+    return run([sys.executable, str(CHDB_LOAD), *map(str, args)], timeout=COPY_TIMEOUT).stdout
+
+
+# The ClickHouse path's collectors: binary, and what the report calls them.
+CLICKHOUSE_COLLECTORS = {
+    "otelstore": (COLLECTOR, "otelstore exporter"),
+    "contrib": (CONTRIB_COLLECTOR, "contrib clickhouseexporter"),
+}
+
+
+def clickhouse_collector_config(kind: str, url: str, grpc: int | str, health: int | str, metrics: int | str) -> dict:
+    """The PostgreSQL bench's pipeline and sending queue, into the engine at `url` (database otel,
+    LZ4-compressed inserts), with our exporter or the contrib one."""
+    if kind == "otelstore":
+        settings = otelstore_exporter({
+            "clickhouse": {"endpoint": url, "database": "otel", "compression": "lz4", "parallel_inserts": 4},
+            "max_batch_rows": 20000,
+            "memory_limit_mib": 256,
+            "retention": {"raw": "720h"},
+        })
+        return collector_config("otelstore", settings, grpc, health, metrics)
+    settings = {
+        "endpoint": url,  # http://: clickhouse-go's HTTP transport
+        "database": "otel",
+        "create_schema": False,  # our tables, created by bench/chdb_load.py
+        "traces_table_name": "otel_traces",
+        "compress": "lz4",
+        "async_insert": False,  # its default is true; ours inserts synchronously
+        "sending_queue": SENDING_QUEUE,
+    }
+    return collector_config("clickhouse", settings, grpc, health, metrics)
+
+
+def run_clickhouse(kind: str, shape: str, load: dict, stack: ExitStack, dump: Path | None) -> dict:
+    """One shape through one collector into a fresh engine; `dump`: write the rows stored there."""
+    name = f"clickhouse-{kind}-{shape}"
+    front = Front(name)
+    chdb_load("migrate", front.data)
+    stack.callback(front.stop)
+    front.start()
+    col, sender = start_collector(
+        name, lambda *ports: clickhouse_collector_config(kind, front.url, *ports), load, stack,
+        CLICKHOUSE_COLLECTORS[kind][0]
+    )
+    col_cpu0, engine_cpu0, procs0 = cpu_seconds(col.proc.pid), front.cpu(), process_cpu()
+    pushed = push(name, col, sender, front.count)
+    time.sleep(0.5)  # as for PostgreSQL
+    col_cpu1, engine_cpu1 = cpu_seconds(col.proc.pid), front.cpu()
+    t_end, procs1 = time.time(), process_cpu()
+    other_share, other_top = others(
+        procs0, procs1, {os.getpid(), col.proc.pid, sender.proc.pid, front.proc.pid}, t_end - pushed.t_go
+    )
+    peak_rss, engine_rss = status_kib(col.proc.pid, "VmHWM"), status_kib(front.proc.pid, "VmHWM")
+    metrics = final_metrics(name, col)
+    rc = col.stop()
+    count = front.count()
+    log(f"{name}: {count} spans stored; collector stopped (rc={rc})")
+    if count != SPANS:
+        raise BenchError(f"{name}: {count} rows in otel.otel_traces, expected {SPANS} (duplicates from retried calls?)")
+    storage = front.storage()
+    if dump is not None:
+        front.post(f"SELECT * FROM otel.otel_traces INTO OUTFILE '{dump}' FORMAT Native", timeout=COPY_TIMEOUT)
+    front.stop()
+    done = pushed.done
+    result = {
+        "collector": kind,
+        "shape": shape,
+        "spans": SPANS,
+        "stored_per_s": SPANS / (pushed.t_stored - pushed.t_go),
+        "elapsed": pushed.t_stored - pushed.t_go,
+        "sent_per_s": SPANS / (done["end"] - done["start"]),
+        "send_elapsed": done["end"] - done["start"],
+        "retries": done["retries"],
+        "tail": pushed.t_stored - done["end"],
+        "collector_cpu": col_cpu1 - col_cpu0,
+        "engine_cpu": engine_cpu1 - engine_cpu0,
+        "sender_cpu": done["cpu_seconds"],
+        "peak_rss_mib": (peak_rss or 0) / 1024,
+        "engine_peak_rss_mib": (engine_rss or 0) / 1024,
+        "storage": storage,
+        "collector_rc": rc,
+        "other_cpu_share": other_share,
+        "others_top": other_top,
+        "metrics_otelstore": metric_lines(metrics, r"otelstore_(?!write_duration_bucket)"),
+        "metrics_pipeline": pipeline_metrics(metrics, pushed),
+    }
+    per = 100_000 / SPANS
+    log(f"""
+{name}: {SPANS} spans
+  stored spans/s      {result['stored_per_s']:,.0f}  (spans / (all counted - load start) = {result['elapsed']:.2f}s)
+  sent spans/s        {result['sent_per_s']:,.0f}  (load generator: {result['send_elapsed']:.2f}s, {result['retries']} retried calls, {result['sender_cpu']:.1f} CPU s); tail {result['tail']:.2f} s
+  collector CPU       {result['collector_cpu']:.1f} s = {SPANS / result['collector_cpu']:,.0f} spans per CPU second ({result['collector_cpu'] * per:.2f} s per 100k spans)
+  engine CPU          {result['engine_cpu'] * per:.2f} s per 100k spans ({result['engine_cpu']:.1f} s)
+  peak RSS            collector {result['peak_rss_mib']:.0f} MiB, engine {result['engine_peak_rss_mib']:.0f} MiB
+  otel_traces         {describe_storage(storage)}
+  pipeline            {result['metrics_pipeline']}
+  other processes     {100 * other_share:.1f} % of the machine's CPU during the run{NOISY if other_share > NOISE_LIMIT else ''}; most: {other_top}""")
+    return result
+
+
+def describe_storage(s: dict) -> str:
+    return (f"{s['on_disk'] / SPANS:.0f} bytes per span on disk ({s['compressed'] / SPANS:.0f} compressed, "
+            f"{s['uncompressed'] / SPANS:.0f} uncompressed) in {s['parts']} active parts; largest columns "
+            f"(compressed bytes per span): {columns_cell(s)}")
+
+
+def columns_cell(s: dict) -> str:
+    return ", ".join(f"{name} {size / SPANS:.0f}" for name, size in s["columns"])
+
+
+def run_clickhouse_ceiling(shape: str, dump: Path, source: str, stack: ExitStack) -> dict:
+    """The rows `source` stored, from the Native file `dump`, into a fresh engine by chdb in-process."""
+    front = Front(f"clickhouse-ceiling-{shape}")
+    procs0, t0 = process_cpu(), time.monotonic()
+    timing = json.loads(chdb_load("load", front.data, dump).splitlines()[-1])
+    other_share, other_top = others(procs0, process_cpu(), {os.getpid()}, time.monotonic() - t0)
+    stack.callback(front.stop)
+    front.start()  # to read what the load stored, as for the collectors
+    count, storage, version = front.count(), front.storage(), front.rows("SELECT version()")[0][0]
+    front.stop()
+    if count != SPANS:
+        raise BenchError(f"ceiling {shape}: {count} rows loaded, expected {SPANS}")
+    c = {
+        "shape": shape,
+        "source": source,
+        "rows_per_s": SPANS / timing["seconds"],
+        "elapsed": timing["seconds"],
+        "engine_cpu": timing["cpu_seconds"],
+        "file_bytes": dump.stat().st_size,
+        "storage": storage,
+        "engine_version": version,
+        "other_cpu_share": other_share,
+        "others_top": other_top,
+    }
+    dump.unlink()
+    log(f"ceiling {shape}: {c['rows_per_s']:,.0f} rows/s ({c['elapsed']:.2f}s; Native file {c['file_bytes'] / 2**20:.0f} MiB "
+        f"from the {source} run; engine CPU {c['engine_cpu'] * 100_000 / SPANS:.2f} s per 100k rows); otel_traces "
+        f"{describe_storage(storage)}; other processes {100 * other_share:.1f} % of the CPU"
+        f"{NOISY if other_share > NOISE_LIMIT else ''}, most: {other_top}")
+    return c
+
+
+def bench_clickhouse(loads: dict, m: dict) -> tuple[str, str]:
+    """The ClickHouse path; everything it started is stopped when it returns."""
+    started, t_start = dt.datetime.now(dt.timezone.utc), time.monotonic()
+    results, ceilings = [], {}
+    with ExitStack() as stack:
+        for shape in SHAPES:
+            dump = RUN_DIR / f"dump-{shape}.native"  # written by the shape's first run
+            for kind in CH_COLLECTORS:
+                results.append(run_clickhouse(kind, shape, loads[shape], stack, None if dump.exists() else dump))
+        for shape in SHAPES:
+            log("")
+            ceilings[shape] = run_clickhouse_ceiling(shape, RUN_DIR / f"dump-{shape}.native", CH_COLLECTORS[0], stack)
+    elapsed = time.monotonic() - t_start
+    log("\n=== summary: ClickHouse")
+    for r in results:
+        c = ceilings[r["shape"]]
+        log(f"{r['shape']} {r['collector']}: {r['stored_per_s']:,.0f} spans/s stored = {100 * r['stored_per_s'] / c['rows_per_s']:.0f} % "
+            f"of the ceiling ({c['rows_per_s']:,.0f} rows/s); {SPANS / r['collector_cpu']:,.0f} spans per collector CPU second; "
+            f"engine {r['engine_cpu'] * 100_000 / SPANS:.2f} CPU s per 100k spans")
+    log(f"ClickHouse part: {elapsed / 60:.1f} min")
+    return run_key(started, m, " clickhouse"), clickhouse_markdown(started, m, loads, results, ceilings, elapsed)
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -912,6 +1194,10 @@ def machine() -> dict:
 
 def binary_version(binary: Path) -> str:
     return subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=30).stdout.strip()
+
+
+def shown_path(path: Path) -> str:
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def fmt_rate(x: float) -> str:
@@ -1019,6 +1305,77 @@ def markdown(started: dt.datetime, m: dict, pg_version: str, settings: list[tupl
     return "\n".join(lines) + "\n"
 
 
+def clickhouse_markdown(started: dt.datetime, m: dict, loads: dict, results: list[dict], ceilings: dict[str, dict],
+                        elapsed: float) -> str:
+    key = run_key(started, m, " clickhouse")
+    per = 100_000 / SPANS
+    measured = [(f"{r['shape']} {r['collector']}", r) for r in results] + [
+        (f"ceiling {c['shape']}", c) for c in ceilings.values()
+    ]
+    software = "; ".join(
+        [f"ClickHouse {ceilings[SHAPES[0]]['engine_version']} (chdb-core {importlib.metadata.version('chdb-core')}) behind "
+         "tests/clickhouse/chdb_front.py"]
+        + [f"{kind}: {binary_version(CLICKHOUSE_COLLECTORS[kind][0])} ({shown_path(CLICKHOUSE_COLLECTORS[kind][0])})"
+           for kind in CH_COLLECTORS]
+    )
+    lines = section_head(key, ", ClickHouse", started, m, software, measured, elapsed)
+    lines += ["", *loads_table(loads)]
+    for kind in CH_COLLECTORS:
+        config = clickhouse_collector_config(kind, "http://127.0.0.1:PORT", "PORT", "PORT", "PORT")
+        if kind == CH_COLLECTORS[0]:
+            lines += [f"Collector configuration of the {CLICKHOUSE_COLLECTORS[kind][1]} (every run: the same but the ports):",
+                      "", "```yaml", to_yaml(config), "```", ""]
+        else:
+            lines += [f"The {CLICKHOUSE_COLLECTORS[kind][1]}: the same pipeline, with this exporter:",
+                      "", "```yaml", to_yaml({"exporters": config["exporters"]}), "```", ""]
+    rows = [
+        ("stored spans/s", lambda r, c: f"**{fmt_rate(r['stored_per_s'])}** ({r['elapsed']:.1f} s)"),
+        ("of the ceiling", lambda r, c: f"**{100 * r['stored_per_s'] / c['rows_per_s']:.0f} %**"),
+        ("spans/s per CPU core of the collector (spans / its CPU s)",
+         lambda r, c: f"**{fmt_rate(SPANS / r['collector_cpu'])}**"),
+        ("collector CPU", lambda r, c: f"{r['collector_cpu']:.1f} s ({r['collector_cpu'] * per:.2f} s per 100k spans)"),
+        ("engine CPU (the front's process) per 100k spans", lambda r, c: f"{r['engine_cpu'] * per:.2f} s"),
+        ("load generator CPU per 100k spans", lambda r, c: f"{r['sender_cpu'] * per:.2f} s"),
+        (f"sent spans/s (load generator, {SENDERS} concurrent calls)", lambda r, c: fmt_rate(r["sent_per_s"])),
+        ("tail (last request acknowledged to every row counted)", lambda r, c: f"{r['tail']:.2f} s"),
+        ("collector peak RSS", lambda r, c: f"{r['peak_rss_mib']:.0f} MiB"),
+        ("engine peak RSS", lambda r, c: f"{r['engine_peak_rss_mib']:.0f} MiB"),
+        ("otel_traces on disk per span (compressed / uncompressed columns)", lambda r, c: storage_cell(r["storage"])),
+        ("active parts of otel_traces at the end", lambda r, c: str(r["storage"]["parts"])),
+        ("largest columns, compressed bytes per span", lambda r, c: columns_cell(r["storage"])),
+        ("sending queue, most spans queued (sampled every 2 s)",
+         lambda r, c: f"{r['metrics_pipeline']['exporter_queue_size_max']:.0f}"),
+        ("calls retried by the load generator", lambda r, c: str(r["retries"])),
+        ("CPU used by other processes meanwhile",
+         lambda r, c: f"{100 * r['other_cpu_share']:.1f} % of the machine (most: {r['others_top']})"),
+    ]
+    for shape in SHAPES:
+        c = ceilings[shape]
+        runs = [r for r in results if r["shape"] == shape]
+        lines += [
+            f"### {shape}",
+            "",
+            "| metric | " + " | ".join(CLICKHOUSE_COLLECTORS[r["collector"]][1] for r in runs) + " |",
+            "|---|" + "---:|" * len(runs),
+            *(f"| {label} | " + " | ".join(cell(r, c) for r in runs) + " |" for label, cell in rows),
+            "",
+            f"Ceiling: **{fmt_rate(c['rows_per_s'])} rows/s**: the {c['source']} run's rows as a Native file "
+            f"({c['file_bytes'] / SPANS:.0f} bytes per row) loaded by chdb in-process with one `INSERT INTO "
+            f"otel.otel_traces FROM INFILE ... FORMAT Native` into a fresh engine, {c['elapsed']:.1f} s; engine CPU "
+            f"{c['engine_cpu'] * per:.2f} s per 100k rows; otel_traces on disk {storage_cell(c['storage'])} per row "
+            f"in {c['storage']['parts']} active parts; other processes {100 * c['other_cpu_share']:.1f} % of the machine.",
+            "",
+        ]
+        for r in runs:
+            lines += otelstore_metrics_details(r)
+    lines.append(f"<!-- /bench-run: {key} -->")
+    return "\n".join(lines) + "\n"
+
+
+def storage_cell(s: dict) -> str:
+    return f"{s['on_disk'] / SPANS:.0f} bytes ({s['compressed'] / SPANS:.0f} / {s['uncompressed'] / SPANS:.0f})"
+
+
 DOC_HEADER = f"""# Benchmarks
 
 Ingest throughput of the otelstore exporter, written by `make bench` (bench/run.py). Each run adds a
@@ -1032,6 +1389,8 @@ memory_limiter, otelstore with the example's sending-queue batching) writing to 
 fixed number of spans sent as fast as the collector accepts them.
 
 {DEFINITIONS}
+
+{CLICKHOUSE_DEFINITIONS}
 
 """
 
@@ -1056,9 +1415,16 @@ def check_prerequisites(backends: list[str]) -> None:
     needed = [TELEMETRYGEN]
     if "postgres" in backends:
         needed += [COLLECTOR, PSQL, PG_SH]
+    if "clickhouse" in backends:
+        unknown = set(CH_COLLECTORS) - set(CLICKHOUSE_COLLECTORS)
+        if unknown or not CH_COLLECTORS:
+            raise BenchError(f"BENCH_CLICKHOUSE_COLLECTORS: {', '.join(sorted(unknown)) or 'empty'} "
+                             f"(known: {', '.join(CLICKHOUSE_COLLECTORS)})")
+        needed += [CLICKHOUSE_COLLECTORS[kind][0] for kind in CH_COLLECTORS] + [CHDB_FRONT, CHDB_LOAD]
     missing = [str(p) for p in needed if not p.exists()]
     if missing:
-        raise BenchError(f"missing: {', '.join(missing)} (run `make build tools`)")
+        raise BenchError(f"missing: {', '.join(missing)} (run `make build tools` and, for the contrib "
+                         "collector, `bench/contrib/build.sh`)")
 
 
 def bench_postgres(loads: dict, m: dict) -> tuple[str, str]:
@@ -1103,14 +1469,14 @@ def bench_postgres(loads: dict, m: dict) -> tuple[str, str]:
     return run_key(started, m), markdown(started, m, pg_version, settings, loads, configs, results, ceilings, elapsed)
 
 
-BENCHES = {"postgres": bench_postgres}
+BENCHES = {"postgres": bench_postgres, "clickhouse": bench_clickhouse}
 
 
 def main() -> int:
     global SPANS
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--backend", choices=[*BENCHES, "all"], default="all",
-                    help="one backend's path, or every one (default)")
+                    help="the PostgreSQL path, the ClickHouse path, or both (default)")
     ap.add_argument("--spans", type=int, default=SPANS, help=f"spans per shape (default {SPANS})")
     args = ap.parse_args()
     SPANS = args.spans
@@ -1159,17 +1525,19 @@ def main() -> int:
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    # Everything is stopped now (each backend's ExitStack ran): the collectors, the load generators, PostgreSQL.
+    # Everything is stopped now (each backend's ExitStack ran): collectors, load generators, PostgreSQL, engines.
     if ok and not KEEP:
         server_log = RUN_DIR / "pgrun/server.log"
         if server_log.exists():
             shutil.copy(server_log, RUN_DIR / "postgres.log")
         for p in RUN_DIR.iterdir():
-            if p.name in ("pgdata", "pgrun") or p.suffix in (".bin", ".binary", ".text"):
+            if p.name in ("pgdata", "pgrun") or p.suffix in (".bin", ".binary", ".text") or (
+                p.name.startswith("chdb-") and p.is_dir()
+            ):
                 shutil.rmtree(p) if p.is_dir() else p.unlink()
         log(f"logs and configurations are in {RUN_DIR.relative_to(ROOT)}")
     elif not ok:
-        log(f"logs, the database and the loads are kept in {RUN_DIR.relative_to(ROOT)}")
+        log(f"logs, the databases and the loads are kept in {RUN_DIR.relative_to(ROOT)}")
     return 0 if ok else 1
 
 
