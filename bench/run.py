@@ -987,17 +987,23 @@ class Front:
         return self.rows("SELECT count() FROM otel.otel_traces")[0][0]
 
     def storage(self) -> dict:
-        """otel_traces on disk: its active parts (system.parts) and its largest columns (system.columns)."""
-        parts, on_disk, compressed, uncompressed = self.rows(
-            "SELECT count(), sum(bytes_on_disk), sum(data_compressed_bytes), sum(data_uncompressed_bytes) "
-            "FROM system.parts WHERE database = 'otel' AND table = 'otel_traces' AND active"
+        """otel_traces on disk: its active parts (system.parts) and its largest columns (system.columns,
+        which knows column sizes only in Wide parts, not in Compact ones)."""
+        parts, compact, on_disk, compressed, uncompressed = self.rows(
+            "SELECT count(), countIf(part_type != 'Wide'), sum(bytes_on_disk), sum(data_compressed_bytes), "
+            "sum(data_uncompressed_bytes) FROM system.parts WHERE database = 'otel' AND table = 'otel_traces' AND active"
         )[0]
         columns = self.rows(
             "SELECT name, data_compressed_bytes FROM system.columns WHERE database = 'otel' AND table = 'otel_traces' "
             "ORDER BY data_compressed_bytes DESC LIMIT 3"
         )
-        return {"parts": parts, "on_disk": on_disk, "compressed": compressed, "uncompressed": uncompressed,
-                "columns": columns}
+        return {"parts": parts, "compact_parts": compact, "on_disk": on_disk, "compressed": compressed,
+                "uncompressed": uncompressed, "columns": columns}
+
+    def migrations(self) -> str:
+        """The schema versions applied (by bench/chdb_load.py, and by our exporter at start)."""
+        return self.rows("SELECT arrayStringConcat(arraySort(groupArray(toString(version))), ', ') "
+                         "FROM otel.otelstore_schema_migrations FINAL")[0][0]
 
     def cpu(self) -> float:
         return cpu_seconds(self.proc.pid)
@@ -1067,7 +1073,7 @@ def run_clickhouse(kind: str, shape: str, load: dict, stack: ExitStack, dump: Pa
     log(f"{name}: {count} spans stored; collector stopped (rc={rc})")
     if count != SPANS:
         raise BenchError(f"{name}: {count} rows in otel.otel_traces, expected {SPANS} (duplicates from retried calls?)")
-    storage = front.storage()
+    storage, migrations = front.storage(), front.migrations()
     if dump is not None:
         front.post(f"SELECT * FROM otel.otel_traces INTO OUTFILE '{dump}' FORMAT Native", timeout=COPY_TIMEOUT)
     front.stop()
@@ -1088,6 +1094,7 @@ def run_clickhouse(kind: str, shape: str, load: dict, stack: ExitStack, dump: Pa
         "peak_rss_mib": (peak_rss or 0) / 1024,
         "engine_peak_rss_mib": (engine_rss or 0) / 1024,
         "storage": storage,
+        "migrations": migrations,
         "collector_rc": rc,
         "other_cpu_share": other_share,
         "others_top": other_top,
@@ -1102,7 +1109,7 @@ def run_clickhouse(kind: str, shape: str, load: dict, stack: ExitStack, dump: Pa
   collector CPU       {result['collector_cpu']:.1f} s = {SPANS / result['collector_cpu']:,.0f} spans per CPU second ({result['collector_cpu'] * per:.2f} s per 100k spans)
   engine CPU          {result['engine_cpu'] * per:.2f} s per 100k spans ({result['engine_cpu']:.1f} s)
   peak RSS            collector {result['peak_rss_mib']:.0f} MiB, engine {result['engine_peak_rss_mib']:.0f} MiB
-  otel_traces         {describe_storage(storage)}
+  otel_traces         {describe_storage(storage)}; schema migrations {migrations}
   pipeline            {result['metrics_pipeline']}
   other processes     {100 * other_share:.1f} % of the machine's CPU during the run{NOISY if other_share > NOISE_LIMIT else ''}; most: {other_top}""")
     return result
@@ -1115,6 +1122,8 @@ def describe_storage(s: dict) -> str:
 
 
 def columns_cell(s: dict) -> str:
+    if s["compact_parts"]:
+        return f"unknown ({s['compact_parts']} of the parts are Compact)"
     return ", ".join(f"{name} {size / SPANS:.0f}" for name, size in s["columns"])
 
 
@@ -1126,7 +1135,8 @@ def run_clickhouse_ceiling(shape: str, dump: Path, source: str, stack: ExitStack
     other_share, other_top = others(procs0, process_cpu(), {os.getpid()}, time.monotonic() - t0)
     stack.callback(front.stop)
     front.start()  # to read what the load stored, as for the collectors
-    count, storage, version = front.count(), front.storage(), front.rows("SELECT version()")[0][0]
+    count, storage, migrations = front.count(), front.storage(), front.migrations()
+    version = front.rows("SELECT version()")[0][0]
     front.stop()
     if count != SPANS:
         raise BenchError(f"ceiling {shape}: {count} rows loaded, expected {SPANS}")
@@ -1138,6 +1148,7 @@ def run_clickhouse_ceiling(shape: str, dump: Path, source: str, stack: ExitStack
         "engine_cpu": timing["cpu_seconds"],
         "file_bytes": dump.stat().st_size,
         "storage": storage,
+        "migrations": migrations,
         "engine_version": version,
         "other_cpu_share": other_share,
         "others_top": other_top,
@@ -1343,6 +1354,7 @@ def clickhouse_markdown(started: dt.datetime, m: dict, loads: dict, results: lis
         ("otel_traces on disk per span (compressed / uncompressed columns)", lambda r, c: storage_cell(r["storage"])),
         ("active parts of otel_traces at the end", lambda r, c: str(r["storage"]["parts"])),
         ("largest columns, compressed bytes per span", lambda r, c: columns_cell(r["storage"])),
+        ("schema migrations in the engine", lambda r, c: r["migrations"]),
         ("sending queue, most spans queued (sampled every 2 s)",
          lambda r, c: f"{r['metrics_pipeline']['exporter_queue_size_max']:.0f}"),
         ("calls retried by the load generator", lambda r, c: str(r["retries"])),
@@ -1363,7 +1375,7 @@ def clickhouse_markdown(started: dt.datetime, m: dict, loads: dict, results: lis
             f"({c['file_bytes'] / SPANS:.0f} bytes per row) loaded by chdb in-process with one `INSERT INTO "
             f"otel.otel_traces FROM INFILE ... FORMAT Native` into a fresh engine, {c['elapsed']:.1f} s; engine CPU "
             f"{c['engine_cpu'] * per:.2f} s per 100k rows; otel_traces on disk {storage_cell(c['storage'])} per row "
-            f"in {c['storage']['parts']} active parts; other processes {100 * c['other_cpu_share']:.1f} % of the machine.",
+            f"in {c['storage']['parts']} active parts; schema migrations {c['migrations']}; other processes {100 * c['other_cpu_share']:.1f} % of the machine.",
             "",
         ]
         for r in runs:
