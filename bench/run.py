@@ -160,12 +160,13 @@ The ClickHouse path (`make bench-clickhouse`, or `bench/run.py --backend clickho
 titles end in "ClickHouse"): the test engine is ClickHouse embedded in Python (chdb) behind
 tests/clickhouse/chdb_front.py, an HTTP front that speaks ClickHouse's HTTP interface and runs one
 query at a time. Each collector run gets a fresh engine (a new data directory) with schema/clickhouse/
-applied by bench/chdb_load.py (tests/clickhouse/test_schema.migrate). Both collectors run the same
-pipeline (OTLP/gRPC receiver, memory_limiter, the exporter with the example's sending queue: at most
-50,000 spans, batches of at least 8,192 spans or what 200 ms gathered, 10 consumers) and insert
+applied by bench/chdb_load.py (tests/clickhouse/test_schema.migrate); neither collector creates
+tables (`create_schema: false`), so both write into the same schema. Both run the same pipeline
+(OTLP/gRPC receiver, memory_limiter, the exporter with the example's sending queue: at most 50,000
+spans, batches of at least 8,192 spans or what 200 ms gathered, 10 consumers) and insert
 LZ4-compressed Native blocks over HTTP: ours merges up to 20,000 rows per insert with up to 4 inserts
-in flight; the contrib clickhouseexporter (bench/contrib/, with `create_schema: false` into our
-tables and `async_insert: false` like ours) inserts each batch of the queue.
+in flight; the contrib clickhouseexporter (bench/contrib/, `async_insert: false` like ours) inserts
+each batch of the queue.
 
 - **stored spans/s** = spans / (time the first `SELECT count() FROM otel.otel_traces` that counts
   them all answered - start of the load); the count is polled through the front every 0.25 s.
@@ -1001,7 +1002,7 @@ class Front:
                 "uncompressed": uncompressed, "columns": columns}
 
     def migrations(self) -> str:
-        """The schema versions applied (by bench/chdb_load.py, and by our exporter at start)."""
+        """The schema versions applied (by bench/chdb_load.py)."""
         return self.rows("SELECT arrayStringConcat(arraySort(groupArray(toString(version))), ', ') "
                          "FROM otel.otelstore_schema_migrations FINAL")[0][0]
 
@@ -1026,10 +1027,12 @@ CLICKHOUSE_COLLECTORS = {
 
 def clickhouse_collector_config(kind: str, url: str, grpc: int | str, health: int | str, metrics: int | str) -> dict:
     """The PostgreSQL bench's pipeline and sending queue, into the engine at `url` (database otel,
-    LZ4-compressed inserts), with our exporter or the contrib one."""
+    LZ4-compressed inserts), with our exporter or the contrib one. Neither creates tables: both write
+    into the schema bench/chdb_load.py applied, so that they are measured on the same tables."""
     if kind == "otelstore":
         settings = otelstore_exporter({
-            "clickhouse": {"endpoint": url, "database": "otel", "compression": "lz4", "parallel_inserts": 4},
+            "clickhouse": {"endpoint": url, "database": "otel", "create_schema": False, "compression": "lz4",
+                           "parallel_inserts": 4},
             "max_batch_rows": 20000,
             "memory_limit_mib": 256,
             "retention": {"raw": "720h"},
@@ -1038,7 +1041,7 @@ def clickhouse_collector_config(kind: str, url: str, grpc: int | str, health: in
     settings = {
         "endpoint": url,  # http://: clickhouse-go's HTTP transport
         "database": "otel",
-        "create_schema": False,  # our tables, created by bench/chdb_load.py
+        "create_schema": False,
         "traces_table_name": "otel_traces",
         "compress": "lz4",
         "async_insert": False,  # its default is true; ours inserts synchronously
