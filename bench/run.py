@@ -1210,8 +1210,10 @@ def binary_version(binary: Path) -> str:
     return subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=30).stdout.strip()
 
 
-def shown_path(path: Path) -> str:
-    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+def binary_file(path: Path) -> str:
+    """Where a binary is and when it was built: our builds carry no version control information."""
+    built = dt.datetime.fromtimestamp(path.stat().st_mtime, dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
+    return f"{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}, built {built} UTC"
 
 
 def fmt_rate(x: float) -> str:
@@ -1329,7 +1331,7 @@ def clickhouse_markdown(started: dt.datetime, m: dict, loads: dict, results: lis
     software = "; ".join(
         [f"ClickHouse {ceilings[SHAPES[0]]['engine_version']} (chdb-core {importlib.metadata.version('chdb-core')}) behind "
          "tests/clickhouse/chdb_front.py"]
-        + [f"{kind}: {binary_version(CLICKHOUSE_COLLECTORS[kind][0])} ({shown_path(CLICKHOUSE_COLLECTORS[kind][0])})"
+        + [f"{kind}: {binary_version(CLICKHOUSE_COLLECTORS[kind][0])} ({binary_file(CLICKHOUSE_COLLECTORS[kind][0])})"
            for kind in CH_COLLECTORS]
     )
     lines = section_head(key, ", ClickHouse", started, m, software, measured, elapsed)
