@@ -20,7 +20,7 @@ from pathlib import Path
 from chdb.session import Session
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests/clickhouse"))
-from test_schema import SINGLE_NODE, migrate  # noqa: E402
+from test_schema import SINGLE_NODE, migrate, session_query  # noqa: E402
 
 
 def cpu_seconds() -> float:
@@ -38,7 +38,7 @@ def main() -> int:
         ap.error("load takes a FILE, migrate none")
     sess = Session(a.dir)
     try:
-        migrate(sess, SINGLE_NODE)
+        migrate(session_query(sess), SINGLE_NODE)
         if a.command == "load":
             path = a.file.replace("\\", "\\\\").replace("'", "\\'")
             t0, cpu0 = time.monotonic(), cpu_seconds()
