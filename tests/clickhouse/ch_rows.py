@@ -18,11 +18,9 @@ internal/metrics/*.go), whose tables schema/clickhouse/ keeps:
 Where otelstore deliberately differs (the module docs of rust/core/src/sink/clickhouse/*.rs), the
 expectation here is otelstore's and says so.
 
-AsString() follows pdata v1.55.0, the version contrib v0.149.0 requires, as gostring.rs does: a
-non-finite double is "json: unsupported value: NaN" (or +Inf, -Inf), and JSON of maps and arrays
-escapes <, > and & (json.Marshal). pdata v1.62.0, which the collector core v0.156.0 brings (and so
-the contrib distribution we build), writes "NaN", "Infinity", "-Infinity" and does not escape HTML;
-PDATA_NEWER switches the expectation to that.
+AsString() follows pdata v1.62.0, which the collector core v0.156.0 brings (and so the contrib
+distribution we build, and every later contrib release), as gostring.rs does: a non-finite double
+is "NaN", "Infinity" or "-Infinity", and JSON of maps and arrays does not escape <, > and &.
 """
 
 from __future__ import annotations
@@ -37,13 +35,6 @@ from typing import Any, Iterable
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from payloads import metric_points, otlp_items
-
-PDATA_NEWER = False
-
-# Map columns whose pair order is compared. contrib sorts every map by key; otelstore's traces and
-# logs encoders keep the pairs in wire order (reported, not yet decided), so for those tables only
-# the pairs are compared, as a multiset.
-MAP_ORDER_CHECKED = ("otel_metrics_",)
 
 SPAN_KINDS = {0: "Unspecified", 1: "Internal", 2: "Server", 3: "Client", 4: "Producer", 5: "Consumer"}
 STATUS_CODES = {0: "Unset", 1: "Ok", 2: "Error"}
@@ -109,8 +100,6 @@ def _json(raw: Any) -> str:
     if isinstance(raw, str):
         s = json.dumps(raw, ensure_ascii=False)
         s = s.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
-        if not PDATA_NEWER:
-            s = s.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
         return s
     if isinstance(raw, list):
         return "[" + ",".join(_json(v) for v in raw) + "]"
@@ -118,10 +107,8 @@ def _json(raw: Any) -> str:
 
 
 def non_finite(f: float) -> str:
-    """AsString() of a NaN or an infinity (see PDATA_NEWER)."""
-    if PDATA_NEWER:
-        return "NaN" if math.isnan(f) else ("Infinity" if f > 0 else "-Infinity")
-    return "json: unsupported value: " + ("NaN" if math.isnan(f) else ("+Inf" if f > 0 else "-Inf"))
+    """AsString() of a NaN or an infinity."""
+    return "NaN" if math.isnan(f) else ("Infinity" if f > 0 else "-Infinity")
 
 
 def as_string(value: AnyValue) -> str:
@@ -360,22 +347,6 @@ def fetch_rows(front, database: str, table: str, where: str = "1") -> list[dict]
     return rows
 
 
-# The map columns, and the arrays of maps (of events, links, exemplars).
-MAP_COLUMNS = {"ResourceAttributes", "ScopeAttributes", "SpanAttributes", "LogAttributes", "Attributes"}
-MAP_ARRAY_COLUMNS = {"Events.Attributes", "Links.Attributes", "Exemplars.FilteredAttributes"}
-
-
-def comparable(table: str, row: dict) -> dict:
-    """The row with its maps' pairs sorted where their order is not compared (MAP_ORDER_CHECKED)."""
-    if table.startswith(MAP_ORDER_CHECKED):
-        return row
-    out = dict(row)
-    for k, v in row.items():
-        if k in MAP_COLUMNS:
-            out[k] = sorted(v)
-        elif k in MAP_ARRAY_COLUMNS:
-            out[k] = [sorted(m) for m in v]
-    return out
 
 
 def grouped(rows: Iterable[dict], key) -> dict:

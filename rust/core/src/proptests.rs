@@ -1405,7 +1405,10 @@ mod logs {
                         return Err(TestCaseError::fail(format!("{name} is not a map")));
                     };
                     prop_assert_eq!(pairs.len(), attributes.len(), "{}", name);
-                    for ((key, stored), attribute) in pairs.iter().zip(attributes.iter()) {
+                    // Sorted by key bytes; pairs of one key in the order sent.
+                    let mut attributes: Vec<&KeyValue> = attributes.iter().collect();
+                    attributes.sort_by(|a, b| a.key.as_bytes().cmp(b.key.as_bytes()));
+                    for ((key, stored), attribute) in pairs.iter().zip(attributes) {
                         prop_assert_eq!(key, &attribute.key);
                         same_string(&Cell::Str(stored.clone()), attribute.value.as_ref())?;
                     }

@@ -61,27 +61,40 @@ pub struct CachedAttributes {
     /// `AsString()` of a resource's first `service.name` attribute, whatever its type (pdata's
     /// `Map.Get` returns the first); empty for a scope.
     pub service_name: Vec<u8>,
-    /// One value's `AsString()`, reused.
-    scratch: Vec<u8>,
 }
 
 impl CachedAttributes {
     /// Caches the attributes and service name of a `Resource`, unless it is the one cached.
-    pub fn update(&mut self, resource: &[u8]) -> Result<(), WireError> {
-        self.load(resource, 1, "Resource.attributes", Some("service.name"))
+    pub fn update<'a>(
+        &mut self,
+        resource: &'a [u8],
+        pairs: &mut SortedPairs<'a>,
+    ) -> Result<(), WireError> {
+        self.load(
+            resource,
+            1,
+            "Resource.attributes",
+            Some("service.name"),
+            pairs,
+        )
     }
 
     /// Caches the attributes of an `InstrumentationScope`, unless it is the one cached.
-    pub fn update_scope(&mut self, scope: &[u8]) -> Result<(), WireError> {
-        self.load(scope, 3, "InstrumentationScope.attributes", None)
+    pub fn update_scope<'a>(
+        &mut self,
+        scope: &'a [u8],
+        pairs: &mut SortedPairs<'a>,
+    ) -> Result<(), WireError> {
+        self.load(scope, 3, "InstrumentationScope.attributes", None, pairs)
     }
 
-    fn load(
+    fn load<'a>(
         &mut self,
-        message: &[u8],
+        message: &'a [u8],
         field: u32,
         path: &'static str,
         service_key: Option<&str>,
+        pairs: &mut SortedPairs<'a>,
     ) -> Result<(), WireError> {
         let at = Some((message.as_ptr() as usize, message.len()));
         if self.at == at {
@@ -92,19 +105,17 @@ impl CachedAttributes {
         self.values.clear();
         self.count = 0;
         self.service_name.clear();
+        // The sort keeps the pairs of one key in wire order: the first found is the first sent.
         let mut found_service = false;
-        for_each_attribute(message, field, path, |key, value| {
-            self.scratch.clear();
-            write_as_string(&mut self.scratch, value)?;
+        for (key, value) in pairs.read(message, field, path)?.iter() {
             put_str(&mut self.keys, key.as_bytes());
-            put_str(&mut self.values, &self.scratch);
+            put_str(&mut self.values, value);
             self.count += 1;
             if !found_service && service_key == Some(key) {
                 found_service = true;
-                self.service_name.extend_from_slice(&self.scratch);
+                self.service_name.extend_from_slice(value);
             }
-            Ok(())
-        })?;
+        }
         self.at = at;
         Ok(())
     }
@@ -143,23 +154,67 @@ pub fn for_each_attribute<'a>(
     Ok(())
 }
 
-/// Appends the attributes in field `field` of `message` to a map column as one row: every pair in
-/// wire order, duplicates included, each value as `AsString()`.
-pub fn write_map(
-    map: &mut StringMap,
-    message: &[u8],
-    field: u32,
-    path: &'static str,
-) -> Result<(), WireError> {
-    let mut count = 0;
-    for_each_attribute(message, field, path, |key, value| {
-        map.keys.push(key.as_bytes());
-        map.values.push_with(|out| write_as_string(out, value))?;
-        count += 1;
+/// The pairs of one map, sorted by key bytes as contrib's ClickHouse client sorts them, read into
+/// buffers kept from map to map. Sorted, the same attributes in another wire order are the same
+/// map: `cityHash64(Attributes)` in the metric tables' sort key, the rollups' series hash, and
+/// `toString` of a map read the same as for contrib's rows.
+#[derive(Default)]
+pub struct SortedPairs<'a> {
+    /// `AsString()` of every value, back to back.
+    values: Vec<u8>,
+    /// Each pair's key and where its value is in `values`.
+    pairs: Vec<(&'a str, usize, usize)>,
+}
+
+impl<'a> SortedPairs<'a> {
+    /// Reads the attributes in field `field` of `message` and sorts them by key. Pairs of one key
+    /// stay in wire order: ties are broken by where the value was written, which a stable sort would
+    /// do with a buffer of its own.
+    pub fn read(
+        &mut self,
+        message: &'a [u8],
+        field: u32,
+        path: &'static str,
+    ) -> Result<&Self, WireError> {
+        let Self { values, pairs } = self;
+        values.clear();
+        pairs.clear();
+        for_each_attribute(message, field, path, |key, value| {
+            let start = values.len();
+            write_as_string(values, value)?;
+            pairs.push((key, start, values.len()));
+            Ok(())
+        })?;
+        pairs.sort_unstable();
+        Ok(self)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&'a str, &[u8])> + '_ {
+        self.pairs
+            .iter()
+            .map(|&(key, start, end)| (key, &self.values[start..end]))
+    }
+
+    /// Appends the pairs to a map column as one row.
+    pub fn write(&self, map: &mut StringMap) {
+        for (key, value) in self.iter() {
+            map.keys.push(key.as_bytes());
+            map.values.push(value);
+        }
+        map.offsets.end_row(self.pairs.len() as u64);
+    }
+
+    /// Reads the attributes in field `field` of `message` into a map column as one row.
+    pub fn read_into(
+        &mut self,
+        map: &mut StringMap,
+        message: &'a [u8],
+        field: u32,
+        path: &'static str,
+    ) -> Result<(), WireError> {
+        self.read(message, field, path)?.write(map);
         Ok(())
-    })?;
-    map.offsets.end_row(count);
-    Ok(())
+    }
 }
 
 /// Lower-case hex, or nothing for an empty or all-zero id (traceutil.*ToHexOrEmptyString).
@@ -204,22 +259,28 @@ mod tests {
     fn a_resource_is_encoded_once_with_its_first_service_name() {
         let resource = Resource {
             attributes: vec![
+                string_kv("z", "last"),
                 kv("service.name", value(Value::IntValue(7))),
                 string_kv("service.name", "second"),
+                string_kv("a", "first"),
             ],
             ..Default::default()
         }
         .encode_to_vec();
         let mut cache = CachedAttributes::default();
-        cache.update(&resource).expect("valid");
-        assert_eq!((cache.count, cache.service_name.as_slice()), (2, &b"7"[..]));
+        let mut pairs = SortedPairs::default();
+        cache.update(&resource, &mut pairs).expect("valid");
+        assert_eq!((cache.count, cache.service_name.as_slice()), (4, &b"7"[..]));
         let mut map = StringMap::default();
         cache.write_row(&mut map);
-        assert_eq!(map.keys.data, b"\x0cservice.name\x0cservice.name");
-        assert_eq!(map.values.data, b"\x017\x06second");
-        assert_eq!(map.offsets.total(), 2);
+        // Sorted by key; the two service.name pairs in the order they were sent.
+        assert_eq!(map.keys.data, b"\x01a\x0cservice.name\x0cservice.name\x01z");
+        assert_eq!(map.values.data, b"\x05first\x017\x06second\x04last");
+        assert_eq!(map.offsets.total(), 4);
         // A scope has no service name, whatever its attributes.
-        cache.update_scope(&resource[..0]).expect("valid");
+        cache
+            .update_scope(&resource[..0], &mut pairs)
+            .expect("valid");
         assert_eq!((cache.count, cache.service_name.len()), (0, 0));
     }
 }

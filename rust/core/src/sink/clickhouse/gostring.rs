@@ -1,16 +1,18 @@
 //! Attribute values as the contrib clickhouseexporter stores them in `Map(String, String)` columns:
-//! pdata's `Value.AsString()` (go.opentelemetry.io/collector/pdata/pcommon/value.go), so that
-//! queries written against that exporter's tables match the same strings here.
+//! pdata's `Value.AsString()` (go.opentelemetry.io/collector/pdata/pcommon/value.go, as of pdata
+//! v1.62, which collector v0.156 and every later contrib release bring), so that queries written
+//! against that exporter's tables match the same strings here.
 //!
 //! * string: as is; bool: `true`/`false`; int: decimal; empty: `""`;
 //! * double: Go's encoding/json number form (ES6: shortest digits, `'f'` notation unless the
 //!   magnitude is below 1e-6 or at least 1e21, then `1e-7`, `1.5e+21`); NaN and the infinities
-//!   become `json: unsupported value: NaN` (`+Inf`, `-Inf`), as Go writes them;
+//!   become `NaN`, `Infinity` and `-Infinity`;
 //! * bytes: standard base64 with padding;
-//! * map and array: `json.Marshal` of the raw value: map keys sorted, a duplicate key's last value
-//!   kept, bytes as base64 strings, empty values as `null`, strings escaped the way encoding/json
-//!   does (including `<`, `>`, `&`, U+2028 and U+2029). A NaN or infinity anywhere inside makes
-//!   Marshal fail, and Go then stores `""` for the whole value; so do we.
+//! * map and array: encoding/json of the raw value without HTML escaping: map keys sorted, a
+//!   duplicate key's last value kept, bytes as base64 strings, empty values as `null`, strings
+//!   escaped the way encoding/json does (U+2028 and U+2029 included; `<`, `>` and `&` as they
+//!   are). A NaN or infinity anywhere inside makes the encoding fail, and Go then stores `""` for
+//!   the whole value; so do we.
 
 use base64::Engine;
 
@@ -53,13 +55,12 @@ pub fn write_as_string(out: &mut Vec<u8>, value: &[u8]) -> Result<(), WireError>
             if double.is_finite() {
                 write_go_float(out, double);
             } else {
-                out.extend_from_slice(b"json: unsupported value: ");
                 out.extend_from_slice(if double.is_nan() {
                     b"NaN"
                 } else if double > 0.0 {
-                    b"+Inf"
+                    b"Infinity"
                 } else {
-                    b"-Inf"
+                    b"-Infinity"
                 });
             }
         }
@@ -234,7 +235,7 @@ fn write_json_string(out: &mut Vec<u8>, s: &str) {
         let line_separator = byte == 0xe2
             && bytes.get(i + 1) == Some(&0x80)
             && matches!(bytes.get(i + 2), Some(0xa8 | 0xa9));
-        if escape.is_some() || byte < 0x20 || matches!(byte, b'<' | b'>' | b'&') || line_separator {
+        if escape.is_some() || byte < 0x20 || line_separator {
             out.extend_from_slice(&bytes[copied..i]);
             if let Some(escape) = escape {
                 out.extend_from_slice(escape);
@@ -315,18 +316,9 @@ mod tests {
         ] {
             assert_eq!(as_string(V::DoubleValue(value)), want, "{value:?}");
         }
-        assert_eq!(
-            as_string(V::DoubleValue(f64::NAN)),
-            "json: unsupported value: NaN"
-        );
-        assert_eq!(
-            as_string(V::DoubleValue(f64::INFINITY)),
-            "json: unsupported value: +Inf"
-        );
-        assert_eq!(
-            as_string(V::DoubleValue(f64::NEG_INFINITY)),
-            "json: unsupported value: -Inf"
-        );
+        assert_eq!(as_string(V::DoubleValue(f64::NAN)), "NaN");
+        assert_eq!(as_string(V::DoubleValue(f64::INFINITY)), "Infinity");
+        assert_eq!(as_string(V::DoubleValue(f64::NEG_INFINITY)), "-Infinity");
     }
 
     #[test]
@@ -343,7 +335,7 @@ mod tests {
         });
         assert_eq!(
             as_string(array),
-            r#"[1,"x\"\u003c\u0026\u003e\u2028\n\u0001",null,"/w==",2.5,false]"#
+            r#"[1,"x\"<&>\u2028\n\u0001",null,"/w==",2.5,false]"#
         );
         let map = V::KvlistValue(KeyValueList {
             values: vec![

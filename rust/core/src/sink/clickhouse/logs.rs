@@ -14,8 +14,9 @@
 //!   type;
 //! * `Body` is `AsString()` of the body (see gostring.rs): `""` when there is none, JSON for a map
 //!   or array;
-//! * the attribute maps hold every key/value pair in wire order, duplicates included, each value as
-//!   `AsString()`; the schema URLs, scope name and version and `EventName` are the strings sent.
+//! * the attribute maps hold every key/value pair, duplicates included, sorted by key (pairs of one
+//!   key as sent), each value as `AsString()`; the schema URLs, scope name and version and
+//!   `EventName` are the strings sent.
 //!
 //! Where we differ: a record whose `Timestamp` would be past 2262-04-11 (beyond DateTime64(9)'s
 //! Int64) is rejected and counted, as in PostgreSQL (contrib wraps it to a date before 1970); so is
@@ -27,7 +28,7 @@
 //! As with contrib, a `Timestamp` after 2106-02-07 is kept, but ClickHouse's `toDateTime` wraps it
 //! around in `TimestampTime` and in the table's TTL expression (DateTime is 32-bit).
 
-use super::columns::{push_hex, too_late, write_map, CachedAttributes, Tally};
+use super::columns::{push_hex, too_late, CachedAttributes, SortedPairs, Tally};
 use super::gostring::write_as_string;
 use super::native::{Block, Data, Fixed64, Fixed8, StringMap, Strings};
 use super::{Blocks, Table};
@@ -64,16 +65,19 @@ pub fn encode(otlp: &[u8]) -> Result<Encoded<Blocks>, WireError> {
     let mut columns = Columns::default();
     let mut resource = CachedAttributes::default();
     let mut scope = CachedAttributes::default();
+    let mut pairs = SortedPairs::default();
     let mut tally = Tally::default();
     envelope::for_each_item_raw(otlp, &envelope::LOGS, |group, record| {
         let fields = LogRecordFields::read(record)?;
         // Log records have no id, so a rejection names the record's position in the request.
         let index = tally.items();
-        resource.update(group.resource)?;
+        resource.update(group.resource, &mut pairs)?;
         match column_values(&fields) {
             Ok(values) => {
-                scope.update_scope(group.scope)?;
-                columns.row(group, &resource, &scope, record, &fields, values)?;
+                scope.update_scope(group.scope, &mut pairs)?;
+                columns.row(
+                    group, &resource, &scope, &mut pairs, record, &fields, values,
+                )?;
                 tally.keep();
             }
             Err(reason) => tally.reject(|| {
@@ -111,12 +115,14 @@ struct Columns {
 impl Columns {
     /// Writes one record, whose `Timestamp` and `SeverityNumber` were checked. Only a malformed
     /// request can fail here, and that fails the whole request: a half-written row is never kept.
-    fn row(
+    #[allow(clippy::too_many_arguments)]
+    fn row<'a>(
         &mut self,
         group: &Group<'_, '_>,
         resource: &CachedAttributes,
         scope: &CachedAttributes,
-        record: &[u8],
+        pairs: &mut SortedPairs<'a>,
+        record: &'a [u8],
         fields: &LogRecordFields<'_>,
         (timestamp, severity_number): (i64, u8),
     ) -> Result<(), WireError> {
@@ -138,7 +144,7 @@ impl Columns {
         self.scope_name.push(group.scope_name.as_bytes());
         self.scope_version.push(group.scope_version.as_bytes());
         scope.write_row(&mut self.scope_attributes);
-        write_map(&mut self.log_attributes, record, 6, "LogRecord.attributes")?;
+        pairs.read_into(&mut self.log_attributes, record, 6, "LogRecord.attributes")?;
         self.event_name.push(fields.event_name.as_bytes());
         Ok(())
     }
@@ -376,9 +382,10 @@ mod tests {
             ..Default::default()
         });
         let otlp = request.encode_to_vec();
+        // Keys sorted, as contrib's client sorts them; the two service.name pairs as sent.
         let resource = map(&[
-            ("service.name", "42"),
             ("host.name", "h"),
+            ("service.name", "42"),
             ("service.name", "second"),
         ]);
         let want = [
@@ -389,7 +396,7 @@ mod tests {
             ("SeverityText", [str("ERROR"), str("")]),
             ("SeverityNumber", [Cell::UInt(17), Cell::UInt(0)]),
             ("ServiceName", [str("42"), str("42")]),
-            ("Body", [str(r#"{"a":1e+21,"z":"\u003c1\u003e"}"#), str("")]),
+            ("Body", [str(r#"{"a":1e+21,"z":"<1>"}"#), str("")]),
             (
                 "ResourceSchemaUrl",
                 [str("https://resource"), str("https://resource")],
@@ -402,7 +409,7 @@ mod tests {
             (
                 "LogAttributes",
                 [
-                    map(&[("n", "-3"), ("ok", "true"), ("none", ""), ("n", "AQID")]),
+                    map(&[("n", "-3"), ("n", "AQID"), ("none", ""), ("ok", "true")]),
                     map(&[]),
                 ],
             ),

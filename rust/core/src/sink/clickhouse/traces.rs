@@ -11,8 +11,9 @@
 //!   `Producer`, `Consumer`; `Unset`, `Ok`, `Error` (`""` for a number OTLP does not define);
 //! * `ServiceName` is `AsString()` of the first `service.name` resource attribute, whatever its
 //!   type (pdata's `Map.Get` returns the first);
-//! * attribute maps hold every key/value pair in wire order, duplicates included, each value as
-//!   `AsString()` (see gostring.rs); scope name and version have their own columns.
+//! * attribute maps hold every key/value pair, duplicates included, sorted by key as contrib's
+//!   ClickHouse client sorts them (pairs of one key as sent), each value as `AsString()` (see
+//!   gostring.rs); scope name and version have their own columns.
 //!
 //! Where we differ: a span that ends before it starts gets `Duration` 0 (contrib subtracts unsigned
 //! numbers and stores about 1.8e19, which would wreck `max(Duration)` and the span stats); a span
@@ -22,7 +23,7 @@
 
 use std::ops::Range;
 
-use super::columns::{push_hex, too_late, write_map, CachedAttributes as ResourceCache, Tally};
+use super::columns::{push_hex, too_late, CachedAttributes as ResourceCache, SortedPairs, Tally};
 use super::native::{Block, Data, Fixed64, Offsets, StringMap, Strings};
 use super::{Blocks, Table};
 use crate::sink::envelope::{self, Group};
@@ -62,13 +63,14 @@ pub const COLUMNS: &[(&str, &str)] = &[
 pub fn encode(otlp: &[u8]) -> Result<Encoded<Blocks>, WireError> {
     let mut columns = Columns::default();
     let mut resource = ResourceCache::default();
+    let mut pairs = SortedPairs::default();
     let mut tally = Tally::default();
     envelope::for_each_item_raw(otlp, &envelope::TRACES, |group, span| {
         let fields = SpanFields::read(span)?;
         match fields.check(span)? {
             Ok(()) => {
-                resource.update(group.resource)?;
-                columns.row(group, &resource, span, &fields)?;
+                resource.update(group.resource, &mut pairs)?;
+                columns.row(group, &resource, &mut pairs, span, &fields)?;
                 tally.keep();
             }
             Err(reason) => tally.reject(|| {
@@ -116,11 +118,12 @@ struct Columns {
 impl Columns {
     /// Writes one span. Its values were checked, so only a malformed request can fail here, and
     /// that fails the whole request: a half-written row is never kept.
-    fn row(
+    fn row<'a>(
         &mut self,
         group: &Group<'_, '_>,
         resource: &ResourceCache,
-        span: &[u8],
+        pairs: &mut SortedPairs<'a>,
+        span: &'a [u8],
         fields: &SpanFields<'_>,
     ) -> Result<(), WireError> {
         self.timestamp.push_i64(fields.start_time_unix_nano as i64);
@@ -142,7 +145,7 @@ impl Columns {
         self.resource_attributes.offsets.end_row(resource.count);
         self.scope_name.push(group.scope_name.as_bytes());
         self.scope_version.push(group.scope_version.as_bytes());
-        write_map(
+        pairs.read_into(
             &mut self.span_attributes,
             &span[fields.attributes.clone()],
             9,
@@ -171,7 +174,7 @@ impl Columns {
             }
             self.events_timestamp.push_i64(time as i64);
             self.events_name.push(name.as_bytes());
-            write_map(
+            pairs.read_into(
                 &mut self.events_attributes,
                 event,
                 3,
@@ -197,7 +200,7 @@ impl Columns {
             push_hex(&mut self.links_trace_id, trace_id);
             push_hex(&mut self.links_span_id, span_id);
             self.links_trace_state.push(trace_state.as_bytes());
-            write_map(&mut self.links_attributes, link, 4, "Span.Link.attributes")?;
+            pairs.read_into(&mut self.links_attributes, link, 4, "Span.Link.attributes")?;
             links += 1;
         }
         self.links.end_row(links);

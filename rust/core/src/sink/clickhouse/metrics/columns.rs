@@ -1,8 +1,7 @@
 //! The columns of the five metric tables, filled a point at a time. Each table's [`Data`] is in the
 //! order of its `*_COLUMNS` list.
 
-use super::super::columns::for_each_attribute;
-use super::super::gostring::write_as_string;
+use super::super::columns::SortedPairs;
 use super::super::native::{Data, Fixed32, Fixed64, Fixed8, Offsets, StringMap, Strings};
 use super::super::Table;
 use crate::sink::datapoints::{
@@ -10,66 +9,6 @@ use crate::sink::datapoints::{
 };
 use crate::sink::envelope::Group;
 use crate::wire::{Fields, WireError};
-
-/// The pairs of one map, sorted by key, read into buffers kept from map to map.
-#[derive(Default)]
-pub struct SortedPairs<'a> {
-    /// `AsString()` of every value, back to back.
-    values: Vec<u8>,
-    /// Each pair's key and where its value is in `values`.
-    pairs: Vec<(&'a str, usize, usize)>,
-}
-
-impl<'a> SortedPairs<'a> {
-    /// Reads the attributes in field `field` of `message` and sorts them by key. Pairs of one key
-    /// stay in wire order: ties are broken by where the value was written, which a stable sort would
-    /// do with a buffer of its own.
-    pub fn read(
-        &mut self,
-        message: &'a [u8],
-        field: u32,
-        path: &'static str,
-    ) -> Result<&Self, WireError> {
-        let Self { values, pairs } = self;
-        values.clear();
-        pairs.clear();
-        for_each_attribute(message, field, path, |key, value| {
-            let start = values.len();
-            write_as_string(values, value)?;
-            pairs.push((key, start, values.len()));
-            Ok(())
-        })?;
-        pairs.sort_unstable();
-        Ok(self)
-    }
-
-    fn iter(&self) -> impl Iterator<Item = (&'a str, &[u8])> + '_ {
-        self.pairs
-            .iter()
-            .map(|&(key, start, end)| (key, &self.values[start..end]))
-    }
-
-    /// Appends the pairs to a map column as one row.
-    fn write(&self, map: &mut StringMap) {
-        for (key, value) in self.iter() {
-            map.keys.push(key.as_bytes());
-            map.values.push(value);
-        }
-        map.offsets.end_row(self.pairs.len() as u64);
-    }
-
-    /// Reads the attributes in field `field` of `message` into a map column as one row.
-    fn read_into(
-        &mut self,
-        map: &mut StringMap,
-        message: &'a [u8],
-        field: u32,
-        path: &'static str,
-    ) -> Result<(), WireError> {
-        self.read(message, field, path)?.write(map);
-        Ok(())
-    }
-}
 
 /// What the points of one resource and scope share, encoded once and copied into each of their
 /// rows: the resource and scope attributes (each a map column of one row), the service name, and

@@ -38,7 +38,7 @@ mod columns;
 #[cfg(test)]
 mod tests;
 
-use super::columns::too_late;
+use super::columns::{too_late, SortedPairs};
 use super::native::Block;
 use super::{Blocks, Table};
 use crate::sink::datapoints::{
@@ -49,7 +49,7 @@ use crate::sink::Encoded;
 use crate::wire::{Fields, WireError};
 use columns::{
     Columns, ExponentialColumns, GroupCache, HistogramColumns, NumberColumns, Point, PointColumns,
-    SortedPairs, SummaryColumns, TableColumns,
+    SummaryColumns, TableColumns,
 };
 
 /// The columns every point table starts with, then those of its point type, and the exemplars'
