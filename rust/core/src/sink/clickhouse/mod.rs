@@ -59,7 +59,7 @@ impl Table {
         }
     }
 
-    pub const ALL: [Table; 7] = [
+    const ALL: [Table; 7] = [
         Table::Traces,
         Table::Logs,
         Table::MetricsGauge,
