@@ -9,6 +9,7 @@ pub mod datapoints;
 pub mod envelope;
 pub mod log_record;
 pub mod postgres;
+pub mod span_fields;
 
 use std::future::Future;
 

@@ -21,12 +21,11 @@
 //! and counted, as in PostgreSQL (contrib wraps it to a date before 1970); ids of the wrong length
 //! are written as hex of the bytes sent (contrib's decoder refuses the whole request).
 
-use std::ops::Range;
-
 use super::columns::{push_hex, too_late, CachedAttributes as ResourceCache, SortedPairs, Tally};
 use super::native::{Block, Data, Fixed64, Offsets, StringMap, Strings};
 use super::{Blocks, Table};
 use crate::sink::envelope::{self, Group};
+use crate::sink::span_fields::SpanFields;
 use crate::sink::Encoded;
 use crate::wire::{Fields, WireError};
 
@@ -270,60 +269,7 @@ fn hex_string(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The scalar fields of a span; attributes, events and links are read from the span's bytes within
-/// the range from the first to the last field of each.
-#[derive(Default)]
-struct SpanFields<'a> {
-    attributes: Range<usize>,
-    events: Range<usize>,
-    links: Range<usize>,
-    trace_id: &'a [u8],
-    span_id: &'a [u8],
-    trace_state: &'a str,
-    parent_span_id: &'a [u8],
-    name: &'a str,
-    kind: i32,
-    start_time_unix_nano: u64,
-    end_time_unix_nano: u64,
-    status_message: &'a str,
-    status_code: i32,
-}
-
 impl<'a> SpanFields<'a> {
-    fn read(span: &'a [u8]) -> Result<Self, WireError> {
-        let mut fields = SpanFields::default();
-        let mut reader = Fields::new(span, "Span");
-        loop {
-            let start = reader.offset();
-            let Some(entry) = reader.next() else { break };
-            let field = start..reader.offset();
-            match entry? {
-                (9, _) => cover(&mut fields.attributes, field),
-                (11, _) => cover(&mut fields.events, field),
-                (13, _) => cover(&mut fields.links, field),
-                (1, v) => fields.trace_id = v.bytes("Span.trace_id")?,
-                (2, v) => fields.span_id = v.bytes("Span.span_id")?,
-                (3, v) => fields.trace_state = v.string("Span.trace_state")?,
-                (4, v) => fields.parent_span_id = v.bytes("Span.parent_span_id")?,
-                (5, v) => fields.name = v.string("Span.name")?,
-                (6, v) => fields.kind = v.int32("Span.kind")?,
-                (7, v) => fields.start_time_unix_nano = v.fixed64("Span.start_time_unix_nano")?,
-                (8, v) => fields.end_time_unix_nano = v.fixed64("Span.end_time_unix_nano")?,
-                (15, v) => {
-                    for entry in Fields::new(v.bytes("Span.status")?, "Status") {
-                        match entry? {
-                            (2, v) => fields.status_message = v.string("Status.message")?,
-                            (3, v) => fields.status_code = v.int32("Status.code")?,
-                            _ => {}
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-        Ok(fields)
-    }
-
     /// Whether the span's times fit DateTime64(9), before any of its columns is written.
     fn check(&self, span: &[u8]) -> Result<Result<(), String>, WireError> {
         for (name, value) in [
@@ -347,15 +293,6 @@ impl<'a> SpanFields<'a> {
         }
         Ok(Ok(()))
     }
-}
-
-/// Grows `range` to take in `field`; an empty range is replaced.
-fn cover(range: &mut Range<usize>, field: Range<usize>) {
-    *range = if range.start == range.end {
-        field
-    } else {
-        range.start..field.end
-    };
 }
 
 #[cfg(test)]

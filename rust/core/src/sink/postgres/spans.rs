@@ -1,12 +1,12 @@
 //! The `spans` table: one COPY row per OTLP span, written straight from the decoded request.
 
 use std::collections::HashMap;
-use std::ops::Range;
 
 use super::copy::CopyRows;
 use super::rollup::Rollups;
 use crate::json;
 use crate::sink::envelope::{self, Group};
+use crate::sink::span_fields::SpanFields;
 use crate::wire::{Fields, WireError};
 
 /// Column order of every row, as named in the COPY statement.
@@ -253,30 +253,6 @@ impl<'a> Encoder<'a> {
     }
 }
 
-/// The scalar fields of a span. Attributes, events and links are read from the span's bytes when
-/// their columns are written, within the range from the first to the last field of each, so those
-/// passes skip the rest of the span.
-#[derive(Default)]
-struct SpanFields<'a> {
-    attributes: Range<usize>,
-    events: Range<usize>,
-    links: Range<usize>,
-    trace_id: &'a [u8],
-    span_id: &'a [u8],
-    trace_state: &'a str,
-    parent_span_id: &'a [u8],
-    flags: u32,
-    name: &'a str,
-    kind: i32,
-    start_time_unix_nano: u64,
-    end_time_unix_nano: u64,
-    dropped_attributes_count: u32,
-    dropped_events_count: u32,
-    dropped_links_count: u32,
-    status_message: &'a str,
-    status_code: i32,
-}
-
 impl<'a> SpanFields<'a> {
     /// Start and end nanoseconds, kind and status code as their columns take them, or why they don't fit.
     fn column_values(&self) -> Result<(i64, i64, i16, i16), String> {
@@ -287,55 +263,6 @@ impl<'a> SpanFields<'a> {
             small_int("status.code", self.status_code)?,
         ))
     }
-
-    fn read(span: &'a [u8]) -> Result<Self, WireError> {
-        let mut fields = SpanFields::default();
-        let mut reader = Fields::new(span, "Span");
-        loop {
-            let start = reader.offset();
-            let Some(entry) = reader.next() else { break };
-            let field = start..reader.offset();
-            match entry? {
-                (9, _) => cover(&mut fields.attributes, field),
-                (11, _) => cover(&mut fields.events, field),
-                (13, _) => cover(&mut fields.links, field),
-                (1, v) => fields.trace_id = v.bytes("Span.trace_id")?,
-                (2, v) => fields.span_id = v.bytes("Span.span_id")?,
-                (3, v) => fields.trace_state = v.string("Span.trace_state")?,
-                (4, v) => fields.parent_span_id = v.bytes("Span.parent_span_id")?,
-                (5, v) => fields.name = v.string("Span.name")?,
-                (6, v) => fields.kind = v.int32("Span.kind")?,
-                (7, v) => fields.start_time_unix_nano = v.fixed64("Span.start_time_unix_nano")?,
-                (8, v) => fields.end_time_unix_nano = v.fixed64("Span.end_time_unix_nano")?,
-                (10, v) => {
-                    fields.dropped_attributes_count = v.uint32("Span.dropped_attributes_count")?
-                }
-                (12, v) => fields.dropped_events_count = v.uint32("Span.dropped_events_count")?,
-                (14, v) => fields.dropped_links_count = v.uint32("Span.dropped_links_count")?,
-                (15, v) => {
-                    for entry in Fields::new(v.bytes("Span.status")?, "Status") {
-                        match entry? {
-                            (2, v) => fields.status_message = v.string("Status.message")?,
-                            (3, v) => fields.status_code = v.int32("Status.code")?,
-                            _ => {}
-                        }
-                    }
-                }
-                (16, v) => fields.flags = v.fixed32("Span.flags")?,
-                _ => {}
-            }
-        }
-        Ok(fields)
-    }
-}
-
-/// Grows `range` to take in `field`; an empty range is replaced.
-fn cover(range: &mut Range<usize>, field: Range<usize>) {
-    *range = if range.start == range.end {
-        field
-    } else {
-        range.start..field.end
-    };
 }
 
 /// `service.name` from the resource; the last one wins, as it does in the jsonb column. A value
