@@ -42,8 +42,13 @@ Served (as ClickHouse's HTTP interface does, docs/en/interfaces/http.md):
     (the Rust crate falls back to the raw body; clickhouse-connect honours
     Content-Encoding, which we do not set on errors).
 
-Not served: users/passwords/roles (any credentials are accepted, `role` is
-ignored: chdb has no access control), HTTP sessions (`session_id`: every
+Credentials: with `--password`, a request must carry that password
+(X-ClickHouse-Key header, `password` param, or HTTP basic auth) or it gets
+Code 516 (AUTHENTICATION_FAILED, 403); without, any credentials are accepted.
+`--tls-cert`/`--tls-key` serve https instead of http.
+
+Not served: users and roles (`role` is ignored: chdb has no access control),
+HTTP sessions (`session_id`: every
 request shares the one chdb session), multipart/form-data queries and external
 tables, progress headers, mid-stream exceptions (results are buffered whole).
 chdb accepts multi-statement queries ("a; b"), which ClickHouse's HTTP
@@ -51,12 +56,14 @@ interface rejects.
 """
 
 import argparse
+import base64
 import bz2
 import gzip
 import json
 import lzma
 import os
 import re
+import ssl
 import struct
 import sys
 import tempfile
@@ -485,6 +492,7 @@ class Handler(BaseHTTPRequestHandler):
     server_version = "chdb_front"
     engine = None  # set on the subclass made by ChdbFront
     verbose = False
+    password = None  # the password every request must carry, or None to accept any
 
     def log_message(self, fmt, *args):
         if self.verbose:
@@ -519,6 +527,12 @@ class Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
+    def password_given(self, args):
+        auth = self.headers.get("Authorization", "")
+        if auth.lower().startswith("basic "):
+            return base64.b64decode(auth[6:].strip()).decode(errors="replace").partition(":")[2]
+        return self.headers.get("X-ClickHouse-Key") or args.get("password") or ""
+
     def handle_query(self, readonly):
         url = urlsplit(self.path)
         body = self.read_body()  # always drain it, to keep the connection usable
@@ -530,6 +544,10 @@ class Handler(BaseHTTPRequestHandler):
             return self.send(404, b"There is no handle " + url.path.encode() + b"\n")
         query_id = args.get("query_id") or str(uuid.uuid4())
         try:
+            if self.password is not None and self.password_given(args) != self.password:
+                user = self.headers.get("X-ClickHouse-User") or args.get("user") or "default"
+                raise ClickHouseError.make(516, "AUTHENTICATION_FAILED", f"{user}: Authentication failed: "
+                                           "password is incorrect, or there is no user with such name")
             encoding = self.headers.get("Content-Encoding", "").strip().lower()
             if body and encoding and encoding != "identity":
                 if encoding not in DECODERS:
@@ -581,13 +599,18 @@ class Handler(BaseHTTPRequestHandler):
 class ChdbFront:
     """The front, serving on a background thread of this process."""
 
-    def __init__(self, data_dir, host="127.0.0.1", port=0, verbose=False):
+    def __init__(self, data_dir, host="127.0.0.1", port=0, verbose=False, password=None, tls=None):
+        """tls: (certificate file, key file) to serve https."""
         self.engine = Engine(data_dir)
-        handler = type("BoundHandler", (Handler,), {"engine": self.engine, "verbose": verbose})
+        handler = type("BoundHandler", (Handler,), {"engine": self.engine, "verbose": verbose, "password": password})
         self.server = ThreadingHTTPServer((host, port), handler)
         self.server.daemon_threads = True
+        if tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
         self.host, self.port = host, self.server.server_address[1]
-        self.url = f"http://{host}:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://{host}:{self.port}"
         self.thread = threading.Thread(target=self.server.serve_forever, name="chdb_front", daemon=True)
         self.thread.start()
 
@@ -603,9 +626,15 @@ def main(argv=None):
     ap.add_argument("--port", type=int, default=8123, help="0 picks a free port")
     ap.add_argument("--data", required=True, help="chdb data directory (tables persist here)")
     ap.add_argument("--verbose", action="store_true", help="log requests to stderr")
+    ap.add_argument("--password", help="the password every request must carry")
+    ap.add_argument("--tls-cert", help="PEM certificate (chain) to serve https")
+    ap.add_argument("--tls-key", help="PEM private key of --tls-cert")
     a = ap.parse_args(argv)
+    if bool(a.tls_cert) != bool(a.tls_key):
+        ap.error("--tls-cert and --tls-key go together")
     os.makedirs(a.data, exist_ok=True)
-    front = ChdbFront(os.path.abspath(a.data), a.host, a.port, a.verbose)
+    front = ChdbFront(os.path.abspath(a.data), a.host, a.port, a.verbose, a.password,
+                      (a.tls_cert, a.tls_key) if a.tls_cert else None)
     print(front.port, flush=True)
     try:
         front.thread.join()

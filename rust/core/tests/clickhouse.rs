@@ -366,3 +366,144 @@ async fn traces_round_trip_through_clickhouse() {
         .expect_err("server gone");
     assert_eq!(error.kind(), ErrorKind::Retryable, "{error}");
 }
+
+/// A CA and a certificate it signs for 127.0.0.1, made with the openssl command in `dir`:
+/// (ca.pem, server.pem, server.key).
+fn certificates(dir: &std::path::Path) -> (String, String, String) {
+    let path = |name: &str| dir.join(name).display().to_string();
+    let openssl = |args: &[&str]| {
+        let status = std::process::Command::new("openssl")
+            .args(args)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("run openssl");
+        assert!(status.success(), "openssl {args:?}");
+    };
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").expect("write san.ext");
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=otelstore test CA",
+        "-keyout",
+        &path("ca.key"),
+        "-out",
+        &path("ca.pem"),
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        &path("server.key"),
+        "-out",
+        &path("server.csr"),
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &path("server.csr"),
+        "-CA",
+        &path("ca.pem"),
+        "-CAkey",
+        &path("ca.key"),
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        &path("san.ext"),
+        "-out",
+        &path("server.pem"),
+    ]);
+    (path("ca.pem"), path("server.pem"), path("server.key"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_with_a_ca_file_and_a_password() {
+    let dir = std::env::temp_dir().join(format!("otelstore-ch-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("certificate dir");
+    let (ca, certificate, key) = certificates(&dir);
+    let Some(front) = Front::start_with(&[
+        "--password",
+        "s3cret",
+        "--tls-cert",
+        &certificate,
+        "--tls-key",
+        &key,
+    ]) else {
+        return;
+    };
+    let config = ClickHouseConfig {
+        ca_file: ca,
+        password: "s3cret".into(),
+        ..front.config()
+    };
+    assert!(
+        config.endpoint.starts_with("https://"),
+        "{}",
+        config.endpoint
+    );
+
+    // The CA file makes the server's certificate trusted; the password is accepted.
+    let sink = ClickHouseSink::new(&config, &Retention::default()).expect("settings");
+    assert_eq!(sink.migrate().await.expect("migrate over https").len(), 5);
+    let encoded = ClickHouseSink::encode(Signal::Traces, &request(base_time()).encode_to_vec())
+        .expect("valid");
+    let block = encoded.rows.block(Table::Traces).expect("a block");
+    sink.insert(Table::Traces, &[block], "tls")
+        .await
+        .expect("insert over https");
+    assert_eq!(
+        rows(&sink, "SELECT count() AS n FROM otel_test.otel_traces").await,
+        vec![json!({"n": 3})]
+    );
+
+    // A wrong password: refused, retryable (the data waits for a fixed config), never echoed.
+    let wrong = ClickHouseSink::new(
+        &ClickHouseConfig {
+            password: "hunter2".into(),
+            ..config.clone()
+        },
+        &Retention::default(),
+    )
+    .expect("settings");
+    let error = wrong
+        .insert(Table::Traces, &[block], "wrong")
+        .await
+        .expect_err("wrong password");
+    assert_eq!(error.kind(), ErrorKind::Retryable, "{error}");
+    assert!(
+        error.to_string().contains("Authentication failed"),
+        "{error}"
+    );
+    assert!(!error.to_string().contains("hunter2"), "{error}");
+
+    // Without the CA file the system's roots do not know the test CA: refused, retryable.
+    let untrusted = ClickHouseSink::new(
+        &ClickHouseConfig {
+            ca_file: String::new(),
+            ..config
+        },
+        &Retention::default(),
+    )
+    .expect("settings");
+    let error = untrusted
+        .insert(Table::Traces, &[block], "untrusted")
+        .await
+        .expect_err("unknown CA");
+    assert_eq!(error.kind(), ErrorKind::Retryable, "{error}");
+    assert!(
+        error.to_string().to_lowercase().contains("certificate"),
+        "{error}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -9,6 +9,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
@@ -48,6 +49,12 @@ pub struct Front {
 impl Front {
     /// Starts the front, or returns None (after saying why) when there is no Python with chdb.
     pub fn start() -> Option<Front> {
+        Front::start_with(&[])
+    }
+
+    /// [`Front::start`] with more arguments for chdb_front.py (`--password`, `--tls-cert` and
+    /// `--tls-key`: then the URL is https).
+    pub fn start_with(arguments: &[&str]) -> Option<Front> {
         let Some(python) = python() else {
             // CI has the venv (make test builds it first); only a bare `cargo test` may lack it.
             assert!(
@@ -57,14 +64,20 @@ impl Front {
             eprintln!("SKIPPED: no Python with chdb (set OTELSTORE_TEST_CHDB_PYTHON)");
             return None;
         };
-        // Each test binary is its own process, so the directory is its own.
-        let dir = std::env::temp_dir().join(format!("otelstore-chdb-test-{}", std::process::id()));
+        // One directory per front: the process id and a count of the fronts it started.
+        static STARTED: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "otelstore-chdb-test-{}-{}",
+            std::process::id(),
+            STARTED.fetch_add(1, Ordering::Relaxed)
+        ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("data dir");
         let mut child = Command::new(python)
             .arg(repo_root().join("tests/clickhouse/chdb_front.py"))
             .args(["--port", "0", "--data"])
             .arg(&dir)
+            .args(arguments)
             .stdout(Stdio::piped())
             .spawn()
             .expect("start chdb_front.py");
@@ -76,10 +89,15 @@ impl Front {
             .trim()
             .parse()
             .unwrap_or_else(|_| panic!("chdb_front.py printed {line:?}, not a port"));
+        let scheme = if arguments.contains(&"--tls-cert") {
+            "https"
+        } else {
+            "http"
+        };
         Some(Front {
             child,
             dir,
-            url: format!("http://127.0.0.1:{port}"),
+            url: format!("{scheme}://127.0.0.1:{port}"),
         })
     }
 }
