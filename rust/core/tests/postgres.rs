@@ -78,9 +78,12 @@ fn exporter(dsn: &str, schema: &str, create_schema: bool) -> Exporter {
 }
 
 fn exporter_with(mut config: serde_json::Value) -> Exporter {
-    // Most test spans are from 2023: keep them past the default retention of 30 days.
+    // Most test spans are from 2023: keep them, and their rollups, past the default retentions
+    // (30 days raw, a year hourly), or the maintenance, which runs as the exporter starts, may
+    // delete them while a test reads them.
     if config.get("retention").is_none() {
-        config["retention"] = serde_json::json!({"raw": "87840h"});
+        config["retention"] =
+            serde_json::json!({"raw": "87840h", "rollup_5m": "87840h", "rollup_1h": "87840h"});
     }
     Exporter::new(Config::from_json(config.to_string().as_bytes()).expect("valid config"))
         .expect("exporter")
