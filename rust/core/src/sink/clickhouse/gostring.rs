@@ -33,6 +33,24 @@ fn variant<'a>(value: &'a [u8]) -> Result<Option<(u32, Value<'a>)>, WireError> {
     Ok(variant)
 }
 
+/// A bool (`true`/`false`) or an int (decimal): written alike at the top level and inside JSON.
+fn write_bool_or_int(out: &mut Vec<u8>, number: u32, v: Value<'_>) -> Result<(), WireError> {
+    if number == 2 {
+        out.extend_from_slice(if v.varint("AnyValue.bool_value")? != 0 {
+            b"true"
+        } else {
+            b"false"
+        });
+    } else {
+        out.extend_from_slice(
+            itoa::Buffer::new()
+                .format(v.varint("AnyValue.int_value")? as i64)
+                .as_bytes(),
+        );
+    }
+    Ok(())
+}
+
 /// Appends `AsString()` of an `AnyValue` (its message bytes).
 pub fn write_as_string(out: &mut Vec<u8>, value: &[u8]) -> Result<(), WireError> {
     let Some((number, v)) = variant(value)? else {
@@ -40,16 +58,7 @@ pub fn write_as_string(out: &mut Vec<u8>, value: &[u8]) -> Result<(), WireError>
     };
     match number {
         1 => out.extend_from_slice(v.string("AnyValue.string_value")?.as_bytes()),
-        2 => out.extend_from_slice(if v.varint("AnyValue.bool_value")? != 0 {
-            b"true"
-        } else {
-            b"false"
-        }),
-        3 => out.extend_from_slice(
-            itoa::Buffer::new()
-                .format(v.varint("AnyValue.int_value")? as i64)
-                .as_bytes(),
-        ),
+        2 | 3 => write_bool_or_int(out, number, v)?,
         4 => {
             let double = v.double("AnyValue.double_value")?;
             if double.is_finite() {
@@ -151,16 +160,7 @@ fn write_json_value(out: &mut Vec<u8>, value: &[u8], depth: usize) -> Result<boo
     };
     match number {
         1 => write_json_string(out, v.string("AnyValue.string_value")?),
-        2 => out.extend_from_slice(if v.varint("AnyValue.bool_value")? != 0 {
-            b"true"
-        } else {
-            b"false"
-        }),
-        3 => out.extend_from_slice(
-            itoa::Buffer::new()
-                .format(v.varint("AnyValue.int_value")? as i64)
-                .as_bytes(),
-        ),
+        2 | 3 => write_bool_or_int(out, number, v)?,
         4 => {
             let double = v.double("AnyValue.double_value")?;
             if !double.is_finite() {
