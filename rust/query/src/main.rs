@@ -1,0 +1,3 @@
+//! The `otelstore-query` binary.
+
+fn main() {}
