@@ -1,0 +1,192 @@
+//! The HTTP APIs: the router, Jaeger's response envelope and error answers, and what every request
+//! goes through (the results cache, then the request timeout).
+
+mod jaeger;
+mod params;
+mod ui_trace;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode, Uri};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use otelstore::config::GoDuration;
+use serde::Serialize;
+
+use crate::cache::{self, Cache};
+use crate::config::{Config, SearchSettings};
+use crate::store::{Store, StoreError};
+
+/// What the handlers share.
+struct AppState {
+    store: Arc<dyn Store>,
+    search: SearchSettings,
+    cache: Cache,
+    request_timeout: Duration,
+}
+
+/// The application: every API route, each answer cached, each request bounded in time.
+pub fn router(store: Arc<dyn Store>, config: &Config) -> Router {
+    let state = Arc::new(AppState {
+        store,
+        search: config.search,
+        cache: Cache::new(config.cache.ttl.0, config.cache.max_bytes),
+        request_timeout: config.request_timeout,
+    });
+    jaeger::routes()
+        .route_layer(middleware::from_fn_with_state(state.clone(), cached))
+        .fallback(unknown_route)
+        .with_state(state)
+}
+
+/// Why a request failed; answered in Jaeger's envelope with the status Jaeger would give.
+#[derive(Debug, thiserror::Error)]
+enum ApiError {
+    /// A parameter with a value that does not parse (400).
+    #[error("unable to parse param '{param}': {reason}")]
+    Param { param: &'static str, reason: String },
+    /// Another bad request, such as a missing parameter (400).
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("trace not found")]
+    TraceNotFound,
+    #[error("no such API: {0}")]
+    UnknownRoute(Uri),
+    /// 503 when the database is unavailable, 500 when it failed the query.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the request did not finish within {} (request_timeout); the database may be overloaded, or the query too broad", GoDuration(*.0))]
+    Timeout(Duration),
+    #[error("cannot encode the response: {0}")]
+    Encode(#[from] serde_json::Error),
+    #[error("cannot read the response: {0}")]
+    Body(#[from] axum::Error),
+}
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Param { .. } | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::TraceNotFound | ApiError::UnknownRoute(_) => StatusCode::NOT_FOUND,
+            ApiError::Store(StoreError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::Store(StoreError::Query { .. }) | ApiError::Encode(_) | ApiError::Body(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        }
+    }
+}
+
+/// One item of the envelope's `errors`.
+#[derive(Debug, Serialize)]
+struct ErrorItem {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<u16>,
+    msg: String,
+    #[serde(rename = "traceID", skip_serializing_if = "Option::is_none")]
+    trace_id: Option<String>,
+}
+
+/// Jaeger's v1 envelope: `errors` is null on success, never `[]`.
+#[derive(Debug, Serialize)]
+struct Envelope<T> {
+    data: T,
+    total: usize,
+    limit: usize,
+    offset: usize,
+    errors: Option<Vec<ErrorItem>>,
+}
+
+impl<T> Envelope<T> {
+    fn new(data: T) -> Self {
+        Envelope {
+            data,
+            total: 0,
+            limit: 0,
+            offset: 0,
+            errors: None,
+        }
+    }
+
+    fn with_total(self, total: usize) -> Self {
+        Envelope { total, ..self }
+    }
+
+    /// The JSON, indented by 4 spaces when `pretty` (Jaeger's `prettyPrint=true`).
+    fn encode(&self, pretty: bool) -> Result<Bytes, serde_json::Error>
+    where
+        T: Serialize,
+    {
+        let mut out = Vec::with_capacity(256);
+        if pretty {
+            let formatter = serde_json::ser::PrettyFormatter::with_indent(b"    ");
+            self.serialize(&mut serde_json::Serializer::with_formatter(
+                &mut out, formatter,
+            ))?;
+        } else {
+            serde_json::to_writer(&mut out, self)?;
+        }
+        Ok(out.into())
+    }
+}
+
+fn json(status: StatusCode, body: Bytes) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::warn!(status = status.as_u16(), "{self}");
+        }
+        let mut envelope = Envelope::new(());
+        envelope.errors = Some(vec![ErrorItem {
+            code: Some(status.as_u16()),
+            msg: self.to_string(),
+            trace_id: None,
+        }]);
+        match envelope.encode(false) {
+            Ok(body) => json(status, body),
+            Err(_) => status.into_response(),
+        }
+    }
+}
+
+async fn unknown_route(uri: Uri) -> ApiError {
+    ApiError::UnknownRoute(uri)
+}
+
+/// Serves a request from the cache, or runs it within the request timeout and caches a 200 answer.
+async fn cached(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let uri = request.uri();
+    let key = match params::Params::from_uri(uri) {
+        Ok(params) => cache::key(uri.path(), params.pairs()),
+        Err(error) => return error.into_response(),
+    };
+    if let Some(body) = state.cache.get(&key, Instant::now()) {
+        return json(StatusCode::OK, body);
+    }
+    let response = match tokio::time::timeout(state.request_timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => return ApiError::Timeout(state.request_timeout).into_response(),
+    };
+    if response.status() != StatusCode::OK {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(bytes) => {
+            state.cache.insert(key, bytes.clone(), Instant::now());
+            Response::from_parts(parts, Body::from(bytes))
+        }
+        Err(error) => ApiError::Body(error).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests;
