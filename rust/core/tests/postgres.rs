@@ -1,6 +1,8 @@
 //! The exporter against a real PostgreSQL: started by scripts/pg.sh in a temporary directory
 //! unless OTELSTORE_TEST_PG_DSN names a database to use.
 
+mod pg_cluster;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -13,60 +15,8 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{span::Link, ResourceSpans, ScopeSpans, Span};
 use otelstore::signal::Signal;
 use otelstore::{Config, Error, ErrorKind, Exporter};
+use pg_cluster::{repo_root, Cluster};
 use prost::Message;
-
-/// A PostgreSQL cluster for this test binary, stopped when dropped (also after a failed assertion).
-struct Cluster {
-    dir: Option<PathBuf>,
-    dsn: String,
-}
-
-impl Cluster {
-    fn start() -> Cluster {
-        if let Ok(dsn) = std::env::var("OTELSTORE_TEST_PG_DSN") {
-            return Cluster { dir: None, dsn };
-        }
-        let script = repo_root().join("scripts/pg.sh");
-        let dir = std::env::temp_dir().join(format!("otelstore-rust-test-{}", std::process::id()));
-        let output = Command::new(&script)
-            .arg("start")
-            .arg(&dir)
-            .output()
-            .expect("run scripts/pg.sh");
-        assert!(
-            output.status.success(),
-            "scripts/pg.sh start failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let dsn = String::from_utf8(output.stdout)
-            .expect("UTF-8")
-            .lines()
-            .last()
-            .expect("a DSN line")
-            .trim()
-            .to_owned();
-        Cluster {
-            dir: Some(dir),
-            dsn,
-        }
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        if let Some(dir) = &self.dir {
-            let _ = Command::new(repo_root().join("scripts/pg.sh"))
-                .arg("stop")
-                .arg(dir)
-                .status();
-            let _ = std::fs::remove_dir_all(dir);
-        }
-    }
-}
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 /// How long a test's export call waits for its commit.
 const WAIT: Option<Duration> = Some(Duration::from_secs(20));
