@@ -1,6 +1,8 @@
 //! What the APIs ask of a backend. PostgreSQL and ClickHouse each answer it from the tables the
 //! exporter writes (schema/).
 
+pub mod postgres;
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;

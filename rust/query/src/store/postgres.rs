@@ -1,0 +1,770 @@
+//! The store over PostgreSQL: reads the tables of schema/postgres/ (see schema/README.md).
+//!
+//! Every query runs as one unnamed statement with typed parameters (`query_typed`: one round trip,
+//! planned with the actual values, so the day partitions of `spans` outside a time range are
+//! pruned at plan time). Values only ever travel as parameters; the SQL text holds nothing but the
+//! schema name, which is validated and double-quoted.
+//!
+//! Connections are plain TCP: TLS (the exporter's `sslmode` and `ca_file` handling) is not wired
+//! in yet, so a DSN asking for `sslmode=require` fails to connect.
+
+use std::collections::{HashMap, HashSet};
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use deadpool_postgres::{
+    Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
+};
+use serde_json::{json, Value as Json};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{NoTls, Row};
+
+use super::{BoxFuture, Store, StoreError, TagFilter, TraceQuery};
+use crate::model::{
+    Attribute, DependencyLink, Event, Link, Operation, Span, SpanId, SpanKind, StatusCode, Trace,
+    TraceId, Value,
+};
+
+/// How long a query waits for a free connection before the database counts as unavailable.
+const POOL_WAIT: Duration = Duration::from_secs(10);
+
+/// Where and how to connect.
+#[derive(Clone)]
+pub struct PostgresSettings {
+    /// libpq-style connection string: a URL or `key=value` pairs. Never logged nor put in errors.
+    pub dsn: String,
+    /// The schema the exporter writes (its `postgres.schema`).
+    pub schema: String,
+    /// Connections kept open; queries beyond that wait for one.
+    pub pool_size: usize,
+    /// How long one connection attempt may take.
+    pub connect_timeout: Duration,
+}
+
+impl std::fmt::Debug for PostgresSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresSettings")
+            .field("dsn", &"<redacted>")
+            .field("schema", &self.schema)
+            .field("pool_size", &self.pool_size)
+            .field("connect_timeout", &self.connect_timeout)
+            .finish()
+    }
+}
+
+pub struct PostgresStore {
+    pool: Pool,
+    /// The schema name, double-quoted.
+    schema: String,
+}
+
+impl PostgresStore {
+    /// Builds the connection pool. Nothing connects yet: a database that is down makes each call
+    /// answer [`StoreError::Unavailable`] until it is back, it does not stop the server starting.
+    /// An invalid DSN or schema name is a [`StoreError::Query`] (action "read the settings").
+    pub fn connect(settings: &PostgresSettings) -> Result<PostgresStore, StoreError> {
+        let invalid = |message: String| StoreError::Query {
+            action: "read the settings",
+            message,
+        };
+        let mut chars = settings.schema.chars();
+        let plain_name = chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && settings.schema.len() <= 63;
+        if !plain_name {
+            return Err(invalid(format!(
+                "schema must be a plain SQL name matching [A-Za-z_][A-Za-z0-9_]{{0,62}}, got {:?}",
+                settings.schema
+            )));
+        }
+        let mut config = tokio_postgres::Config::from_str(&settings.dsn)
+            .map_err(|e| invalid(format!("the DSN is not a valid connection string: {e}")))?;
+        config.connect_timeout(settings.connect_timeout);
+        if config.get_application_name().is_none() {
+            config.application_name("otelstore-query");
+        }
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(settings.pool_size.max(1))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(POOL_WAIT))
+            .create_timeout(Some(settings.connect_timeout))
+            .build()
+            .map_err(|e| invalid(e.to_string()))?;
+        Ok(PostgresStore {
+            pool,
+            schema: format!("\"{}\"", settings.schema),
+        })
+    }
+
+    async fn client(&self) -> Result<Object, StoreError> {
+        self.pool.get().await.map_err(|e| {
+            StoreError::Unavailable(match e {
+                PoolError::Timeout(_) => {
+                    format!("no connection to PostgreSQL within the time allowed ({e})")
+                }
+                PoolError::Backend(e) => postgres_message(&e),
+                e => e.to_string(),
+            })
+        })
+    }
+
+    async fn query(
+        &self,
+        action: &'static str,
+        sql: &str,
+        params: &[(&(dyn ToSql + Sync), Type)],
+    ) -> Result<Vec<Row>, StoreError> {
+        let client = self.client().await?;
+        client
+            .query_typed(sql, params)
+            .await
+            .map_err(|e| query_error(action, &e))
+    }
+
+    /// Every service name in `spans`: a "loose index scan" that hops from one name to the next
+    /// over the (service_name, start_time) index, one index probe per service and partition
+    /// instead of reading every span.
+    async fn services(&self) -> Result<Vec<String>, StoreError> {
+        let sql = format!(
+            "WITH RECURSIVE names AS (
+                (SELECT service_name FROM {s}.spans ORDER BY service_name LIMIT 1)
+                UNION ALL
+                SELECT (SELECT spans.service_name FROM {s}.spans
+                        WHERE spans.service_name > names.service_name
+                        ORDER BY spans.service_name LIMIT 1)
+                FROM names WHERE names.service_name IS NOT NULL
+            )
+            SELECT service_name FROM names WHERE service_name IS NOT NULL",
+            s = self.schema
+        );
+        let rows = self.query("list the services", &sql, &[]).await?;
+        let mut names = rows
+            .iter()
+            .map(|row| row.try_get::<_, String>(0))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| query_error("list the services", &e))?;
+        // The database's collation ordered them; the API wants one order whatever the backend.
+        names.sort_unstable();
+        Ok(names)
+    }
+
+    /// The span names and kinds of a service, from the hourly span statistics (its primary key
+    /// starts with the service name), rather than from every span of the service.
+    async fn operations(
+        &self,
+        service: &str,
+        kind: Option<SpanKind>,
+    ) -> Result<Vec<Operation>, StoreError> {
+        const ACTION: &str = "list the operations";
+        let kind = kind.map(|kind| kind as i16);
+        let sql = format!(
+            "SELECT DISTINCT span_name, span_kind FROM {}.span_stats_1h
+             WHERE service_name = $1 AND ($2::smallint IS NULL OR span_kind = $2)",
+            self.schema
+        );
+        let rows = self
+            .query(ACTION, &sql, &[(&service, Type::TEXT), (&kind, Type::INT2)])
+            .await?;
+        let mut operations = rows
+            .iter()
+            .map(|row| {
+                Ok(Operation {
+                    name: row.try_get(0)?,
+                    span_kind: SpanKind::from_otlp(i64::from(row.try_get::<_, i16>(1)?))
+                        .jaeger()
+                        .unwrap_or("")
+                        .to_owned(),
+                })
+            })
+            .collect::<Result<Vec<_>, tokio_postgres::Error>>()
+            .map_err(|e| query_error(ACTION, &e))?;
+        operations.sort_unstable();
+        // Kind numbers outside OTLP's read as unspecified, like 0: one operation.
+        operations.dedup();
+        Ok(operations)
+    }
+
+    async fn find_trace_ids(&self, query: &TraceQuery) -> Result<Vec<TraceId>, StoreError> {
+        const ACTION: &str = "search traces";
+        if query.limit == 0 {
+            return Ok(Vec::new());
+        }
+        let search = Search::new(&self.schema, query);
+        let client = self.client().await?;
+        // The matching spans, newest first, are read up to `scan` of them and grouped by trace:
+        // with an index on the conditions (a service), that stops early instead of reading every
+        // span of the time range. Too few traces among them, and more were left: read further.
+        let limit = query.limit;
+        let mut scan = i64::try_from(limit.saturating_mul(10).max(200)).unwrap_or(i64::MAX);
+        loop {
+            let mut params = search.params();
+            params.push((&scan, Type::INT8));
+            let rows = client
+                .query_typed(&search.sql, &params)
+                .await
+                .map_err(|e| query_error(ACTION, &e))?;
+            let mut spans = 0i64;
+            let mut ids = Vec::with_capacity(rows.len().min(limit));
+            for row in &rows {
+                let id: &[u8] = row.try_get(0).map_err(|e| query_error(ACTION, &e))?;
+                spans += row
+                    .try_get::<_, i64>(1)
+                    .map_err(|e| query_error(ACTION, &e))?;
+                // Ids that are not 16 bytes (invalid OTLP, stored as sent) cannot be asked for.
+                if let Ok(id) = id.try_into() {
+                    ids.push(TraceId(id));
+                }
+            }
+            if ids.len() >= limit || spans < scan || scan == i64::MAX {
+                ids.truncate(limit);
+                return Ok(ids);
+            }
+            scan = scan.saturating_mul(10);
+        }
+    }
+
+    async fn traces(
+        &self,
+        ids: &[TraceId],
+        window: Option<(i64, i64)>,
+    ) -> Result<Vec<Trace>, StoreError> {
+        const ACTION: &str = "read traces";
+        let mut wanted = Vec::with_capacity(ids.len());
+        let mut seen = HashSet::new();
+        for id in ids {
+            if seen.insert(*id) {
+                wanted.push(*id);
+            }
+        }
+        if wanted.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<&[u8]> = wanted.iter().map(|id| &id.0[..]).collect();
+        let mut sql = format!(
+            "SELECT {SPAN_COLUMNS} FROM {}.spans WHERE trace_id = ANY($1)",
+            self.schema
+        );
+        let rows = match window {
+            None => {
+                self.query(ACTION, &sql, &[(&keys, Type::BYTEA_ARRAY)])
+                    .await?
+            }
+            Some((start, end)) => {
+                // start_time (microseconds) prunes partitions and the index; the exact
+                // nanoseconds decide.
+                sql.push_str(
+                    " AND start_time >= $2 AND start_time <= $3
+                      AND start_time_unix_nano >= $4 AND start_time_unix_nano <= $5",
+                );
+                let (from, to) = (micros_floor(start), micros_floor(end));
+                self.query(
+                    ACTION,
+                    &sql,
+                    &[
+                        (&keys, Type::BYTEA_ARRAY),
+                        (&from, Type::TIMESTAMPTZ),
+                        (&to, Type::TIMESTAMPTZ),
+                        (&start, Type::INT8),
+                        (&end, Type::INT8),
+                    ],
+                )
+                .await?
+            }
+        };
+        let mut by_trace: HashMap<TraceId, Vec<Span>> = HashMap::new();
+        for row in &rows {
+            if let Some(span) = decode_span(row).map_err(|e| query_error(ACTION, &e))? {
+                by_trace.entry(span.trace_id).or_default().push(span);
+            }
+        }
+        Ok(wanted
+            .into_iter()
+            .filter_map(|trace_id| {
+                let mut spans = by_trace.remove(&trace_id)?;
+                spans.sort_by_key(|span| (span.start_unix_nano, span.span_id));
+                Some(Trace { trace_id, spans })
+            })
+            .collect())
+    }
+
+    /// Calls per pair of services from the hourly rollup. Its buckets are whole hours of the
+    /// callee's start, so the range is widened to the hours it touches.
+    async fn dependencies(&self, start: i64, end: i64) -> Result<Vec<DependencyLink>, StoreError> {
+        const ACTION: &str = "read the service dependencies";
+        const HOUR_NS: i64 = 3_600_000_000_000;
+        let from = micros_floor(start.div_euclid(HOUR_NS).saturating_mul(HOUR_NS));
+        let to = micros_floor(end);
+        let sql = format!(
+            "SELECT parent_service, child_service, sum(calls)::bigint
+             FROM {}.service_dependencies_1h
+             WHERE bucket_start >= $1 AND bucket_start <= $2
+             GROUP BY parent_service, child_service
+             ORDER BY parent_service, child_service",
+            self.schema
+        );
+        let rows = self
+            .query(
+                ACTION,
+                &sql,
+                &[(&from, Type::TIMESTAMPTZ), (&to, Type::TIMESTAMPTZ)],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(DependencyLink {
+                    parent: row.try_get(0)?,
+                    child: row.try_get(1)?,
+                    call_count: u64::try_from(row.try_get::<_, i64>(2)?).unwrap_or(0),
+                })
+            })
+            .collect::<Result<Vec<_>, tokio_postgres::Error>>()
+            .map_err(|e| query_error(ACTION, &e))
+    }
+}
+
+impl Store for PostgresStore {
+    fn services(&self) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+        Box::pin(self.services())
+    }
+
+    fn operations<'a>(
+        &'a self,
+        service: &'a str,
+        kind: Option<SpanKind>,
+    ) -> BoxFuture<'a, Result<Vec<Operation>, StoreError>> {
+        Box::pin(self.operations(service, kind))
+    }
+
+    fn find_trace_ids<'a>(
+        &'a self,
+        query: &'a TraceQuery,
+    ) -> BoxFuture<'a, Result<Vec<TraceId>, StoreError>> {
+        Box::pin(self.find_trace_ids(query))
+    }
+
+    fn traces<'a>(
+        &'a self,
+        ids: &'a [TraceId],
+        window: Option<(i64, i64)>,
+    ) -> BoxFuture<'a, Result<Vec<Trace>, StoreError>> {
+        Box::pin(self.traces(ids, window))
+    }
+
+    fn dependencies(
+        &self,
+        start_unix_nano: i64,
+        end_unix_nano: i64,
+    ) -> BoxFuture<'_, Result<Vec<DependencyLink>, StoreError>> {
+        Box::pin(self.dependencies(start_unix_nano, end_unix_nano))
+    }
+}
+
+/// A trace search as SQL and its parameters, but for the last one: how many spans to read.
+struct Search {
+    sql: String,
+    values: Vec<(Box<dyn ToSql + Sync + Send>, Type)>,
+}
+
+impl Search {
+    fn new(schema: &str, query: &TraceQuery) -> Search {
+        let mut search = Search {
+            sql: String::new(),
+            values: Vec::new(),
+        };
+        let mut conditions = Vec::new();
+        // start_time (microseconds) is the partition key and the index's second column; the
+        // exact nanoseconds decide at the edges.
+        let (min, max) = (query.start_min_unix_nano, query.start_max_unix_nano);
+        let from = search.param(micros_floor(min), Type::TIMESTAMPTZ);
+        let to = search.param(micros_floor(max), Type::TIMESTAMPTZ);
+        conditions.push(format!("start_time >= {from} AND start_time <= {to}"));
+        let from = search.param(min, Type::INT8);
+        let to = search.param(max, Type::INT8);
+        conditions.push(format!(
+            "start_time_unix_nano >= {from} AND start_time_unix_nano <= {to}"
+        ));
+        if let Some(service) = &query.service {
+            let p = search.param(service.clone(), Type::TEXT);
+            conditions.push(format!("service_name = {p}"));
+        }
+        if let Some(operation) = &query.operation {
+            let p = search.param(operation.clone(), Type::TEXT);
+            conditions.push(format!("name = {p}"));
+        }
+        if let Some(min) = query.duration_min_ns {
+            let p = search.param(min, Type::INT8);
+            conditions.push(format!("duration_ns >= {p}"));
+        }
+        if let Some(max) = query.duration_max_ns {
+            let p = search.param(max, Type::INT8);
+            conditions.push(format!("duration_ns <= {p}"));
+        }
+        for tag in &query.tags {
+            conditions.push(match tag {
+                TagFilter::Attribute { key, value } => {
+                    let p = search.param(attribute_matches(key, value), Type::JSONB_ARRAY);
+                    format!("(span_attributes @> ANY({p}) OR resource_attributes @> ANY({p}))")
+                }
+                TagFilter::Kind(kind) => {
+                    format!("kind = {}", search.param(*kind as i16, Type::INT2))
+                }
+                TagFilter::Status(code) => {
+                    format!("status_code = {}", search.param(*code as i16, Type::INT2))
+                }
+                TagFilter::Error(error) => {
+                    let p = search.param(StatusCode::Error as i16, Type::INT2);
+                    if *error {
+                        format!("status_code = {p}")
+                    } else {
+                        format!("status_code <> {p}")
+                    }
+                }
+            });
+        }
+        let scan = format!("${}", search.values.len() + 1);
+        search.sql = format!(
+            "SELECT trace_id, count(*) FROM (
+                SELECT trace_id, start_time_unix_nano FROM {schema}.spans
+                WHERE {}
+                ORDER BY start_time DESC
+                LIMIT {scan}
+            ) AS recent
+            GROUP BY trace_id
+            ORDER BY max(start_time_unix_nano) DESC, trace_id",
+            conditions.join("\n                  AND ")
+        );
+        search
+    }
+
+    fn param(&mut self, value: impl ToSql + Sync + Send + 'static, kind: Type) -> String {
+        self.values.push((Box::new(value), kind));
+        format!("${}", self.values.len())
+    }
+
+    fn params(&self) -> Vec<(&(dyn ToSql + Sync), Type)> {
+        self.values
+            .iter()
+            .map(|(value, kind)| (value.as_ref() as &(dyn ToSql + Sync), kind.clone()))
+            .collect()
+    }
+}
+
+/// The jsonb objects `{key: value}` an attribute column contains when its value, as a string, is
+/// `text`: the string itself; the number, when `text` is one (so `500` finds the int 500, and
+/// the string "500"; numbers compare by value, so it finds a double 500.0 too); the bool for
+/// `true`/`false`; the tagged double for `NaN` and the infinities.
+fn attribute_matches(key: &str, text: &str) -> Vec<Json> {
+    let mut objects = vec![json!({ key: text })];
+    match text {
+        "true" => objects.push(json!({ key: true })),
+        "false" => objects.push(json!({ key: false })),
+        "NaN" | "Infinity" | "-Infinity" => objects.push(json!({ key: { "$double": text } })),
+        _ => {
+            if let Ok(number) = serde_json::Number::from_str(text) {
+                objects.push(json!({ key: number }));
+            }
+        }
+    }
+    objects
+}
+
+/// A time in whole microseconds, rounded down, as `start_time` holds a span's start.
+fn micros_floor(unix_nano: i64) -> SystemTime {
+    let micros = unix_nano.div_euclid(1000);
+    let since_epoch = Duration::from_micros(micros.unsigned_abs());
+    if micros >= 0 {
+        UNIX_EPOCH + since_epoch
+    } else {
+        UNIX_EPOCH - since_epoch
+    }
+}
+
+/// A lost or refused connection means the database is unavailable; anything else is the query's
+/// own error.
+fn query_error(action: &'static str, error: &tokio_postgres::Error) -> StoreError {
+    let unavailable = error.is_closed()
+        || error.code().is_some_and(|code| {
+            code.code().starts_with("08")
+                || [
+                    SqlState::ADMIN_SHUTDOWN,
+                    SqlState::CRASH_SHUTDOWN,
+                    SqlState::CANNOT_CONNECT_NOW,
+                    SqlState::TOO_MANY_CONNECTIONS,
+                ]
+                .contains(code)
+        });
+    if unavailable {
+        StoreError::Unavailable(postgres_message(error))
+    } else {
+        StoreError::Query {
+            action,
+            message: postgres_message(error),
+        }
+    }
+}
+
+/// The server's message when there is one (tokio-postgres prints only "db error"), else the
+/// client's; neither holds the DSN.
+fn postgres_message(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => db.to_string(),
+        None => error.to_string(),
+    }
+}
+
+const SPAN_COLUMNS: &str = "trace_id, span_id, parent_span_id, trace_state, flags, name, kind, \
+    start_time_unix_nano, duration_ns, status_code, status_message, service_name, \
+    resource_attributes, scope_name, scope_version, span_attributes, events, links";
+
+/// One row of [`SPAN_COLUMNS`], or None for a span whose ids are not OTLP's 16 and 8 bytes.
+fn decode_span(row: &Row) -> Result<Option<Span>, tokio_postgres::Error> {
+    let trace_id: &[u8] = row.try_get(0)?;
+    let span_id: &[u8] = row.try_get(1)?;
+    let (Ok(trace_id), Ok(span_id)) = (trace_id.try_into(), span_id.try_into()) else {
+        tracing::debug!("a span whose ids are not 16 and 8 bytes long is skipped");
+        return Ok(None);
+    };
+    let parent: Option<&[u8]> = row.try_get(2)?;
+    let events: Json = row.try_get(16)?;
+    let links: Json = row.try_get(17)?;
+    Ok(Some(Span {
+        trace_id: TraceId(trace_id),
+        span_id: SpanId(span_id),
+        parent_span_id: parent.and_then(|id| id.try_into().ok()).map(SpanId),
+        trace_state: row.try_get(3)?,
+        // The column keeps OTLP's fixed32 as its signed bit pattern.
+        flags: row.try_get::<_, i32>(4)? as u32,
+        name: row.try_get(5)?,
+        kind: SpanKind::from_otlp(i64::from(row.try_get::<_, i16>(6)?)),
+        start_unix_nano: row.try_get(7)?,
+        duration_ns: row.try_get(8)?,
+        status_code: StatusCode::from_otlp(i64::from(row.try_get::<_, i16>(9)?)),
+        status_message: row.try_get(10)?,
+        service_name: row.try_get(11)?,
+        resource_attributes: attributes(&row.try_get(12)?),
+        scope_name: row.try_get(13)?,
+        scope_version: row.try_get(14)?,
+        attributes: attributes(&row.try_get(15)?),
+        events: items(&events).filter_map(event).collect(),
+        links: items(&links).filter_map(link).collect(),
+    }))
+}
+
+fn items(array: &Json) -> impl Iterator<Item = &Json> {
+    array.as_array().into_iter().flatten()
+}
+
+/// `{"time_unix_nano", "name", "attributes", ...}`.
+fn event(json: &Json) -> Option<Event> {
+    Some(Event {
+        time_unix_nano: json["time_unix_nano"]
+            .as_u64()
+            .map(|t| i64::try_from(t).unwrap_or(i64::MAX))?,
+        name: json["name"].as_str()?.to_owned(),
+        attributes: attributes(&json["attributes"]),
+    })
+}
+
+/// `{"trace_id", "span_id", "trace_state", "attributes", ...}`, ids in hex; a link whose ids are
+/// not 16 and 8 bytes is left out.
+fn link(json: &Json) -> Option<Link> {
+    let (trace_id, span_id) = (json["trace_id"].as_str()?, json["span_id"].as_str()?);
+    if trace_id.len() != 32 || span_id.len() != 16 {
+        return None;
+    }
+    Some(Link {
+        trace_id: TraceId::parse(trace_id).ok()?,
+        span_id: SpanId::parse(span_id).ok()?,
+        trace_state: json["trace_state"].as_str()?.to_owned(),
+        attributes: attributes(&json["attributes"]),
+    })
+}
+
+/// An attribute column (an object from key to value; keys as sent), sorted by key: jsonb keeps no
+/// order of its own.
+fn attributes(json: &Json) -> Vec<Attribute> {
+    let mut attributes: Vec<Attribute> = json
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(key, value)| Attribute {
+            key: key.clone(),
+            value: value_of(value),
+        })
+        .collect();
+    attributes.sort_by(|a, b| a.key.cmp(&b.key));
+    attributes
+}
+
+/// One attribute value as the exporter encodes it (schema/README.md, "Attribute encoding").
+fn value_of(json: &Json) -> Value {
+    match json {
+        Json::Null => Value::Empty,
+        Json::Bool(b) => Value::Bool(*b),
+        // jsonb keeps a number as written: the exporter writes every double with a fraction.
+        Json::Number(n) => match n.as_i64() {
+            Some(int) if !n.is_f64() => Value::Int(int),
+            _ => Value::Double(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Json::String(s) => Value::Str(s.clone()),
+        Json::Array(values) => Value::Array(values.iter().map(value_of).collect()),
+        Json::Object(map) => {
+            if map.len() == 1 {
+                if let Some(value) = tagged(map) {
+                    return value;
+                }
+            }
+            // A map: each key that begins with '$' was given one more.
+            let mut entries: Vec<Attribute> = map
+                .iter()
+                .map(|(key, value)| Attribute {
+                    key: key.strip_prefix('$').unwrap_or(key).to_owned(),
+                    value: value_of(value),
+                })
+                .collect();
+            entries.sort_by(|a, b| a.key.cmp(&b.key));
+            Value::Map(entries)
+        }
+    }
+}
+
+/// `{"$double": "NaN"}`, `{"$bytes": "<base64>"}` or `{"$strindex": n}` (profiles only; read as its
+/// int). A map's own keys never begin with a single '$'.
+fn tagged(map: &serde_json::Map<String, Json>) -> Option<Value> {
+    let (tag, value) = map.iter().next()?;
+    match (tag.as_str(), value) {
+        ("$double", Json::String(name)) => match name.as_str() {
+            "NaN" => Some(Value::Double(f64::NAN)),
+            "Infinity" => Some(Value::Double(f64::INFINITY)),
+            "-Infinity" => Some(Value::Double(f64::NEG_INFINITY)),
+            _ => None,
+        },
+        ("$bytes", Json::String(text)) => base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .ok()
+            .map(Value::Bytes),
+        ("$strindex", Json::Number(n)) => n.as_i64().map(Value::Int),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attr(key: &str, value: Value) -> Attribute {
+        Attribute {
+            key: key.into(),
+            value,
+        }
+    }
+
+    #[test]
+    fn the_exporters_jsonb_encoding_reads_back_typed() {
+        let column: Json = serde_json::from_str(
+            r#"{"s": "x", "b": false, "i": 9223372036854775807, "d": 1.0, "e": 0.00000025,
+                "big": 10000000000000000.0, "nan": {"$double": "NaN"}, "inf": {"$double": "-Infinity"},
+                "bytes": {"$bytes": "AP8="}, "arr": [1, 2.5, null], "none": null,
+                "map": {"$$x": true, "$$bytes": {"$bytes": ""}, "y": {}}}"#,
+        )
+        .expect("JSON");
+        let mut got = attributes(&column);
+        let Value::Double(nan) = got.iter().find(|a| a.key == "nan").expect("nan").value else {
+            panic!("NaN is a double")
+        };
+        assert!(nan.is_nan());
+        got.retain(|a| a.key != "nan");
+        assert_eq!(
+            got,
+            vec![
+                attr(
+                    "arr",
+                    Value::Array(vec![Value::Int(1), Value::Double(2.5), Value::Empty])
+                ),
+                attr("b", Value::Bool(false)),
+                attr("big", Value::Double(1e16)),
+                attr("bytes", Value::Bytes(vec![0, 255])),
+                attr("d", Value::Double(1.0)),
+                attr("e", Value::Double(2.5e-7)),
+                attr("i", Value::Int(i64::MAX)),
+                attr("inf", Value::Double(f64::NEG_INFINITY)),
+                attr(
+                    "map",
+                    Value::Map(vec![
+                        attr("$bytes", Value::Bytes(vec![])),
+                        attr("$x", Value::Bool(true)),
+                        attr("y", Value::Map(vec![])),
+                    ])
+                ),
+                attr("none", Value::Empty),
+                attr("s", Value::Str("x".into())),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_tag_matches_the_string_and_the_value_it_spells() {
+        let texts = |key, text| {
+            attribute_matches(key, text)
+                .iter()
+                .map(Json::to_string)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            texts("http.status_code", "500"),
+            [
+                r#"{"http.status_code":"500"}"#,
+                r#"{"http.status_code":500}"#
+            ]
+        );
+        assert_eq!(texts("x", "true"), [r#"{"x":"true"}"#, r#"{"x":true}"#]);
+        assert_eq!(
+            texts("x", "NaN"),
+            [r#"{"x":"NaN"}"#, r#"{"x":{"$double":"NaN"}}"#]
+        );
+        assert_eq!(texts("x", "-2.5"), [r#"{"x":"-2.5"}"#, r#"{"x":-2.5}"#]);
+        assert_eq!(texts("$k", "GET"), [r#"{"$k":"GET"}"#]);
+        assert_eq!(texts("x", "0x10"), [r#"{"x":"0x10"}"#]);
+    }
+
+    #[test]
+    fn times_round_down_to_microseconds() {
+        assert_eq!(
+            micros_floor(1_700_000_000_123_456_789),
+            UNIX_EPOCH + Duration::from_micros(1_700_000_000_123_456)
+        );
+        assert_eq!(micros_floor(-1), UNIX_EPOCH - Duration::from_micros(1));
+    }
+
+    #[test]
+    fn settings_never_show_the_dsn() {
+        let settings = PostgresSettings {
+            dsn: "postgres://u:secret@db/x".into(),
+            schema: "otel; DROP".into(),
+            pool_size: 1,
+            connect_timeout: Duration::from_secs(1),
+        };
+        assert!(!format!("{settings:?}").contains("secret"));
+        let error = PostgresStore::connect(&settings).err().expect("bad schema");
+        assert!(error.to_string().contains("plain SQL name"), "{error}");
+        let error = PostgresStore::connect(&PostgresSettings {
+            dsn: "postgres://u:secret@db:notaport/x".into(),
+            schema: "otel".into(),
+            ..settings
+        })
+        .err()
+        .expect("bad DSN");
+        assert!(!error.to_string().contains("secret"), "{error}");
+    }
+}
