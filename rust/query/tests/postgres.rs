@@ -3,9 +3,9 @@
 //! OTELSTORE_TEST_PG_DSN names a database to use (then the "database goes down" half of the
 //! availability scenario is skipped).
 //!
-//! `OTELSTORE_QUERY_LOAD_SPANS=200000 cargo test -p otelstore-query --test postgres -- --ignored`
-//! instead fills schema "bench" with that many realistic spans over the last two days and runs
-//! every query once, for EXPLAIN (auto_explain) on a realistic amount of data.
+//! `OTELSTORE_TEST_PG_DSN=... cargo test -p otelstore-query --test postgres -- --ignored` instead
+//! fills schema "bench" with realistic spans over the last two days and times every query on
+//! them: see `load_realistic_spans`.
 
 #[path = "../../core/tests/pg_cluster/mod.rs"]
 mod pg_cluster;
@@ -662,6 +662,23 @@ fn services_operations_and_dependencies(dsn: &str) {
         []
     );
     assert_eq!(wait(store.operations("nobody", None)).expect("nobody"), []);
+    // Services and operations are those of the stored spans: the statistics outlive them.
+    wait(async {
+        let (client, connection) = tokio_postgres::connect(dsn, tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+        tokio::spawn(connection);
+        let expired = client
+            .execute("DELETE FROM deps.spans WHERE service_name = 'db'", &[])
+            .await
+            .expect("delete");
+        assert_eq!(expired, 2);
+    });
+    assert_eq!(
+        wait(store.services()).expect("services"),
+        ["backend", "frontend"]
+    );
+    assert_eq!(wait(store.operations("db", None)).expect("db expired"), []);
 
     let link = |parent: &str, child: &str| model::DependencyLink {
         parent: parent.into(),
@@ -755,4 +772,211 @@ fn an_unreachable_database_is_unavailable(cluster: &Cluster) {
             "call {call}: {error:?}"
         );
     }
+}
+
+/// A small deterministic generator, so every load is the same data.
+struct Random(u64);
+
+impl Random {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// Fills schema "bench" (expected empty) of the database OTELSTORE_TEST_PG_DSN names with
+/// OTELSTORE_QUERY_LOAD_SPANS (default 200,000; 0 to only time the queries) spans through the
+/// exporter: traces of 8 spans over 5
+/// services that call each other, started evenly over the last two days, 10 span and 8 resource
+/// attributes, an event on every tenth span, 1 % errors. Then runs each store query (best of 5)
+/// and prints how long it took; run the server with auto_explain for their plans.
+#[test]
+#[ignore = "a load for measurements: needs OTELSTORE_TEST_PG_DSN"]
+fn load_realistic_spans() {
+    use any_value::Value as V;
+    let dsn = std::env::var("OTELSTORE_TEST_PG_DSN").expect("OTELSTORE_TEST_PG_DSN");
+    let spans: u32 = std::env::var("OTELSTORE_QUERY_LOAD_SPANS")
+        .map_or(200_000, |n| n.parse().expect("a number"));
+    let services = ["frontend", "checkout", "cart", "payment", "db"];
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos() as i64;
+    let two_days = 48 * 3600 * SECOND;
+    let mut random = Random(0x9e37_79b9_7f4a_7c15);
+    if spans > 0 {
+        let exporter = exporter(&dsn, "bench");
+        let traces = spans / 8;
+        let started = std::time::Instant::now();
+        for batch in (0..traces).collect::<Vec<_>>().chunks(100) {
+            let mut by_service: Vec<Vec<Span>> = vec![vec![]; services.len()];
+            for &trace in batch {
+                let start = now - two_days + i64::from(trace) * (two_days / i64::from(traces));
+                let error = random.below(100) == 0;
+                for n in 0..8u32 {
+                    // frontend server, client -> checkout or cart server, client -> payment server,
+                    // client -> db server, internal.
+                    let service = match n {
+                        0 | 1 => 0,
+                        2 | 3 => 1 + (trace % 2) as usize,
+                        4 | 5 => 3,
+                        _ => 4,
+                    };
+                    let kind = match n {
+                        7 => 1,
+                        n if n % 2 == 0 => 2,
+                        _ => 3,
+                    };
+                    let offset = i64::from(n) * 2 * MS;
+                    let duration = (1 + random.below(200) as i64) * MS / (1 + i64::from(n));
+                    let name = format!("{} /{}", ["GET", "POST"][n as usize % 2], random.below(8));
+                    let mut s = span(trace, n + 1, &name, kind, start + offset, duration);
+                    if n > 0 {
+                        s.parent_span_id = span_id(trace, n);
+                    }
+                    let status_code = if error && n == 7 { 500 } else { 200 };
+                    if status_code == 500 {
+                        s.status = Some(Status {
+                            code: 2,
+                            message: "failed".into(),
+                        });
+                    }
+                    s.attributes = vec![
+                        kv("http.method", string(["GET", "POST"][n as usize % 2])),
+                        kv("http.status_code", V::IntValue(status_code)),
+                        kv(
+                            "http.route",
+                            string(&format!("/api/v1/items/{}", random.below(50))),
+                        ),
+                        kv(
+                            "net.peer.name",
+                            string(&format!("10.0.{}.{}", random.below(4), random.below(250))),
+                        ),
+                        kv("thread.id", V::IntValue(random.below(64) as i64)),
+                        kv("user.id", string(&format!("user-{}", random.below(10_000)))),
+                        kv("retry", V::BoolValue(random.below(20) == 0)),
+                        kv("ratio", V::DoubleValue(random.below(1000) as f64 / 1000.0)),
+                        kv("component", string("http")),
+                        kv(
+                            "request.id",
+                            string(&format!("{:016x}", random.below(u64::MAX))),
+                        ),
+                    ];
+                    if random.below(10) == 0 {
+                        s.events = vec![span::Event {
+                            time_unix_nano: (start + offset + 1000) as u64,
+                            name: "log".into(),
+                            attributes: vec![kv("message", string("cache miss"))],
+                            ..Default::default()
+                        }];
+                    }
+                    by_service[service].push(s);
+                }
+            }
+            let request = by_service
+                .into_iter()
+                .zip(services)
+                .map(|(spans, name)| {
+                    let resource = vec![
+                        kv("service.name", string(name)),
+                        kv("service.version", string("1.4.2")),
+                        kv("service.namespace", string("shop")),
+                        kv("host.name", string(&format!("{name}-7d9f8b-x2k4p"))),
+                        kv("k8s.namespace.name", string("production")),
+                        kv("k8s.pod.name", string(&format!("{name}-7d9f8b-x2k4p"))),
+                        kv("telemetry.sdk.language", string("go")),
+                        kv("telemetry.sdk.version", string("1.28.0")),
+                    ];
+                    resource_spans(resource, spans)
+                })
+                .collect();
+            export(&exporter, request);
+        }
+        eprintln!("loaded {} spans in {:?}", traces * 8, started.elapsed());
+        exporter
+            .shutdown(Duration::from_secs(10))
+            .expect("shutdown");
+    }
+
+    let store = store(&dsn, "bench");
+    let last_hour = TraceQuery {
+        service: Some("checkout".into()),
+        operation: None,
+        tags: vec![],
+        start_min_unix_nano: now - 3600 * SECOND,
+        start_max_unix_nano: now,
+        duration_min_ns: None,
+        duration_max_ns: None,
+        limit: 20,
+    };
+    let searches = [
+        ("service, last hour, limit 20", last_hour.clone()),
+        (
+            "service + operation + http.status_code=500, two days",
+            TraceQuery {
+                service: Some("db".into()),
+                operation: Some("POST /3".into()),
+                tags: vec![TagFilter::from_jaeger("http.status_code", "500")],
+                start_min_unix_nano: now - two_days,
+                ..last_hour.clone()
+            },
+        ),
+        (
+            "service + duration >= 150 ms, two days, limit 100",
+            TraceQuery {
+                service: Some("frontend".into()),
+                duration_min_ns: Some(150 * MS),
+                start_min_unix_nano: now - two_days,
+                limit: 100,
+                ..last_hour.clone()
+            },
+        ),
+        (
+            "no service, error=true, last hour",
+            TraceQuery {
+                service: None,
+                tags: vec![TagFilter::Error(true)],
+                ..last_hour.clone()
+            },
+        ),
+    ];
+    let time = |what: &str, run: &dyn Fn() -> usize| {
+        let mut best = Duration::MAX;
+        let mut count = 0;
+        for _ in 0..5 {
+            let started = std::time::Instant::now();
+            count = run();
+            best = best.min(started.elapsed());
+        }
+        eprintln!("{what}: {count} results, best of 5 {best:?}");
+    };
+    time("services", &|| {
+        wait(store.services()).expect("services").len()
+    });
+    time("operations of checkout", &|| {
+        wait(store.operations("checkout", None))
+            .expect("operations")
+            .len()
+    });
+    let mut found = vec![];
+    for (what, query) in &searches {
+        time(what, &|| {
+            wait(store.find_trace_ids(query)).expect("search").len()
+        });
+        found.push(wait(store.find_trace_ids(query)).expect("search"));
+    }
+    time("20 traces by id", &|| {
+        wait(store.traces(&found[0], None)).expect("traces").len()
+    });
+    time("20 traces by id, in the hour", &|| {
+        let window = Some((last_hour.start_min_unix_nano, last_hour.start_max_unix_nano));
+        wait(store.traces(&found[0], window)).expect("traces").len()
+    });
+    time("dependencies, two days", &|| {
+        wait(store.dependencies(now - two_days, now))
+            .expect("dependencies")
+            .len()
+    });
 }

@@ -134,7 +134,9 @@ impl PostgresStore {
 
     /// Every service name in `spans`: a "loose index scan" that hops from one name to the next
     /// over the (service_name, start_time) index, one index probe per service and partition
-    /// instead of reading every span.
+    /// instead of reading every span (0.6 ms against 40 ms for `SELECT DISTINCT` over 200,000
+    /// spans in 6 partitions). span_stats_1h answers as fast, but also names services whose
+    /// spans have expired, which no search would find.
     async fn services(&self) -> Result<Vec<String>, StoreError> {
         let sql = format!(
             "WITH RECURSIVE names AS (
@@ -160,7 +162,10 @@ impl PostgresStore {
     }
 
     /// The span names and kinds of a service, from the hourly span statistics (its primary key
-    /// starts with the service name), rather than from every span of the service.
+    /// starts with the service name) rather than from every span of the service: 0.3 ms against
+    /// 90 ms for 50,000 spans. Only the hours since the service's oldest stored span count (an
+    /// index probe per day partition): the statistics are kept longer than the spans (a year
+    /// against 30 days by default), and an operation offered should find traces.
     async fn operations(
         &self,
         service: &str,
@@ -169,9 +174,11 @@ impl PostgresStore {
         const ACTION: &str = "list the operations";
         let kind = kind.map(|kind| kind as i16);
         let sql = format!(
-            "SELECT DISTINCT span_name, span_kind FROM {}.span_stats_1h
-             WHERE service_name = $1 AND ($2::smallint IS NULL OR span_kind = $2)",
-            self.schema
+            "SELECT DISTINCT span_name, span_kind FROM {s}.span_stats_1h
+             WHERE service_name = $1 AND ($2::smallint IS NULL OR span_kind = $2)
+               AND bucket_start > (SELECT min(start_time) FROM {s}.spans WHERE service_name = $1)
+                                  - interval '1 hour'",
+            s = self.schema
         );
         let rows = self
             .query(ACTION, &sql, &[(&service, Type::TEXT), (&kind, Type::INT2)])
@@ -195,43 +202,53 @@ impl PostgresStore {
         Ok(operations)
     }
 
+    /// Reads the matching spans newest first through a cursor, and keeps each trace the first
+    /// time it comes, until there are enough. The planner plans a cursor to yield its first rows
+    /// soon (`cursor_tuple_fraction`), so with a service it walks the (service_name, start_time)
+    /// index backwards and stops there, instead of reading every matching span of the time range
+    /// to sort them: measured, a plain query with LIMIT got seq scans and top-N sorts whenever a
+    /// filter made it underestimate the matches (numbers in the report of this change).
     async fn find_trace_ids(&self, query: &TraceQuery) -> Result<Vec<TraceId>, StoreError> {
         const ACTION: &str = "search traces";
-        if query.limit == 0 {
+        let limit = query.limit;
+        if limit == 0 {
             return Ok(Vec::new());
         }
+        let error = |e: tokio_postgres::Error| query_error(ACTION, &e);
         let search = Search::new(&self.schema, query);
-        let client = self.client().await?;
-        // The matching spans, newest first, are read up to `scan` of them and grouped by trace:
-        // with an index on the conditions (a service), that stops early instead of reading every
-        // span of the time range. Too few traces among them, and more were left: read further.
-        let limit = query.limit;
-        let mut scan = i64::try_from(limit.saturating_mul(10).max(200)).unwrap_or(i64::MAX);
-        loop {
-            let mut params = search.params();
-            params.push((&scan, Type::INT8));
-            let rows = client
-                .query_typed(&search.sql, &params)
-                .await
-                .map_err(|e| query_error(ACTION, &e))?;
-            let mut spans = 0i64;
-            let mut ids = Vec::with_capacity(rows.len().min(limit));
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(error)?;
+        tx.query_typed(&search.declare, &search.params())
+            .await
+            .map_err(error)?;
+        let (min, max) = (query.start_min_unix_nano, query.start_max_unix_nano);
+        let mut ids = Vec::with_capacity(limit.min(1000));
+        let mut seen = HashSet::new();
+        let mut fetch = FIRST_FETCH;
+        'fetch: loop {
+            let rows = tx.query_typed(fetch.0, &[]).await.map_err(error)?;
             for row in &rows {
-                let id: &[u8] = row.try_get(0).map_err(|e| query_error(ACTION, &e))?;
-                spans += row
-                    .try_get::<_, i64>(1)
-                    .map_err(|e| query_error(ACTION, &e))?;
+                let id: &[u8] = row.try_get(0).map_err(error)?;
+                let start: i64 = row.try_get(1).map_err(error)?;
+                // The scan's range is in whole microseconds; the exact one decides at its edges.
                 // Ids that are not 16 bytes (invalid OTLP, stored as sent) cannot be asked for.
-                if let Ok(id) = id.try_into() {
+                let Ok(id) = <[u8; 16]>::try_from(id) else {
+                    continue;
+                };
+                if (min..=max).contains(&start) && seen.insert(id) {
                     ids.push(TraceId(id));
+                    if ids.len() == limit {
+                        break 'fetch;
+                    }
                 }
             }
-            if ids.len() >= limit || spans < scan || scan == i64::MAX {
-                ids.truncate(limit);
-                return Ok(ids);
+            if rows.len() < fetch.1 {
+                break;
             }
-            scan = scan.saturating_mul(10);
+            fetch = NEXT_FETCH;
         }
+        tx.commit().await.map_err(error)?;
+        Ok(ids)
     }
 
     async fn traces(
@@ -370,30 +387,31 @@ impl Store for PostgresStore {
     }
 }
 
-/// A trace search as SQL and its parameters, but for the last one: how many spans to read.
+/// The first rows of a search's cursor, and the rows of each next fetch.
+const FIRST_FETCH: (&str, usize) = ("FETCH 200 FROM matching_spans", 200);
+const NEXT_FETCH: (&str, usize) = ("FETCH 5000 FROM matching_spans", 5000);
+
+/// A trace search: the cursor over its matching spans, newest first, and its parameters.
 struct Search {
-    sql: String,
+    declare: String,
     values: Vec<(Box<dyn ToSql + Sync + Send>, Type)>,
 }
 
 impl Search {
     fn new(schema: &str, query: &TraceQuery) -> Search {
         let mut search = Search {
-            sql: String::new(),
+            declare: String::new(),
             values: Vec::new(),
         };
         let mut conditions = Vec::new();
-        // start_time (microseconds) is the partition key and the index's second column; the
-        // exact nanoseconds decide at the edges.
+        // start_time (microseconds) is the partition key and the index's second column. The
+        // exact nanoseconds are compared as rows arrive: a condition on them here would make the
+        // planner count the time range twice (they are the same time) and expect far fewer
+        // matches than there are.
         let (min, max) = (query.start_min_unix_nano, query.start_max_unix_nano);
         let from = search.param(micros_floor(min), Type::TIMESTAMPTZ);
         let to = search.param(micros_floor(max), Type::TIMESTAMPTZ);
         conditions.push(format!("start_time >= {from} AND start_time <= {to}"));
-        let from = search.param(min, Type::INT8);
-        let to = search.param(max, Type::INT8);
-        conditions.push(format!(
-            "start_time_unix_nano >= {from} AND start_time_unix_nano <= {to}"
-        ));
         if let Some(service) = &query.service {
             let p = search.param(service.clone(), Type::TEXT);
             conditions.push(format!("service_name = {p}"));
@@ -432,16 +450,11 @@ impl Search {
                 }
             });
         }
-        let scan = format!("${}", search.values.len() + 1);
-        search.sql = format!(
-            "SELECT trace_id, count(*) FROM (
+        search.declare = format!(
+            "DECLARE matching_spans NO SCROLL CURSOR FOR
                 SELECT trace_id, start_time_unix_nano FROM {schema}.spans
                 WHERE {}
-                ORDER BY start_time DESC
-                LIMIT {scan}
-            ) AS recent
-            GROUP BY trace_id
-            ORDER BY max(start_time_unix_nano) DESC, trace_id",
+                ORDER BY start_time DESC",
             conditions.join("\n                  AND ")
         );
         search
