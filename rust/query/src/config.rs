@@ -82,6 +82,13 @@ pub struct PostgresSettings {
     pub dsn: String,
     /// The schema that holds otelstore's tables.
     pub schema: String,
+    /// Connections kept open; queries beyond that wait for one.
+    pub pool_size: usize,
+    /// How long one connection attempt may take.
+    pub connect_timeout: GoDuration,
+    /// PEM file of the CA certificates that sign the server's certificate, as the exporter's
+    /// `postgres.ca_file`: TLS per the DSN's sslmode, verified when set.
+    pub ca_file: String,
 }
 
 /// The exporter's defaults, so that both find the same tables.
@@ -91,6 +98,9 @@ impl Default for PostgresSettings {
         Self {
             dsn: exporter.dsn,
             schema: exporter.schema,
+            pool_size: exporter.pool_size,
+            connect_timeout: exporter.connect_timeout,
+            ca_file: exporter.ca_file,
         }
     }
 }
@@ -101,6 +111,9 @@ impl fmt::Debug for PostgresSettings {
         f.debug_struct("PostgresSettings")
             .field("dsn", &"<redacted>")
             .field("schema", &self.schema)
+            .field("pool_size", &self.pool_size)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }
@@ -419,6 +432,9 @@ fn validate_backend(
         postgres: otelstore::config::PostgresConfig {
             dsn: postgres.dsn.clone(),
             schema: postgres.schema.clone(),
+            pool_size: postgres.pool_size,
+            connect_timeout: postgres.connect_timeout,
+            ca_file: postgres.ca_file.clone(),
             ..Default::default()
         },
         clickhouse: otelstore::config::ClickHouseConfig {
@@ -495,7 +511,10 @@ mod tests {
             config.backend,
             Backend::Postgres(PostgresSettings {
                 dsn: "postgres://otel:secret@127.0.0.1/otel".into(),
-                schema: "otel".into()
+                schema: "otel".into(),
+                pool_size: 4,
+                connect_timeout: GoDuration(Duration::from_secs(10)),
+                ca_file: String::new(),
             })
         );
         assert_eq!(config.request_timeout, Duration::from_secs(30));
@@ -568,7 +587,8 @@ mod tests {
             config.backend,
             Backend::Postgres(PostgresSettings {
                 dsn: "host=db user=otel".into(),
-                schema: "tel".into()
+                schema: "tel".into(),
+                ..PostgresSettings::default()
             })
         );
         assert!(config.cache.ttl.0.is_zero());

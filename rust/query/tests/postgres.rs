@@ -19,10 +19,12 @@ use opentelemetry_proto::tonic::common::v1::{
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{span, ResourceSpans, ScopeSpans, Span, Status};
+use otelstore::config::GoDuration;
 use otelstore::signal::Signal;
 use otelstore::{Config, Exporter};
+use otelstore_query::config::PostgresSettings;
 use otelstore_query::model::{self, SpanKind, StatusCode, TraceId};
-use otelstore_query::store::postgres::{PostgresSettings, PostgresStore};
+use otelstore_query::store::postgres::PostgresStore;
 use otelstore_query::store::{Store, StoreError, TagFilter, TraceQuery};
 use pg_cluster::Cluster;
 use prost::Message;
@@ -61,7 +63,8 @@ fn store(dsn: &str, schema: &str) -> PostgresStore {
         dsn: dsn.to_owned(),
         schema: schema.to_owned(),
         pool_size: 2,
-        connect_timeout: Duration::from_secs(2),
+        connect_timeout: GoDuration(Duration::from_secs(2)),
+        ca_file: String::new(),
     })
     .expect("store")
 }

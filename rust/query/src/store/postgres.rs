@@ -18,12 +18,12 @@ use deadpool_postgres::{
     Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
 };
 use serde_json::{json, Value as Json};
-use tokio_postgres::config::SslMode;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::{NoTls, Row};
+use tokio_postgres::Row;
 
 use super::{BoxFuture, Store, StoreError, TagFilter, TraceQuery};
+use crate::config::PostgresSettings;
 use crate::model::{
     Attribute, DependencyLink, Event, Link, Operation, Span, SpanId, SpanKind, StatusCode, Trace,
     TraceId, Value,
@@ -31,30 +31,6 @@ use crate::model::{
 
 /// How long a query waits for a free connection before the database counts as unavailable.
 const POOL_WAIT: Duration = Duration::from_secs(10);
-
-/// Where and how to connect.
-#[derive(Clone)]
-pub struct PostgresSettings {
-    /// libpq-style connection string: a URL or `key=value` pairs. Never logged nor put in errors.
-    pub dsn: String,
-    /// The schema the exporter writes (its `postgres.schema`).
-    pub schema: String,
-    /// Connections kept open; queries beyond that wait for one.
-    pub pool_size: usize,
-    /// How long one connection attempt may take.
-    pub connect_timeout: Duration,
-}
-
-impl std::fmt::Debug for PostgresSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PostgresSettings")
-            .field("dsn", &"<redacted>")
-            .field("schema", &self.schema)
-            .field("pool_size", &self.pool_size)
-            .field("connect_timeout", &self.connect_timeout)
-            .finish()
-    }
-}
 
 pub struct PostgresStore {
     pool: Pool,
@@ -65,39 +41,24 @@ pub struct PostgresStore {
 impl PostgresStore {
     /// Builds the connection pool. Nothing connects yet: a database that is down makes each call
     /// answer [`StoreError::Unavailable`] until it is back, it does not stop the server starting.
-    /// An invalid DSN or schema name is a [`StoreError::Query`] (action "read the settings").
+    /// The settings are validated already (config.rs); a DSN that does not parse or an unreadable
+    /// CA file is a [`StoreError::Query`] (action "read the settings").
     pub fn connect(settings: &PostgresSettings) -> Result<PostgresStore, StoreError> {
         let invalid = |message: String| StoreError::Query {
             action: "read the settings",
             message,
         };
-        let mut chars = settings.schema.chars();
-        let plain_name = chars
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-            && settings.schema.len() <= 63;
-        if !plain_name {
-            return Err(invalid(format!(
-                "schema must be a plain SQL name matching [A-Za-z_][A-Za-z0-9_]{{0,62}}, got {:?}",
-                settings.schema
-            )));
-        }
         let mut config = tokio_postgres::Config::from_str(&settings.dsn)
             .map_err(|e| invalid(format!("the DSN is not a valid connection string: {e}")))?;
-        if config.get_ssl_mode() == SslMode::Require {
-            return Err(invalid(
-                "the DSN asks for TLS (sslmode=require), which otelstore-query does not support yet"
-                    .to_owned(),
-            ));
-        }
-        config.connect_timeout(settings.connect_timeout);
+        let tls = otelstore::sink::postgres::tls_connector(&settings.ca_file)
+            .map_err(|e| invalid(e.to_string()))?;
+        config.connect_timeout(settings.connect_timeout.0);
         if config.get_application_name().is_none() {
             config.application_name("otelstore-query");
         }
         let manager = Manager::from_config(
             config,
-            NoTls,
+            tls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -106,7 +67,7 @@ impl PostgresStore {
             .max_size(settings.pool_size.max(1))
             .runtime(Runtime::Tokio1)
             .wait_timeout(Some(POOL_WAIT))
-            .create_timeout(Some(settings.connect_timeout))
+            .create_timeout(Some(settings.connect_timeout.0))
             .build()
             .map_err(|e| invalid(e.to_string()))?;
         Ok(PostgresStore {
@@ -770,32 +731,13 @@ mod tests {
     }
 
     #[test]
-    fn settings_never_show_the_dsn() {
+    fn settings_errors_never_show_the_dsn() {
         let settings = PostgresSettings {
-            dsn: "postgres://u:secret@db/x".into(),
-            schema: "otel; DROP".into(),
-            pool_size: 1,
-            connect_timeout: Duration::from_secs(1),
+            dsn: "postgres://u:secret@db:notaport/x".into(),
+            ..PostgresSettings::default()
         };
         assert!(!format!("{settings:?}").contains("secret"));
-        let error = PostgresStore::connect(&settings).err().expect("bad schema");
-        assert!(error.to_string().contains("plain SQL name"), "{error}");
-        let error = PostgresStore::connect(&PostgresSettings {
-            dsn: "postgres://u:secret@db:notaport/x".into(),
-            schema: "otel".into(),
-            ..settings.clone()
-        })
-        .err()
-        .expect("bad DSN");
-        assert!(!error.to_string().contains("secret"), "{error}");
-        let error = PostgresStore::connect(&PostgresSettings {
-            dsn: "postgres://u:secret@db/x?sslmode=require".into(),
-            schema: "otel".into(),
-            ..settings
-        })
-        .err()
-        .expect("no TLS yet");
-        assert!(error.to_string().contains("sslmode=require"), "{error}");
+        let error = PostgresStore::connect(&settings).err().expect("bad DSN");
         assert!(!error.to_string().contains("secret"), "{error}");
     }
 }

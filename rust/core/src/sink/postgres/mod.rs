@@ -32,6 +32,8 @@ use crate::wire::WireError;
 pub type Pending<'a> = super::Pending<'a, RequestRows>;
 pub use copy::{Chunk, CopyRows};
 use rollup::Rollups;
+/// TLS for connections to PostgreSQL, as the exporter makes them (also used by otelstore-query).
+pub use tls::connector as tls_connector;
 
 /// How long an export waits for a free connection before reporting the database as unavailable.
 const POOL_WAIT: Duration = Duration::from_secs(30);
