@@ -4,14 +4,11 @@
 mod common;
 
 use bytes::Bytes;
-use common::{any, base_time, kv, rows, text, Front};
+use common::{any, base_time, kv, resource_spans, rows, text, Front};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{
-    any_value::Value, ArrayValue, InstrumentationScope, KeyValue, KeyValueList,
-};
-use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::common::v1::{any_value::Value, ArrayValue, KeyValueList};
 use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+use opentelemetry_proto::tonic::trace::v1::{Span, Status};
 use otelstore::config::{ClickHouseConfig, Compression, Retention};
 use otelstore::signal::Signal;
 use otelstore::sink::clickhouse::{ClickHouseSink, Table};
@@ -19,25 +16,6 @@ use otelstore::sink::{Rows, Sink};
 use otelstore::ErrorKind;
 use prost::Message;
 use serde_json::json;
-
-fn resource_spans(attributes: Vec<KeyValue>, spans: Vec<Span>) -> ResourceSpans {
-    ResourceSpans {
-        resource: Some(Resource {
-            attributes,
-            ..Default::default()
-        }),
-        scope_spans: vec![ScopeSpans {
-            scope: Some(InstrumentationScope {
-                name: "io.test".into(),
-                version: "1.0.0".into(),
-                ..Default::default()
-            }),
-            spans,
-            schema_url: String::new(),
-        }],
-        schema_url: String::new(),
-    }
-}
 
 fn request(t0: u64) -> ExportTraceServiceRequest {
     let trace = vec![0x0a; 16];

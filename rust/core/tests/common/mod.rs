@@ -1,112 +1,28 @@
 //! What the ClickHouse integration tests share: the chdb front (tests/clickhouse/chdb_front.py
-//! serves ClickHouse's HTTP interface over chdb, ClickHouse embedded), OTLP builders and a query
-//! helper.
-//!
-//! The front needs a Python with chdb: the interpreter in OTELSTORE_TEST_CHDB_PYTHON, or the
-//! repository's .venv, or /work/main/.venv; without one a test says so and passes, except under
-//! CI, where it fails.
+//! serves ClickHouse's HTTP interface over chdb, ClickHouse embedded; started by
+//! rust/test-support/chdb_front.rs), OTLP builders (rust/test-support/otlp.rs) and a query helper.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
 use otelstore::config::{ClickHouseConfig, Retention};
 use otelstore::sink::clickhouse::ClickHouseSink;
 use serde_json::Value as Json;
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// A Python that can import chdb, or None.
-fn python() -> Option<PathBuf> {
-    let candidates = std::env::var_os("OTELSTORE_TEST_CHDB_PYTHON")
-        .map(PathBuf::from)
-        .into_iter()
-        .chain([
-            repo_root().join(".venv/bin/python"),
-            PathBuf::from("/work/main/.venv/bin/python"),
-        ]);
-    candidates.filter(|p| p.exists()).find(|p| {
-        Command::new(p)
-            .args(["-c", "import chdb, lz4, clickhouse_cityhash"])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    })
-}
-
-/// The chdb front on a free port, killed when dropped.
-pub struct Front {
-    child: Child,
-    dir: PathBuf,
-    url: String,
-}
-
-impl Front {
-    /// Starts the front, or returns None (after saying why) when there is no Python with chdb.
-    pub fn start() -> Option<Front> {
-        Front::start_with(&[])
-    }
-
-    /// [`Front::start`] with more arguments for chdb_front.py (`--password`, `--tls-cert` and
-    /// `--tls-key`: then the URL is https).
-    pub fn start_with(arguments: &[&str]) -> Option<Front> {
-        let Some(python) = python() else {
-            // CI has the venv (make test builds it first); only a bare `cargo test` may lack it.
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI must have a Python with chdb (make venv)"
-            );
-            eprintln!("SKIPPED: no Python with chdb (set OTELSTORE_TEST_CHDB_PYTHON)");
-            return None;
-        };
-        // One directory per front: the process id and a count of the fronts it started.
-        static STARTED: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "otelstore-chdb-test-{}-{}",
-            std::process::id(),
-            STARTED.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("data dir");
-        let mut child = Command::new(python)
-            .arg(repo_root().join("tests/clickhouse/chdb_front.py"))
-            .args(["--port", "0", "--data"])
-            .arg(&dir)
-            .args(arguments)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start chdb_front.py");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("read the port");
-        let port: u16 = line
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("chdb_front.py printed {line:?}, not a port"));
-        let scheme = if arguments.contains(&"--tls-cert") {
-            "https"
-        } else {
-            "http"
-        };
-        Some(Front {
-            child,
-            dir,
-            url: format!("{scheme}://127.0.0.1:{port}"),
-        })
-    }
-}
+// Shared with otelstore-query's tests. Each test file uses some of the builders.
+#[path = "../../../test-support/chdb_front.rs"]
+mod chdb_front;
+#[allow(dead_code)]
+#[path = "../../../test-support/otlp.rs"]
+mod otlp;
+pub use chdb_front::Front;
+#[allow(unused_imports)]
+pub use otlp::{any, kv, resource_spans, text};
 
 impl Front {
     /// Settings for a sink that writes to this front's database `otel_test`.
     pub fn config(&self) -> ClickHouseConfig {
         ClickHouseConfig {
-            endpoint: self.url.clone(),
+            endpoint: self.url().to_owned(),
             database: "otel_test".into(),
             ..Default::default()
         }
@@ -116,30 +32,6 @@ impl Front {
     pub fn sink(&self) -> ClickHouseSink {
         ClickHouseSink::new(&self.config(), &Retention::default()).expect("settings")
     }
-}
-
-impl Drop for Front {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-pub fn any(value: Value) -> AnyValue {
-    AnyValue { value: Some(value) }
-}
-
-pub fn kv(key: &str, value: Value) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(any(value)),
-        ..Default::default()
-    }
-}
-
-pub fn text(key: &str, value: &str) -> KeyValue {
-    kv(key, Value::StringValue(value.into()))
 }
 
 /// Some nanoseconds an hour ago, so the rows are well inside every TTL.
