@@ -20,6 +20,10 @@ Served (as ClickHouse's HTTP interface does, docs/en/interfaces/http.md):
   * `default_format` param / X-ClickHouse-Format header: output format when the
     query has no FORMAT clause (TabSeparated otherwise).
   * `param_<name>`: query parameters for {name:Type} placeholders.
+  * a multipart/form-data body (the Rust crate sends `query` and the `param_*`
+    query parameters so since 0.15): its fields count as URL parameters, as
+    ClickHouse's HTTP handler reads them; a part with a filename (an external
+    table) is refused (Code 48).
   * `client_protocol_version=N` (clickhouse-go's HTTP transport): Native output
     as ClickHouse writes it for that revision (BlockInfo per block; from 54454 a
     has_custom_serialization byte, always 0, after each column type), rewritten
@@ -49,8 +53,7 @@ Code 516 (AUTHENTICATION_FAILED, 403); without, any credentials are accepted.
 
 Not served: users and roles (`role` is ignored: chdb has no access control),
 HTTP sessions (`session_id`: every
-request shares the one chdb session), multipart/form-data queries and external
-tables, progress headers, mid-stream exceptions (results are buffered whole).
+request shares the one chdb session), external tables, progress headers, mid-stream exceptions (results are buffered whole).
 chdb accepts multi-statement queries ("a; b"), which ClickHouse's HTTP
 interface rejects.
 """
@@ -392,6 +395,26 @@ def split_insert(query, data_start):
     return m.group("head"), m.group("fmt").decode(), query[pos:]
 
 
+def multipart_fields(body, content_type):
+    """The (name, value) fields of a multipart/form-data body."""
+    m = re.search(r'boundary="?([^";]+)"?', content_type, re.I)
+    if not m:
+        raise ClickHouseError.make(36, "BAD_ARGUMENTS", "multipart/form-data without a boundary")
+    fields = []
+    for part in body.split(b"--" + m.group(1).encode())[1:]:
+        if part.startswith(b"--"):  # the closing delimiter
+            break
+        head, sep, value = part.partition(b"\r\n\r\n")
+        disposition = re.search(rb"(?im)^content-disposition:(.*)$", head)
+        name = disposition and re.search(rb'\bname="([^"]*)"', disposition.group(1))
+        if not sep or not name:
+            raise ClickHouseError.make(36, "BAD_ARGUMENTS", "a multipart/form-data part without a name")
+        if re.search(rb"\bfilename=", disposition.group(1)):
+            raise ClickHouseError.make(48, "NOT_IMPLEMENTED", "chdb_front does not serve external tables")
+        fields.append((name.group(1).decode(), value.removesuffix(b"\r\n").decode()))
+    return fields
+
+
 class Result:
     def __init__(self, body, fmt, summary):
         self.body, self.format, self.summary = body, fmt, summary
@@ -556,6 +579,9 @@ class Handler(BaseHTTPRequestHandler):
             if truthy(args.get("decompress")):
                 verify = not truthy(args.get("http_native_compression_disable_checksumming_on_decompress"))
                 body = decompress_blocks(body, verify)
+            if self.headers.get("Content-Type", "").lower().startswith("multipart/form-data"):
+                pairs += multipart_fields(body, self.headers["Content-Type"])
+                args, body = dict(pairs), b""
             query = args.get("query", "").encode()
             data_start = len(query)
             if query and body:

@@ -76,6 +76,22 @@ def test_settings_and_query_parameters(front):
     assert r.status_code == 404 and r.headers["X-ClickHouse-Exception-Code"] == "115"
 
 
+def test_multipart_form_fields_are_parameters(front):
+    # As the Rust crate (0.15) sends a query with server-side parameters.
+    boundary = "clickhouse-rs-boundary-x"
+    fields = [("query", "SELECT {ids:Array(String)} AS ids, {n:Int64} + 1 AS n"), ("param_ids", "['a\\'b','c']"),
+              ("param_n", "41")]
+    body = "".join(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
+                   for name, value in fields) + f"--{boundary}--\r\n"
+    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    r = requests.post(front, params={"default_format": "JSONEachRow"}, data=body.encode(), headers=headers)
+    assert r.json() == {"ids": ["a'b", "c"], "n": 42}
+    # an external table (a file part) is not served
+    files = {"t": ("t.tsv", b"1\n")}
+    r = requests.post(front, params={"query": "SELECT 1"}, files=files)
+    assert r.status_code == 501 and r.headers["X-ClickHouse-Exception-Code"] == "48"
+
+
 def test_get_is_readonly(front):
     r = requests.get(front, params={"query": "CREATE DATABASE nope"})
     assert r.headers["X-ClickHouse-Exception-Code"] == "164" and "READONLY" in r.text
