@@ -143,7 +143,7 @@ const CLICKHOUSE_BAD_DATA: &[u32] = &[
 ];
 
 /// The exception code at the start of a ClickHouse error text: `Code: 27. DB::Exception: ...`.
-pub(crate) fn clickhouse_exception_code(text: &str) -> Option<u32> {
+pub fn clickhouse_exception_code(text: &str) -> Option<u32> {
     let rest = text.trim_start().strip_prefix("Code:")?.trim_start();
     let digits = rest
         .find(|c: char| !c.is_ascii_digit())
@@ -178,7 +178,7 @@ fn postgres_kind(error: &tokio_postgres::Error) -> ErrorKind {
 
 /// An error and its causes, "outer: inner: innermost", since the outer messages of the database
 /// client ("error connecting to server") hide the useful part ("Connection refused").
-fn chain(error: &dyn std::error::Error) -> String {
+pub fn chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

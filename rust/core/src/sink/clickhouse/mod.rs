@@ -393,8 +393,8 @@ fn dedup_token(pending: &[Pending<'_, Blocks>]) -> String {
 
 /// A client over hyper with rustls, trusting the CA file's certificates or else the
 /// system's. Built here rather than by the `clickhouse` crate, whose own client panics when the
-/// system has no root certificates.
-fn client_with_roots(ca_file: &str) -> Result<Client, Error> {
+/// system has no root certificates. otelstore-query reads through the same kind of client.
+pub fn client_with_roots(ca_file: &str) -> Result<Client, Error> {
     let roots = if ca_file.is_empty() {
         let mut roots = rustls::RootCertStore::empty();
         roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
