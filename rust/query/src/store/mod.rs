@@ -1,6 +1,7 @@
 //! What the APIs ask of a backend. PostgreSQL and ClickHouse each answer it from the tables the
 //! exporter writes (schema/).
 
+pub mod clickhouse;
 pub mod postgres;
 
 use std::future::Future;

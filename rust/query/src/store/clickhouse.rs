@@ -1,0 +1,913 @@
+//! The ClickHouse store: reads the tables the exporter writes (schema/clickhouse/, the contrib
+//! clickhouseexporter's layout) through the official `clickhouse` crate over HTTP.
+//!
+//! What is read where:
+//!
+//! * services and operations: `otel_span_stats_1h`, one row per service, span name, kind and
+//!   hour. On 3 million synthetic spans over a week (25 services, 40 span names), listing the
+//!   services read 251,856 rollup rows instead of 3,000,000 spans, and one service's operations
+//!   23,381 rows instead of 204,652 (chdb 26.9); real services put many more spans in each
+//!   (service, name, kind, hour), so the gap grows with traffic. The rollup is kept longer than the
+//!   spans (`retention.rollup_1h`, a year by default): a service whose spans have expired is still
+//!   listed.
+//! * trace search: `otel_traces`, bounded by `Timestamp` (daily partitions, and the sort key
+//!   `(ServiceName, SpanName, toDateTime(Timestamp))` for a service and operation); attribute
+//!   conditions can use the maps' bloom-filter indexes.
+//! * traces by id: `otel_traces_trace_id_ts` gives each trace's first and last span start (whole
+//!   seconds), so each trace's `otel_traces` read is bounded to its partition and time as well as
+//!   by the `TraceId` bloom filter; an id the lookup table does not know is not searched for.
+//! * dependencies: `otel_service_dependencies_1h` (`uniqCombined64Merge(Calls)`).
+//!
+//! With `use_dist_tables` every table is read through its `_dist` Distributed table, which sees
+//! every shard. Every value a caller gives is a server-side query parameter (`{name:Type}`), which
+//! the crate sends beside the query, never in it: the SQL text is built only from fixed fragments
+//! and the validated database name.
+//!
+//! Values are as the exporter writes them (rust/core/src/sink/clickhouse/traces.rs): ids are
+//! lower-case hex and `""` for none; kinds and status codes are pdata's names (`Server`, `Error`),
+//! and the older `SPAN_KIND_SERVER`/`STATUS_CODE_ERROR` names, which the schema's views also accept,
+//! are read the same way; attribute values are strings (pdata's AsString), so every attribute is a
+//! [`Value::Str`]; maps are read as their pairs, so a repeated key keeps every value, in the stored
+//! order. The tables keep no trace flags: [`Span::flags`] is 0.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fmt;
+
+use clickhouse::query::Query;
+use clickhouse::{Client, Compression, Row, RowOwned, RowRead};
+use otelstore::config::{ClickHouseConfig, Config, ConfigError};
+use otelstore::error::{chain, clickhouse_exception_code};
+use serde::Deserialize;
+
+use super::{BoxFuture, Store, StoreError, TagFilter, TraceQuery};
+use crate::model::{
+    Attribute, BadId, DependencyLink, Event, Link, Operation, Span, SpanId, SpanKind, StatusCode,
+    Trace, TraceId, Value,
+};
+
+/// Where the tables are and how to log in.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClickHouseSettings {
+    /// The HTTP(S) interface, such as `http://localhost:8123`.
+    pub endpoint: String,
+    /// The database the exporter writes (its `clickhouse.database`).
+    pub database: String,
+    pub username: String,
+    pub password: String,
+    /// Read the `_dist` Distributed tables, as on a cluster of several shards.
+    pub use_dist_tables: bool,
+}
+
+impl Default for ClickHouseSettings {
+    /// The exporter's defaults: database `otel`, user `default`.
+    fn default() -> Self {
+        let core = ClickHouseConfig::default();
+        Self {
+            endpoint: String::new(),
+            database: core.database,
+            username: core.username,
+            password: String::new(),
+            use_dist_tables: false,
+        }
+    }
+}
+
+// Never print the password.
+impl fmt::Debug for ClickHouseSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let password = if self.password.is_empty() {
+            ""
+        } else {
+            "<redacted>"
+        };
+        write!(
+            f,
+            "ClickHouseSettings {{ endpoint: {:?}, database: {:?}, username: {:?}, \
+             password: {password:?}, use_dist_tables: {} }}",
+            self.endpoint, self.database, self.username, self.use_dist_tables
+        )
+    }
+}
+
+/// The tables read, each as `"database".name` or `"database".name_dist`.
+struct Tables {
+    traces: String,
+    trace_id_ts: String,
+    span_stats: String,
+    dependencies: String,
+}
+
+pub struct ClickHouseStore {
+    client: Client,
+    tables: Tables,
+}
+
+impl ClickHouseStore {
+    /// Builds the client without connecting: a server that is down makes each call fail with
+    /// [`StoreError::Unavailable`], not the start. The endpoint and database are checked as the
+    /// exporter checks its own (errors name `clickhouse.endpoint`, `clickhouse.database`); an
+    /// https endpoint's certificate is checked against the system's roots.
+    pub fn new(settings: &ClickHouseSettings) -> Result<ClickHouseStore, ConfigError> {
+        let config = Config {
+            clickhouse: ClickHouseConfig {
+                endpoint: settings.endpoint.clone(),
+                database: settings.database.clone(),
+                username: settings.username.clone(),
+                password: settings.password.clone(),
+                ..ClickHouseConfig::default()
+            },
+            ..Config::default()
+        };
+        config.validate()?;
+        let mut client = otelstore::sink::clickhouse::client_with_roots(&config.clickhouse.ca_file)
+            .map_err(|e| match e {
+                otelstore::Error::Config(e) => e,
+                other => ConfigError {
+                    field: "clickhouse".into(),
+                    reason: other.to_string(),
+                },
+            })?
+            .with_url(settings.endpoint.trim())
+            .with_user(settings.username.as_str())
+            .with_compression(Compression::Lz4);
+        if !settings.password.is_empty() {
+            client = client.with_password(settings.password.as_str());
+        }
+        // The database is a plain identifier (validated above): quoting it needs no escaping.
+        let table = |name: &str| {
+            let dist = if settings.use_dist_tables {
+                "_dist"
+            } else {
+                ""
+            };
+            format!("\"{}\".{name}{dist}", settings.database)
+        };
+        Ok(ClickHouseStore {
+            client,
+            tables: Tables {
+                traces: table("otel_traces"),
+                trace_id_ts: table("otel_traces_trace_id_ts"),
+                span_stats: table("otel_span_stats_1h"),
+                dependencies: table("otel_service_dependencies_1h"),
+            },
+        })
+    }
+
+    /// Each known trace's span starts from the lookup table, as an inclusive nanosecond range
+    /// (the table keeps whole seconds: the range runs to the end of the last one).
+    async fn trace_bounds(&self, ids: &[String]) -> Result<Vec<SpanRange>, StoreError> {
+        let query = self
+            .client
+            .query(&trace_bounds_sql(&self.tables))
+            .param("ids", ids);
+        let rows: Vec<BoundsRow> = rows(query, "look up the time range of traces").await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| SpanRange {
+                start: i64::from(row.first) * NANOS_PER_SECOND,
+                end: (i64::from(row.last) + 1) * NANOS_PER_SECOND - 1,
+                ids: vec![row.trace_id],
+            })
+            .collect())
+    }
+
+    /// The spans of the traces of each range that start within it.
+    async fn read_spans(&self, ranges: &[SpanRange]) -> Result<Vec<Span>, StoreError> {
+        const ACTION: &str = "read spans";
+        let mut query = self.client.query(&spans_sql(&self.tables, ranges.len()));
+        for (i, range) in ranges.iter().enumerate() {
+            query = query
+                .param(&format!("ids{i}"), &range.ids)
+                .param(&format!("start{i}"), range.start)
+                .param(&format!("end{i}"), range.end);
+        }
+        let mut cursor = query.fetch::<SpanRow>().map_err(error(ACTION))?;
+        let mut spans = Vec::new();
+        while let Some(row) = cursor.next().await.map_err(error(ACTION))? {
+            match row.into_span() {
+                Ok(span) => spans.push(span),
+                Err(bad) => tracing::warn!(%bad, "skipped a span whose id is not hex"),
+            }
+        }
+        Ok(spans)
+    }
+}
+
+impl Store for ClickHouseStore {
+    fn services(&self) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+        Box::pin(async move {
+            let query = self.client.query(&services_sql(&self.tables));
+            let rows: Vec<NameRow> = rows(query, "list services").await?;
+            Ok(rows.into_iter().map(|row| row.name).collect())
+        })
+    }
+
+    fn operations<'a>(
+        &'a self,
+        service: &'a str,
+        kind: Option<SpanKind>,
+    ) -> BoxFuture<'a, Result<Vec<Operation>, StoreError>> {
+        Box::pin(async move {
+            let mut query = self
+                .client
+                .query(&operations_sql(&self.tables, kind.is_some()))
+                .param("service", service);
+            if let Some(kind) = kind {
+                query = query.param("kinds", kind_names(kind));
+            }
+            let rows: Vec<OperationRow> = rows(query, "list operations").await?;
+            // Sorted and deduplicated by Jaeger's kind names (`Server` and `SPAN_KIND_SERVER`
+            // are both `server`).
+            let mut operations: Vec<Operation> = rows
+                .into_iter()
+                .map(|row| Operation {
+                    name: row.name,
+                    span_kind: kind_from_name(&row.kind).jaeger().unwrap_or("").to_owned(),
+                })
+                .collect();
+            operations.sort();
+            operations.dedup();
+            Ok(operations)
+        })
+    }
+
+    fn find_trace_ids<'a>(
+        &'a self,
+        q: &'a TraceQuery,
+    ) -> BoxFuture<'a, Result<Vec<TraceId>, StoreError>> {
+        Box::pin(async move {
+            let search = TraceSearch::new(q);
+            let mut query = self
+                .client
+                .query(&search.sql(&self.tables))
+                .param("start_min", q.start_min_unix_nano.max(0))
+                .param("start_max", q.start_max_unix_nano.max(0))
+                .param("limit", q.limit as u64);
+            for (name, value) in &search.params {
+                query = match value {
+                    Param::Str(text) => query.param(name, text),
+                    Param::Int(number) => query.param(name, number),
+                    Param::Names(names) => query.param(name, names),
+                };
+            }
+            let rows: Vec<IdRow> = rows(query, "search traces").await?;
+            Ok(rows
+                .iter()
+                .filter_map(|row| TraceId::parse(&row.trace_id).ok())
+                .collect())
+        })
+    }
+
+    fn traces<'a>(
+        &'a self,
+        ids: &'a [TraceId],
+        window: Option<(i64, i64)>,
+    ) -> BoxFuture<'a, Result<Vec<Trace>, StoreError>> {
+        Box::pin(async move {
+            let mut wanted: Vec<String> = ids.iter().map(TraceId::to_string).collect();
+            wanted.sort();
+            wanted.dedup();
+            // A zero id is stored as "" (no trace): nothing to find.
+            wanted.retain(|id| id.bytes().any(|b| b != b'0'));
+            if wanted.is_empty() {
+                return Ok(Vec::new());
+            }
+            let ranges = match window {
+                Some((start, end)) => vec![SpanRange {
+                    ids: wanted,
+                    start: start.max(0),
+                    end: end.max(0),
+                }],
+                None => self.trace_bounds(&wanted).await?,
+            };
+            if ranges.is_empty() {
+                return Ok(Vec::new());
+            }
+            let mut by_id: HashMap<TraceId, Vec<Span>> = HashMap::new();
+            for span in self.read_spans(&ranges).await? {
+                by_id.entry(span.trace_id).or_default().push(span);
+            }
+            // One Trace per id asked for that has spans, in the order asked.
+            Ok(ids
+                .iter()
+                .filter_map(|id| {
+                    by_id.remove(id).map(|spans| Trace {
+                        trace_id: *id,
+                        spans,
+                    })
+                })
+                .collect())
+        })
+    }
+
+    /// Calls in every hour that overlaps the range (hours as the server's time zone cuts them,
+    /// as the view that fills the table does), so up to an hour on either side counts too.
+    fn dependencies(
+        &self,
+        start_unix_nano: i64,
+        end_unix_nano: i64,
+    ) -> BoxFuture<'_, Result<Vec<DependencyLink>, StoreError>> {
+        Box::pin(async move {
+            let query = self
+                .client
+                .query(&dependencies_sql(&self.tables))
+                .param("start", start_unix_nano.max(0))
+                .param("end", end_unix_nano.max(0));
+            let rows: Vec<LinkRow> = rows(query, "read service dependencies").await?;
+            Ok(rows
+                .into_iter()
+                .map(|row| DependencyLink {
+                    parent: row.parent,
+                    child: row.child,
+                    call_count: row.call_count,
+                })
+                .collect())
+        })
+    }
+}
+
+/// Every row of a query, or the error of `action`.
+async fn rows<T: RowOwned + RowRead>(
+    query: Query,
+    action: &'static str,
+) -> Result<Vec<T>, StoreError> {
+    query.fetch_all().await.map_err(error(action))
+}
+
+// ---- The SQL. Every `{name:Type}` is a parameter the caller binds. ----
+
+const NANOS_PER_SECOND: i64 = 1_000_000_000;
+
+fn services_sql(tables: &Tables) -> String {
+    format!(
+        "SELECT DISTINCT ServiceName AS name FROM {} WHERE ServiceName != '' ORDER BY name",
+        tables.span_stats
+    )
+}
+
+/// `{service:String}`, and with a kind `{kinds:Array(String)}`: the names it is stored under.
+fn operations_sql(tables: &Tables, with_kind: bool) -> String {
+    format!(
+        "SELECT DISTINCT SpanName AS name, SpanKind AS kind FROM {} \
+         WHERE ServiceName = {{service:String}}{}",
+        tables.span_stats,
+        if with_kind {
+            " AND SpanKind IN {kinds:Array(String)}"
+        } else {
+            ""
+        }
+    )
+}
+
+/// `{start:Int64}` and `{end:Int64}` in nanoseconds.
+fn dependencies_sql(tables: &Tables) -> String {
+    format!(
+        "SELECT ParentService AS parent, ChildService AS child, \
+         uniqCombined64Merge(Calls) AS call_count FROM {} \
+         WHERE Hour >= toStartOfHour(fromUnixTimestamp64Nano({{start:Int64}})) \
+         AND Hour <= fromUnixTimestamp64Nano({{end:Int64}}) \
+         GROUP BY ParentService, ChildService ORDER BY ParentService, ChildService",
+        tables.dependencies
+    )
+}
+
+/// `{ids:Array(String)}`: each trace's first and last span start, in whole seconds.
+fn trace_bounds_sql(tables: &Tables) -> String {
+    format!(
+        "SELECT TraceId AS trace_id, toUnixTimestamp(min(Start)) AS first, \
+         toUnixTimestamp(max(End)) AS last FROM {} \
+         WHERE TraceId IN {{ids:Array(String)}} GROUP BY TraceId",
+        tables.trace_id_ts
+    )
+}
+
+/// Trace ids and the span starts to read of them, inclusive nanoseconds.
+struct SpanRange {
+    ids: Vec<String>,
+    start: i64,
+    end: i64,
+}
+
+/// The columns of a span read back, in [`SpanRow`]'s order; maps as arrays of pairs.
+const SPAN_COLUMNS: &str =
+    "TraceId AS trace_id, SpanId AS span_id, ParentSpanId AS parent_span_id, \
+     TraceState AS trace_state, SpanName AS name, SpanKind AS kind, ServiceName AS service_name, \
+     CAST(ResourceAttributes, 'Array(Tuple(String, String))') AS resource_attributes, \
+     ScopeName AS scope_name, ScopeVersion AS scope_version, \
+     CAST(SpanAttributes, 'Array(Tuple(String, String))') AS attributes, \
+     toUnixTimestamp64Nano(Timestamp) AS start, Duration AS duration, \
+     StatusCode AS status_code, StatusMessage AS status_message, \
+     arrayMap(t -> toUnixTimestamp64Nano(t), Events.Timestamp) AS event_times, \
+     Events.Name AS event_names, \
+     CAST(Events.Attributes, 'Array(Array(Tuple(String, String)))') AS event_attributes, \
+     Links.TraceId AS link_trace_ids, Links.SpanId AS link_span_ids, \
+     Links.TraceState AS link_trace_states, \
+     CAST(Links.Attributes, 'Array(Array(Tuple(String, String)))') AS link_attributes";
+
+/// The spans of `ranges` [`SpanRange`]s: range `i` is `{ids<i>:Array(String)}` with the span
+/// starts `{start<i>:Int64}`..=`{end<i>:Int64}`.
+fn spans_sql(tables: &Tables, ranges: usize) -> String {
+    let conditions: Vec<String> = (0..ranges)
+        .map(|i| {
+            format!(
+                "(TraceId IN {{ids{i}:Array(String)}} \
+                 AND Timestamp >= fromUnixTimestamp64Nano({{start{i}:Int64}}) \
+                 AND Timestamp <= fromUnixTimestamp64Nano({{end{i}:Int64}}))"
+            )
+        })
+        .collect();
+    format!(
+        "SELECT {SPAN_COLUMNS} FROM {} WHERE {}",
+        tables.traces,
+        conditions.join(" OR ")
+    )
+}
+
+/// A parameter of a trace search.
+#[derive(Debug, PartialEq)]
+enum Param<'a> {
+    Str(&'a str),
+    Int(i64),
+    Names(&'static [&'static str]),
+}
+
+/// A trace search's conditions beyond the time range, as SQL with numbered parameters.
+struct TraceSearch<'a> {
+    conditions: Vec<String>,
+    params: Vec<(String, Param<'a>)>,
+}
+
+impl<'a> TraceSearch<'a> {
+    fn new(q: &'a TraceQuery) -> Self {
+        let mut search = TraceSearch {
+            conditions: Vec::new(),
+            params: Vec::new(),
+        };
+        if let Some(service) = &q.service {
+            search.add(
+                "ServiceName = {service:String}",
+                "service",
+                Param::Str(service),
+            );
+        }
+        if let Some(operation) = &q.operation {
+            search.add(
+                "SpanName = {operation:String}",
+                "operation",
+                Param::Str(operation),
+            );
+        }
+        if let Some(min) = q.duration_min_ns {
+            search.add(
+                "Duration >= {duration_min:Int64}",
+                "duration_min",
+                Param::Int(min),
+            );
+        }
+        if let Some(max) = q.duration_max_ns {
+            search.add(
+                "Duration <= {duration_max:Int64}",
+                "duration_max",
+                Param::Int(max),
+            );
+        }
+        for (i, tag) in q.tags.iter().enumerate() {
+            let (test, names) = match tag {
+                TagFilter::Attribute { key, value } => {
+                    search.add_attribute(i, key, value);
+                    continue;
+                }
+                TagFilter::Kind(kind) => ("SpanKind IN", kind_names(*kind)),
+                TagFilter::Status(status) => ("StatusCode IN", status_names(*status)),
+                TagFilter::Error(true) => ("StatusCode IN", status_names(StatusCode::Error)),
+                TagFilter::Error(false) => ("StatusCode NOT IN", status_names(StatusCode::Error)),
+            };
+            search.add(
+                &format!("{test} {{names{i}:Array(String)}}"),
+                &format!("names{i}"),
+                Param::Names(names),
+            );
+        }
+        search
+    }
+
+    fn add(&mut self, condition: &str, name: &str, value: Param<'a>) {
+        self.conditions.push(condition.to_owned());
+        self.params.push((name.to_owned(), value));
+    }
+
+    /// The span's or its resource's attribute `key` is `value`. A missing key reads as `""`, so
+    /// only an empty value needs the key's presence checked.
+    fn add_attribute(&mut self, i: usize, key: &'a str, value: &'a str) {
+        let equals = |map: &str| {
+            let present = if value.is_empty() {
+                format!("mapContains({map}, {{key{i}:String}}) AND ")
+            } else {
+                String::new()
+            };
+            format!("({present}{map}[{{key{i}:String}}] = {{value{i}:String}})")
+        };
+        self.conditions.push(format!(
+            "({} OR {})",
+            equals("SpanAttributes"),
+            equals("ResourceAttributes")
+        ));
+        self.params.push((format!("key{i}"), Param::Str(key)));
+        self.params.push((format!("value{i}"), Param::Str(value)));
+    }
+
+    /// Traces with a span that starts in [`{start_min:Int64}`, `{start_max:Int64}`] and meets
+    /// every condition, the most recent (latest such span) first, at most `{limit:UInt64}`.
+    fn sql(&self, tables: &Tables) -> String {
+        let mut sql = format!(
+            "SELECT TraceId AS trace_id FROM {} \
+             WHERE Timestamp >= fromUnixTimestamp64Nano({{start_min:Int64}}) \
+             AND Timestamp <= fromUnixTimestamp64Nano({{start_max:Int64}}) AND TraceId != ''",
+            tables.traces
+        );
+        for condition in &self.conditions {
+            sql.push_str(" AND ");
+            sql.push_str(condition);
+        }
+        sql.push_str(
+            " GROUP BY TraceId ORDER BY max(Timestamp) DESC, TraceId LIMIT {limit:UInt64}",
+        );
+        sql
+    }
+}
+
+// ---- The rows, named as the SQL above aliases its columns. ----
+
+#[derive(Row, Deserialize)]
+struct NameRow {
+    name: String,
+}
+
+#[derive(Row, Deserialize)]
+struct OperationRow {
+    name: String,
+    kind: String,
+}
+
+#[derive(Row, Deserialize)]
+struct IdRow {
+    trace_id: String,
+}
+
+#[derive(Row, Deserialize)]
+struct BoundsRow {
+    trace_id: String,
+    first: u32,
+    last: u32,
+}
+
+#[derive(Row, Deserialize)]
+struct LinkRow {
+    parent: String,
+    child: String,
+    call_count: u64,
+}
+
+#[derive(Row, Deserialize)]
+struct SpanRow {
+    trace_id: String,
+    span_id: String,
+    parent_span_id: String,
+    trace_state: String,
+    name: String,
+    kind: String,
+    service_name: String,
+    resource_attributes: Vec<(String, String)>,
+    scope_name: String,
+    scope_version: String,
+    attributes: Vec<(String, String)>,
+    start: i64,
+    duration: u64,
+    status_code: String,
+    status_message: String,
+    event_times: Vec<i64>,
+    event_names: Vec<String>,
+    event_attributes: Vec<Vec<(String, String)>>,
+    link_trace_ids: Vec<String>,
+    link_span_ids: Vec<String>,
+    link_trace_states: Vec<String>,
+    link_attributes: Vec<Vec<(String, String)>>,
+}
+
+fn attributes(pairs: Vec<(String, String)>) -> Vec<Attribute> {
+    pairs
+        .into_iter()
+        .map(|(key, value)| Attribute {
+            key,
+            value: Value::Str(value),
+        })
+        .collect()
+}
+
+impl SpanRow {
+    /// The span, or its id that is not hex. A link whose ids are not hex is left out; a parent id
+    /// that is not hex (`""`: none) counts as none.
+    fn into_span(self) -> Result<Span, BadId> {
+        let events = self
+            .event_times
+            .into_iter()
+            .zip(self.event_names)
+            .zip(self.event_attributes)
+            .map(|((time_unix_nano, name), pairs)| Event {
+                time_unix_nano,
+                name,
+                attributes: attributes(pairs),
+            })
+            .collect();
+        let links = self
+            .link_trace_ids
+            .iter()
+            .zip(&self.link_span_ids)
+            .zip(self.link_trace_states)
+            .zip(self.link_attributes)
+            .filter_map(|(((trace_id, span_id), trace_state), pairs)| {
+                Some(Link {
+                    trace_id: TraceId::parse(trace_id).ok()?,
+                    span_id: SpanId::parse(span_id).ok()?,
+                    trace_state,
+                    attributes: attributes(pairs),
+                })
+            })
+            .collect();
+        Ok(Span {
+            trace_id: TraceId::parse(&self.trace_id)?,
+            span_id: SpanId::parse(&self.span_id)?,
+            parent_span_id: SpanId::parse(&self.parent_span_id).ok(),
+            trace_state: self.trace_state,
+            flags: 0,
+            name: self.name,
+            kind: kind_from_name(&self.kind),
+            start_unix_nano: self.start,
+            duration_ns: i64::try_from(self.duration).unwrap_or(i64::MAX),
+            status_code: status_from_name(&self.status_code),
+            status_message: self.status_message,
+            service_name: self.service_name,
+            resource_attributes: attributes(self.resource_attributes),
+            scope_name: self.scope_name,
+            scope_version: self.scope_version,
+            attributes: attributes(self.attributes),
+            events,
+            links,
+        })
+    }
+}
+
+// ---- Kind and status names. ----
+
+/// The names a kind is stored under: pdata's, then the older OTLP enum name.
+fn kind_names(kind: SpanKind) -> &'static [&'static str] {
+    match kind {
+        SpanKind::Unspecified => &["Unspecified", "SPAN_KIND_UNSPECIFIED", ""],
+        SpanKind::Internal => &["Internal", "SPAN_KIND_INTERNAL"],
+        SpanKind::Server => &["Server", "SPAN_KIND_SERVER"],
+        SpanKind::Client => &["Client", "SPAN_KIND_CLIENT"],
+        SpanKind::Producer => &["Producer", "SPAN_KIND_PRODUCER"],
+        SpanKind::Consumer => &["Consumer", "SPAN_KIND_CONSUMER"],
+    }
+}
+
+fn status_names(status: StatusCode) -> &'static [&'static str] {
+    match status {
+        StatusCode::Unset => &["Unset", "STATUS_CODE_UNSET", ""],
+        StatusCode::Ok => &["Ok", "STATUS_CODE_OK"],
+        StatusCode::Error => &["Error", "STATUS_CODE_ERROR"],
+    }
+}
+
+/// `SPAN_KIND_SERVER` → `Server`, the name the model's parsers know.
+fn pdata_name<'a>(name: &'a str, prefix: &str) -> Cow<'a, str> {
+    let Some(rest) = name.strip_prefix(prefix) else {
+        return name.into();
+    };
+    let mut chars = rest.chars();
+    match chars.next() {
+        Some(first) => format!("{first}{}", chars.as_str().to_ascii_lowercase()).into(),
+        None => name.into(),
+    }
+}
+
+fn kind_from_name(name: &str) -> SpanKind {
+    SpanKind::from_name(&pdata_name(name, "SPAN_KIND_"))
+}
+
+fn status_from_name(name: &str) -> StatusCode {
+    StatusCode::from_name(&pdata_name(name, "STATUS_CODE_"))
+}
+
+// ---- Errors. ----
+
+/// ClickHouse exception codes that mean the server, or a shard behind it, cannot take the query
+/// now: TOO_MANY_SIMULTANEOUS_QUERIES, SOCKET_TIMEOUT, NETWORK_ERROR, ALL_CONNECTION_TRIES_FAILED.
+const UNAVAILABLE_CODES: &[u32] = &[202, 209, 210, 279];
+
+/// Connection failures, timeouts, answers that are not ClickHouse's (a proxy's 502 or 503) and
+/// the codes in [`UNAVAILABLE_CODES`] make the database unavailable; anything else the server
+/// says is an error of the query.
+fn error(action: &'static str) -> impl FnOnce(clickhouse::error::Error) -> StoreError {
+    use clickhouse::error::Error as E;
+    move |source| {
+        let message = chain(&source);
+        let unavailable = match &source {
+            E::Network(_) | E::TimedOut => true,
+            E::BadResponse(text) => {
+                clickhouse_exception_code(text).is_none_or(|code| UNAVAILABLE_CODES.contains(&code))
+            }
+            _ => false,
+        };
+        if unavailable {
+            StoreError::Unavailable(format!("{action}: {message}"))
+        } else {
+            StoreError::Query { action, message }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tables() -> Tables {
+        Tables {
+            traces: "\"otel\".otel_traces".into(),
+            trace_id_ts: "\"otel\".otel_traces_trace_id_ts".into(),
+            span_stats: "\"otel\".otel_span_stats_1h".into(),
+            dependencies: "\"otel\".otel_service_dependencies_1h".into(),
+        }
+    }
+
+    #[test]
+    fn a_search_binds_every_value_and_writes_none_into_the_sql() {
+        let query = TraceQuery {
+            service: Some("svc' OR 1=1 --".into()),
+            operation: Some("GET {x:String}".into()),
+            tags: vec![
+                TagFilter::from_jaeger("http.route", "/a'b"),
+                TagFilter::from_jaeger("note", ""),
+                TagFilter::from_jaeger("span.kind", "server"),
+                TagFilter::from_jaeger("error", "false"),
+            ],
+            start_min_unix_nano: 1,
+            start_max_unix_nano: 2,
+            duration_min_ns: Some(3),
+            duration_max_ns: None,
+            limit: 20,
+        };
+        let search = TraceSearch::new(&query);
+        assert_eq!(
+            search.sql(&tables()),
+            "SELECT TraceId AS trace_id FROM \"otel\".otel_traces \
+             WHERE Timestamp >= fromUnixTimestamp64Nano({start_min:Int64}) \
+             AND Timestamp <= fromUnixTimestamp64Nano({start_max:Int64}) AND TraceId != '' \
+             AND ServiceName = {service:String} AND SpanName = {operation:String} \
+             AND Duration >= {duration_min:Int64} \
+             AND ((SpanAttributes[{key0:String}] = {value0:String}) \
+             OR (ResourceAttributes[{key0:String}] = {value0:String})) \
+             AND ((mapContains(SpanAttributes, {key1:String}) AND SpanAttributes[{key1:String}] = {value1:String}) \
+             OR (mapContains(ResourceAttributes, {key1:String}) AND ResourceAttributes[{key1:String}] = {value1:String})) \
+             AND SpanKind IN {names2:Array(String)} AND StatusCode NOT IN {names3:Array(String)} \
+             GROUP BY TraceId ORDER BY max(Timestamp) DESC, TraceId LIMIT {limit:UInt64}"
+        );
+        assert_eq!(
+            search.params,
+            vec![
+                ("service".to_owned(), Param::Str("svc' OR 1=1 --")),
+                ("operation".to_owned(), Param::Str("GET {x:String}")),
+                ("duration_min".to_owned(), Param::Int(3)),
+                ("key0".to_owned(), Param::Str("http.route")),
+                ("value0".to_owned(), Param::Str("/a'b")),
+                ("key1".to_owned(), Param::Str("note")),
+                ("value1".to_owned(), Param::Str("")),
+                (
+                    "names2".to_owned(),
+                    Param::Names(&["Server", "SPAN_KIND_SERVER"])
+                ),
+                (
+                    "names3".to_owned(),
+                    Param::Names(&["Error", "STATUS_CODE_ERROR"])
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn spans_are_read_per_range() {
+        let mut dist = tables();
+        dist.traces = "\"otel\".otel_traces_dist".into();
+        assert_eq!(
+            spans_sql(&dist, 2),
+            format!(
+                "SELECT {SPAN_COLUMNS} FROM \"otel\".otel_traces_dist WHERE \
+                 (TraceId IN {{ids0:Array(String)}} \
+                 AND Timestamp >= fromUnixTimestamp64Nano({{start0:Int64}}) \
+                 AND Timestamp <= fromUnixTimestamp64Nano({{end0:Int64}})) OR \
+                 (TraceId IN {{ids1:Array(String)}} \
+                 AND Timestamp >= fromUnixTimestamp64Nano({{start1:Int64}}) \
+                 AND Timestamp <= fromUnixTimestamp64Nano({{end1:Int64}}))"
+            )
+        );
+    }
+
+    #[test]
+    fn both_generations_of_names_are_read() {
+        for (name, kind) in [
+            ("Server", SpanKind::Server),
+            ("SPAN_KIND_SERVER", SpanKind::Server),
+            ("SPAN_KIND_CONSUMER", SpanKind::Consumer),
+            ("Internal", SpanKind::Internal),
+            ("Unspecified", SpanKind::Unspecified),
+            ("", SpanKind::Unspecified),
+            ("SPAN_KIND_", SpanKind::Unspecified),
+            ("SPAN_KIND_ÉTRANGE", SpanKind::Unspecified),
+            ("sideways", SpanKind::Unspecified),
+        ] {
+            assert_eq!(kind_from_name(name), kind, "{name:?}");
+        }
+        for (name, status) in [
+            ("Error", StatusCode::Error),
+            ("STATUS_CODE_ERROR", StatusCode::Error),
+            ("STATUS_CODE_OK", StatusCode::Ok),
+            ("Unset", StatusCode::Unset),
+            ("", StatusCode::Unset),
+        ] {
+            assert_eq!(status_from_name(name), status, "{name:?}");
+        }
+        // Every name a kind is stored under reads back as that kind.
+        for kind in [
+            SpanKind::Unspecified,
+            SpanKind::Internal,
+            SpanKind::Server,
+            SpanKind::Client,
+            SpanKind::Producer,
+            SpanKind::Consumer,
+        ] {
+            assert!(kind_names(kind).iter().all(|n| kind_from_name(n) == kind));
+        }
+        for status in [StatusCode::Unset, StatusCode::Ok, StatusCode::Error] {
+            assert!(status_names(status)
+                .iter()
+                .all(|n| status_from_name(n) == status));
+        }
+    }
+
+    #[test]
+    fn errors_are_unavailable_or_of_the_query() {
+        use clickhouse::error::Error as E;
+        let classify = |e: E| error("list services")(e);
+        assert!(matches!(
+            classify(E::TimedOut),
+            StoreError::Unavailable(m) if m == "list services: timeout expired"
+        ));
+        assert!(matches!(
+            classify(E::BadResponse("503 Service Unavailable".into())),
+            StoreError::Unavailable(_)
+        ));
+        assert!(matches!(
+            classify(E::BadResponse(
+                "Code: 202. DB::Exception: Too many simultaneous queries".into()
+            )),
+            StoreError::Unavailable(_)
+        ));
+        match classify(E::BadResponse(
+            "Code: 81. DB::Exception: Database nowhere does not exist".into(),
+        )) {
+            StoreError::Query { action, message } => {
+                assert_eq!(action, "list services");
+                assert!(message.contains("Code: 81"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn settings_never_show_the_password() {
+        let settings = ClickHouseSettings {
+            endpoint: "http://ch:8123".into(),
+            password: "s3cret".into(),
+            ..Default::default()
+        };
+        let shown = format!("{settings:?}");
+        assert_eq!(
+            shown,
+            "ClickHouseSettings { endpoint: \"http://ch:8123\", database: \"otel\", \
+             username: \"default\", password: \"<redacted>\", use_dist_tables: false }"
+        );
+        let store = ClickHouseStore::new(&settings).expect("valid");
+        assert_eq!(store.tables.span_stats, "\"otel\".otel_span_stats_1h");
+        let dist = ClickHouseStore::new(&ClickHouseSettings {
+            use_dist_tables: true,
+            ..settings
+        })
+        .expect("valid");
+        assert_eq!(dist.tables.traces, "\"otel\".otel_traces_dist");
+        assert_eq!(
+            dist.tables.trace_id_ts,
+            "\"otel\".otel_traces_trace_id_ts_dist"
+        );
+    }
+}
