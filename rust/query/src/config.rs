@@ -126,6 +126,12 @@ pub struct ClickHouseSettings {
     pub database: String,
     pub username: String,
     pub password: String,
+    /// PEM file of the CA certificates that sign an https endpoint's certificate; when empty,
+    /// the system's roots.
+    pub ca_file: String,
+    /// Read the `<table>_dist` Distributed tables the exporter creates with a `cluster_name`, to
+    /// see every shard of a cluster.
+    pub distributed_tables: bool,
 }
 
 /// The exporter's defaults, so that both find the same tables.
@@ -137,6 +143,8 @@ impl Default for ClickHouseSettings {
             database: exporter.database,
             username: exporter.username,
             password: exporter.password,
+            ca_file: exporter.ca_file,
+            distributed_tables: false,
         }
     }
 }
@@ -153,6 +161,8 @@ impl fmt::Debug for ClickHouseSettings {
             .field("database", &self.database)
             .field("username", &self.username)
             .field("password", &password)
+            .field("ca_file", &self.ca_file)
+            .field("distributed_tables", &self.distributed_tables)
             .finish()
     }
 }
@@ -222,7 +232,7 @@ impl Default for File {
 /// What the command line asks for.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
-    Serve(Config),
+    Serve(Box<Config>),
     Help,
     Version,
 }
@@ -352,7 +362,7 @@ impl Config {
         if let Some(endpoint) = flags.clickhouse_endpoint {
             file.clickhouse.endpoint = endpoint;
         }
-        Self::validate(file).map(Command::Serve)
+        Self::validate(file).map(|config| Command::Serve(Box::new(config)))
     }
 
     fn validate(file: File) -> Result<Config, ConfigError> {
@@ -442,6 +452,7 @@ fn validate_backend(
             database: clickhouse.database.clone(),
             username: clickhouse.username.clone(),
             password: clickhouse.password.clone(),
+            ca_file: clickhouse.ca_file.clone(),
             ..Default::default()
         },
         ..Default::default()
@@ -470,7 +481,7 @@ mod tests {
 
     fn serve(list: &[&str]) -> Config {
         match Config::from_args(args(list)).expect("valid") {
-            Command::Serve(config) => config,
+            Command::Serve(config) => *config,
             other => panic!("expected a configuration, got {other:?}"),
         }
     }

@@ -15,11 +15,12 @@ use opentelemetry_proto::tonic::common::v1::{any_value, ArrayValue, KeyValue, Ke
 use opentelemetry_proto::tonic::trace::v1::{span, Span as OtlpSpan, Status};
 use otelstore::signal::Signal;
 use otelstore::{Config, Exporter};
+use otelstore_query::config::ClickHouseSettings;
 use otelstore_query::model::{
     Attribute, DependencyLink, Event, Link, Operation, Span, SpanId, SpanKind, StatusCode, TraceId,
     Value,
 };
-use otelstore_query::store::clickhouse::{ClickHouseSettings, ClickHouseStore};
+use otelstore_query::store::clickhouse::ClickHouseStore;
 use otelstore_query::store::{Store, StoreError, TagFilter, TraceQuery};
 use otlp::{any, kv, resource_spans, text};
 use prost::Message;

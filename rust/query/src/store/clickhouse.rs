@@ -18,7 +18,7 @@
 //!   by the `TraceId` bloom filter; an id the lookup table does not know is not searched for.
 //! * dependencies: `otel_service_dependencies_1h` (`uniqCombined64Merge(Calls)`).
 //!
-//! With `use_dist_tables` every table is read through its `_dist` Distributed table, which sees
+//! With `distributed_tables` every table is read through its `_dist` Distributed table, which sees
 //! every shard. Every value a caller gives is a server-side query parameter (`{name:Type}`), which
 //! the crate sends beside the query, never in it: the SQL text is built only from fixed fragments
 //! and the validated database name.
@@ -32,7 +32,6 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::fmt;
 
 use clickhouse::query::Query;
 use clickhouse::{Client, Compression, Row, RowOwned, RowRead};
@@ -41,54 +40,11 @@ use otelstore::error::{chain, clickhouse_exception_code};
 use serde::Deserialize;
 
 use super::{BoxFuture, Store, StoreError, TagFilter, TraceQuery};
+use crate::config::ClickHouseSettings;
 use crate::model::{
     Attribute, BadId, DependencyLink, Event, Link, Operation, Span, SpanId, SpanKind, StatusCode,
     Trace, TraceId, Value,
 };
-
-/// Where the tables are and how to log in.
-#[derive(Clone, PartialEq, Eq)]
-pub struct ClickHouseSettings {
-    /// The HTTP(S) interface, such as `http://localhost:8123`.
-    pub endpoint: String,
-    /// The database the exporter writes (its `clickhouse.database`).
-    pub database: String,
-    pub username: String,
-    pub password: String,
-    /// Read the `_dist` Distributed tables, as on a cluster of several shards.
-    pub use_dist_tables: bool,
-}
-
-impl Default for ClickHouseSettings {
-    /// The exporter's defaults: database `otel`, user `default`.
-    fn default() -> Self {
-        let core = ClickHouseConfig::default();
-        Self {
-            endpoint: String::new(),
-            database: core.database,
-            username: core.username,
-            password: String::new(),
-            use_dist_tables: false,
-        }
-    }
-}
-
-// Never print the password.
-impl fmt::Debug for ClickHouseSettings {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let password = if self.password.is_empty() {
-            ""
-        } else {
-            "<redacted>"
-        };
-        write!(
-            f,
-            "ClickHouseSettings {{ endpoint: {:?}, database: {:?}, username: {:?}, \
-             password: {password:?}, use_dist_tables: {} }}",
-            self.endpoint, self.database, self.username, self.use_dist_tables
-        )
-    }
-}
 
 /// The tables read, each as `"database".name` or `"database".name_dist`.
 struct Tables {
@@ -107,7 +63,7 @@ impl ClickHouseStore {
     /// Builds the client without connecting: a server that is down makes each call fail with
     /// [`StoreError::Unavailable`], not the start. The endpoint and database are checked as the
     /// exporter checks its own (errors name `clickhouse.endpoint`, `clickhouse.database`); an
-    /// https endpoint's certificate is checked against the system's roots.
+    /// https endpoint's certificate is checked against the CA file, or the system's roots.
     pub fn new(settings: &ClickHouseSettings) -> Result<ClickHouseStore, ConfigError> {
         let config = Config {
             clickhouse: ClickHouseConfig {
@@ -115,6 +71,7 @@ impl ClickHouseStore {
                 database: settings.database.clone(),
                 username: settings.username.clone(),
                 password: settings.password.clone(),
+                ca_file: settings.ca_file.clone(),
                 ..ClickHouseConfig::default()
             },
             ..Config::default()
@@ -136,7 +93,7 @@ impl ClickHouseStore {
         }
         // The database is a plain identifier (validated above): quoting it needs no escaping.
         let table = |name: &str| {
-            let dist = if settings.use_dist_tables {
+            let dist = if settings.distributed_tables {
                 "_dist"
             } else {
                 ""
@@ -892,15 +849,14 @@ mod tests {
             ..Default::default()
         };
         let shown = format!("{settings:?}");
-        assert_eq!(
-            shown,
-            "ClickHouseSettings { endpoint: \"http://ch:8123\", database: \"otel\", \
-             username: \"default\", password: \"<redacted>\", use_dist_tables: false }"
+        assert!(
+            !shown.contains("s3cret") && shown.contains("<redacted>"),
+            "{shown}"
         );
         let store = ClickHouseStore::new(&settings).expect("valid");
         assert_eq!(store.tables.span_stats, "\"otel\".otel_span_stats_1h");
         let dist = ClickHouseStore::new(&ClickHouseSettings {
-            use_dist_tables: true,
+            distributed_tables: true,
             ..settings
         })
         .expect("valid");

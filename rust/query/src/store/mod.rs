@@ -121,8 +121,11 @@ pub trait Store: Send + Sync {
 pub async fn open(backend: &Backend) -> Result<Arc<dyn Store>, StoreError> {
     match backend {
         Backend::Postgres(settings) => Ok(Arc::new(postgres::PostgresStore::connect(settings)?)),
-        Backend::ClickHouse(_) => Err(StoreError::Unavailable(
-            "the ClickHouse store is not available in this build".to_owned(),
+        Backend::ClickHouse(settings) => Ok(Arc::new(
+            clickhouse::ClickHouseStore::new(settings).map_err(|e| StoreError::Query {
+                action: "read the settings",
+                message: e.to_string(),
+            })?,
         )),
     }
 }
