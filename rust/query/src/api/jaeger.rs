@@ -1,7 +1,7 @@
 //! Jaeger's v1 HTTP JSON API, the one Grafana's Jaeger data source calls: services, operations,
 //! trace search, a trace by id, and service dependencies, each in Jaeger's envelope.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -15,8 +15,8 @@ use serde::Serialize;
 
 use super::params::{self, Params, Search};
 use super::ui_trace::UiTrace;
-use super::{json, ApiError, AppState, Envelope, ErrorItem};
-use crate::model::{Trace, TraceId};
+use super::{in_order, json, search_traces, trace_by_id, ApiError, AppState, Envelope, ErrorItem};
+use crate::model::Trace;
 
 pub(super) fn routes() -> Router<Arc<AppState>> {
     Router::new()
@@ -43,7 +43,7 @@ fn reply<T: Serialize>(envelope: Envelope<T>, params: &Params) -> Result<Respons
     Ok(json(StatusCode::OK, envelope.encode(params.pretty())?))
 }
 
-fn path_value(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+pub(super) fn path_value(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
     path.map(|Path(value)| value)
         .map_err(|rejection| ApiError::BadRequest(rejection.body_text()))
 }
@@ -78,21 +78,23 @@ async fn service_operations(
     reply(Envelope::new(names).with_total(total), &params)
 }
 
-#[derive(Serialize)]
+/// An operation with its kind, in both APIs.
+#[derive(Serialize, PartialEq, Eq, PartialOrd, Ord)]
 #[serde(rename_all = "camelCase")]
-struct OperationJson {
-    name: String,
-    span_kind: String,
+pub(super) struct OperationJson {
+    pub name: String,
+    pub span_kind: String,
 }
 
-/// `/api/operations?service=S[&spanKind=K]`: `{"data":[{"name":"GET /","spanKind":"server"}],…}`,
-/// with `""` as the kind of spans that had none.
-async fn operations(
-    State(state): State<Arc<AppState>>,
-    params: Params,
-) -> Result<Response, ApiError> {
-    let (service, kind) = params::operations(&params)?;
-    let operations: Vec<OperationJson> = state
+/// The operations of the service given as `service`, of the kind given under one of `kind_names`
+/// (any when absent), with `""` as the kind of spans that had none.
+pub(super) async fn operation_list(
+    state: &AppState,
+    params: &Params,
+    kind_names: &[&'static str],
+) -> Result<Vec<OperationJson>, ApiError> {
+    let (service, kind) = params::operations(params, kind_names)?;
+    Ok(state
         .store
         .operations(&service, kind)
         .await?
@@ -101,19 +103,18 @@ async fn operations(
             name: operation.name,
             span_kind: operation.span_kind,
         })
-        .collect();
-    let total = operations.len();
-    reply(Envelope::new(operations).with_total(total), &params)
+        .collect())
 }
 
-/// The traces that have spans, in the order of `ids`.
-fn in_order(ids: &[TraceId], traces: Vec<Trace>) -> Vec<Trace> {
-    let mut by_id: HashMap<TraceId, Trace> = traces
-        .into_iter()
-        .filter(|trace| !trace.spans.is_empty())
-        .map(|trace| (trace.trace_id, trace))
-        .collect();
-    ids.iter().filter_map(|id| by_id.remove(id)).collect()
+/// `/api/operations?service=S[&spanKind=K]`: `{"data":[{"name":"GET /","spanKind":"server"}],…}`,
+/// with `""` as the kind of spans that had none.
+async fn operations(
+    State(state): State<Arc<AppState>>,
+    params: Params,
+) -> Result<Response, ApiError> {
+    let operations = operation_list(&state, &params, &["spanKind"]).await?;
+    let total = operations.len();
+    reply(Envelope::new(operations).with_total(total), &params)
 }
 
 fn ui_traces(traces: &[Trace]) -> Vec<UiTrace> {
@@ -125,15 +126,8 @@ fn ui_traces(traces: &[Trace]) -> Vec<UiTrace> {
 async fn search(State(state): State<Arc<AppState>>, params: Params) -> Result<Response, ApiError> {
     match params::search(&params, now_unix_nano(), &state.search)? {
         Search::Query(query) => {
-            let ids = state.store.find_trace_ids(&query).await?;
-            let traces = if ids.is_empty() {
-                Vec::new()
-            } else {
-                let window =
-                    params::trace_window(query.start_min_unix_nano, query.start_max_unix_nano);
-                state.store.traces(&ids, Some(window)).await?
-            };
-            reply(Envelope::new(ui_traces(&in_order(&ids, traces))), &params)
+            let traces = search_traces(state.store.as_ref(), &query).await?;
+            reply(Envelope::new(ui_traces(&traces)), &params)
         }
         Search::Ids(ids) => {
             let traces = in_order(&ids, state.store.traces(&ids, None).await?);
@@ -162,17 +156,12 @@ async fn trace(
     id: Result<Path<String>, PathRejection>,
     params: Params,
 ) -> Result<Response, ApiError> {
-    let id = params::trace_id(&path_value(id)?)?;
-    let ids = [id];
+    let id = params::trace_id("traceID", &path_value(id)?)?;
     let window = params::trace_lookup_window(&params)?;
-    let mut found = in_order(&ids, state.store.traces(&ids, window).await?);
-    if found.is_empty() && window.is_some() {
-        found = in_order(&ids, state.store.traces(&ids, None).await?);
-    }
-    if found.is_empty() {
-        return Err(ApiError::TraceNotFound);
-    }
-    reply(Envelope::new(ui_traces(&found)), &params)
+    let trace = trace_by_id(state.store.as_ref(), id, window)
+        .await?
+        .ok_or(ApiError::TraceNotFound)?;
+    reply(Envelope::new(ui_traces(&[trace])), &params)
 }
 
 #[derive(Serialize)]

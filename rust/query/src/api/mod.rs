@@ -1,10 +1,11 @@
-//! The HTTP APIs: the router, Jaeger's response envelope and error answers, and what every request
-//! goes through (the results cache, then the request timeout).
+//! The HTTP APIs: the router, Jaeger's response envelope and error answers, what every request
+//! goes through (the results cache, then the request timeout), and how the APIs read traces.
 
 mod jaeger;
 mod params;
 mod ui_trace;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,7 +20,8 @@ use serde::Serialize;
 
 use crate::cache::{self, Cache};
 use crate::config::{Config, SearchSettings};
-use crate::store::{Store, StoreError};
+use crate::model::{Trace, TraceId};
+use crate::store::{Store, StoreError, TraceQuery};
 
 /// What the handlers share.
 struct AppState {
@@ -186,6 +188,41 @@ async fn cached(State(state): State<Arc<AppState>>, request: Request, next: Next
         }
         Err(error) => ApiError::Body(error).into_response(),
     }
+}
+
+/// The traces that have spans, in the order of `ids`.
+fn in_order(ids: &[TraceId], traces: Vec<Trace>) -> Vec<Trace> {
+    let mut by_id: HashMap<TraceId, Trace> = traces
+        .into_iter()
+        .filter(|trace| !trace.spans.is_empty())
+        .map(|trace| (trace.trace_id, trace))
+        .collect();
+    ids.iter().filter_map(|id| by_id.remove(id)).collect()
+}
+
+/// The traces a search finds, whole, the most recently started first.
+async fn search_traces(store: &dyn Store, query: &TraceQuery) -> Result<Vec<Trace>, StoreError> {
+    let ids = store.find_trace_ids(query).await?;
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let window = params::trace_window(query.start_min_unix_nano, query.start_max_unix_nano);
+    Ok(in_order(&ids, store.traces(&ids, Some(window)).await?))
+}
+
+/// The trace with this id, looked for within `window` first (a hint), then everywhere; `None` when
+/// no span of it is stored.
+async fn trace_by_id(
+    store: &dyn Store,
+    id: TraceId,
+    window: Option<(i64, i64)>,
+) -> Result<Option<Trace>, StoreError> {
+    let ids = [id];
+    let mut found = in_order(&ids, store.traces(&ids, window).await?);
+    if found.is_empty() && window.is_some() {
+        found = in_order(&ids, store.traces(&ids, None).await?);
+    }
+    Ok(found.pop())
 }
 
 #[cfg(test)]

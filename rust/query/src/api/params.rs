@@ -42,6 +42,14 @@ impl Params {
         self.all(name).next()
     }
 
+    /// The value of a parameter that goes by several names (Jaeger's v3 API keeps older aliases),
+    /// with the name it was given under: the first of `names` that has a non-empty value.
+    pub fn first_of(&self, names: &[&'static str]) -> Option<(&'static str, &str)> {
+        names
+            .iter()
+            .find_map(|name| self.get(name).map(|value| (*name, value)))
+    }
+
     /// `prettyPrint=true` asks for indented JSON.
     pub fn pretty(&self) -> bool {
         self.get("prettyPrint") == Some("true")
@@ -56,7 +64,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Params {
     }
 }
 
-fn bad(param: &'static str, reason: impl Into<String>) -> ApiError {
+pub fn bad(param: &'static str, reason: impl Into<String>) -> ApiError {
     ApiError::Param {
         param,
         reason: reason.into(),
@@ -112,10 +120,10 @@ fn nanos(duration: Duration) -> Option<i64> {
 }
 
 /// A Go duration (`1.5s`, `100ms`, `1h30m`), in nanoseconds.
-fn duration(params: &Params, param: &'static str) -> Result<Option<i64>, ApiError> {
+fn duration(params: &Params, names: &[&'static str]) -> Result<Option<i64>, ApiError> {
     params
-        .get(param)
-        .map(|value| {
+        .first_of(names)
+        .map(|(param, value)| {
             let parsed: GoDuration = value.parse().map_err(|reason: String| bad(param, reason))?;
             nanos(parsed.0).ok_or_else(|| bad(param, format!("{value:?} is out of range")))
         })
@@ -145,6 +153,23 @@ fn lookback(params: &Params) -> Result<Option<i64>, ApiError> {
     }
 }
 
+/// A JSON object of string values, `{"http.status_code":"500","error":"true"}`: tags to search for.
+pub fn tag_map(param: &'static str, value: &str) -> Result<BTreeMap<String, String>, ApiError> {
+    serde_json::from_str(value).map_err(|e| {
+        bad(
+            param,
+            format!("{value:?} is not a JSON object of string values: {e}"),
+        )
+    })
+}
+
+/// The conditions the tags ask for.
+pub fn tag_filters(tags: &BTreeMap<String, String>) -> Vec<TagFilter> {
+    tags.iter()
+        .map(|(key, value)| TagFilter::from_jaeger(key, value))
+        .collect()
+}
+
 /// `tag=key:value` (repeated) and `tags={"key":"value",…}` (repeated; these win over `tag`).
 fn tags(params: &Params) -> Result<Vec<TagFilter>, ApiError> {
     let mut tags = BTreeMap::new();
@@ -155,31 +180,76 @@ fn tags(params: &Params) -> Result<Vec<TagFilter>, ApiError> {
         tags.insert(key.to_owned(), tag_value.to_owned());
     }
     for value in params.all("tags") {
-        let map: BTreeMap<String, String> = serde_json::from_str(value).map_err(|e| {
-            bad(
-                "tags",
-                format!("{value:?} is not a JSON object of string values: {e}"),
-            )
-        })?;
-        tags.extend(map);
+        tags.extend(tag_map("tags", value)?);
     }
-    Ok(tags
-        .iter()
-        .map(|(key, value)| TagFilter::from_jaeger(key, value))
-        .collect())
+    Ok(tag_filters(&tags))
 }
 
-/// `limit`: at most this many traces (0 or none: the default), bounded by the configuration.
-fn limit(params: &Params, settings: &SearchSettings) -> Result<usize, ApiError> {
-    const PARAM: &str = "limit";
-    let limit = match params.get(PARAM) {
+/// At most this many traces (0 or none: the default), bounded by the configuration.
+fn limit(
+    params: &Params,
+    names: &[&'static str],
+    settings: &SearchSettings,
+) -> Result<usize, ApiError> {
+    let limit = match params.first_of(names) {
         None => 0,
-        Some(value) => value
+        Some((param, value)) => value
             .parse()
-            .map_err(|_| bad(PARAM, format!("{value:?} is not a number of traces")))?,
+            .map_err(|_| bad(param, format!("{value:?} is not a number of traces")))?,
     };
     let limit = if limit == 0 { DEFAULT_LIMIT } else { limit };
     Ok(limit.min(settings.max_limit))
+}
+
+/// The names of a search's parameters in one API; each is read under the first of its names that
+/// has a value.
+pub struct SearchNames {
+    pub service: &'static [&'static str],
+    pub operation: &'static [&'static str],
+    pub duration_min: &'static [&'static str],
+    pub duration_max: &'static [&'static str],
+    pub limit: &'static [&'static str],
+}
+
+/// The names of the v1 API (`/api/traces`).
+const V1_SEARCH: SearchNames = SearchNames {
+    service: &["service"],
+    operation: &["operation"],
+    duration_min: &["minDuration"],
+    duration_max: &["maxDuration"],
+    limit: &["limit"],
+};
+
+/// A search for spans with these tags that start within [start, end] (nanoseconds), and the
+/// service, operation, durations and limit the parameters give under `names`.
+pub fn trace_query(
+    params: &Params,
+    names: &SearchNames,
+    tags: Vec<TagFilter>,
+    (start, end): (i64, i64),
+    settings: &SearchSettings,
+) -> Result<TraceQuery, ApiError> {
+    let duration_min_ns = duration(params, names.duration_min)?;
+    let duration_max_ns = duration(params, names.duration_max)?;
+    if let (Some(min), Some(max)) = (duration_min_ns, duration_max_ns) {
+        if min > max {
+            return Err(ApiError::BadRequest(format!(
+                "'{}' must not be shorter than '{}'",
+                names.duration_max[0], names.duration_min[0]
+            )));
+        }
+    }
+    let text = |names: &[&'static str]| params.first_of(names).map(|(_, value)| value.to_owned());
+    Ok(TraceQuery {
+        service: text(names.service),
+        operation: text(names.operation),
+        tags,
+        start_min_unix_nano: start,
+        start_max_unix_nano: end,
+        duration_min_ns,
+        duration_max_ns,
+        limit: limit(params, names.limit, settings)?,
+    })
 }
 
 /// A search's parameters. Without `end` the search ends now (`now_unix_nano`); without `start` it
@@ -213,25 +283,7 @@ pub fn search(
             end / 1000
         )));
     }
-    let duration_min_ns = duration(params, "minDuration")?;
-    let duration_max_ns = duration(params, "maxDuration")?;
-    if let (Some(min), Some(max)) = (duration_min_ns, duration_max_ns) {
-        if min > max {
-            return Err(ApiError::BadRequest(
-                "'maxDuration' must not be shorter than 'minDuration'".to_owned(),
-            ));
-        }
-    }
-    Ok(Search::Query(TraceQuery {
-        service: params.get("service").map(str::to_owned),
-        operation: params.get("operation").map(str::to_owned),
-        tags: tags(params)?,
-        start_min_unix_nano: start,
-        start_max_unix_nano: end,
-        duration_min_ns,
-        duration_max_ns,
-        limit: limit(params, settings)?,
-    }))
+    trace_query(params, &V1_SEARCH, tags(params)?, (start, end), settings).map(Search::Query)
 }
 
 /// Below this, a time given to `/api/traces/{id}` is taken as milliseconds (Grafana sends
@@ -266,18 +318,23 @@ fn micros_or_millis(params: &Params, param: &'static str) -> Result<Option<i64>,
 pub fn trace_lookup_window(params: &Params) -> Result<Option<(i64, i64)>, ApiError> {
     let start = micros_or_millis(params, "start")?;
     let end = micros_or_millis(params, "end")?;
-    if start.is_none() && end.is_none() {
-        return Ok(None);
-    }
-    Ok(Some(trace_window(
-        start.unwrap_or(i64::MIN),
-        end.unwrap_or(i64::MAX),
-    )))
+    Ok(lookup_window(start, end))
 }
 
-/// A trace id given in the path.
-pub fn trace_id(text: &str) -> Result<TraceId, ApiError> {
-    TraceId::parse(text).map_err(|e| bad("traceID", e.to_string()))
+/// The window in which to look for a trace's spans first, around the start and end given, if any.
+pub fn lookup_window(start: Option<i64>, end: Option<i64>) -> Option<(i64, i64)> {
+    if start.is_none() && end.is_none() {
+        return None;
+    }
+    Some(trace_window(
+        start.unwrap_or(i64::MIN),
+        end.unwrap_or(i64::MAX),
+    ))
+}
+
+/// A trace id given in the path, where it goes by the name `param`.
+pub fn trace_id(param: &'static str, text: &str) -> Result<TraceId, ApiError> {
+    TraceId::parse(text).map_err(|e| bad(param, e.to_string()))
 }
 
 /// A service name given in the path. Jaeger unescapes it once more, because a client may escape it
@@ -292,17 +349,21 @@ pub fn service_in_path(service: String) -> String {
     }
 }
 
-/// `/api/operations`: the service (required) and the span kind (any when absent).
-pub fn operations(params: &Params) -> Result<(String, Option<SpanKind>), ApiError> {
+/// `/api/operations`: the service (required) and the span kind, given under one of `kind_names`
+/// (any kind when absent).
+pub fn operations(
+    params: &Params,
+    kind_names: &[&'static str],
+) -> Result<(String, Option<SpanKind>), ApiError> {
     let service = params
         .get("service")
         .ok_or_else(|| ApiError::BadRequest("parameter 'service' is required".to_owned()))?;
     let kind = params
-        .get("spanKind")
-        .map(|kind| {
+        .first_of(kind_names)
+        .map(|(param, kind)| {
             SpanKind::from_jaeger(kind).ok_or_else(|| {
                 bad(
-                    "spanKind",
+                    param,
                     format!("{kind:?} is not one of server, client, producer, consumer, internal"),
                 )
             })
@@ -536,7 +597,7 @@ mod tests {
             "unable to parse param 'end': \"later\" is not an integer number of microseconds (or milliseconds) since the epoch"
         );
         assert_eq!(
-            trace_id("0af7651916cd43dd8448eb211c80319c00")
+            trace_id("traceID", "0af7651916cd43dd8448eb211c80319c00")
                 .expect_err("too long")
                 .to_string(),
             "unable to parse param 'traceID': \"0af7651916cd43dd8448eb211c80319c00\" is not a 32-digit hex id"
@@ -554,21 +615,21 @@ mod tests {
     #[test]
     fn operations_need_a_service_and_a_known_kind() {
         assert_eq!(
-            operations(&params("service=a&spanKind=server")).expect("valid"),
+            operations(&params("service=a&spanKind=server"), &["spanKind"]).expect("valid"),
             ("a".to_owned(), Some(SpanKind::Server))
         );
         assert_eq!(
-            operations(&params("service=a&spanKind=")).expect("valid"),
+            operations(&params("service=a&spanKind="), &["spanKind"]).expect("valid"),
             ("a".to_owned(), None)
         );
         assert_eq!(
-            operations(&params("spanKind=server"))
+            operations(&params("spanKind=server"), &["spanKind"])
                 .expect_err("no service")
                 .to_string(),
             "parameter 'service' is required"
         );
         assert_eq!(
-            operations(&params("service=a&spanKind=sideways"))
+            operations(&params("service=a&spanKind=sideways"), &["spanKind"])
                 .expect_err("bad kind")
                 .to_string(),
             "unable to parse param 'spanKind': \"sideways\" is not one of server, client, producer, consumer, internal"
