@@ -1,9 +1,11 @@
 //! The HTTP APIs: the router, Jaeger's response envelope and error answers, what every request
-//! goes through (the results cache, then the request timeout), and how the APIs read traces.
+//! goes through (the results cache, then the request timeout), and how both APIs read traces.
 
 mod jaeger;
+mod otlp_json;
 mod params;
 mod ui_trace;
+mod v3;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -40,6 +42,7 @@ pub fn router(store: Arc<dyn Store>, config: &Config) -> Router {
         request_timeout: config.request_timeout,
     });
     jaeger::routes()
+        .merge(v3::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), cached))
         .fallback(unknown_route)
         .with_state(state)
@@ -56,6 +59,9 @@ enum ApiError {
     BadRequest(String),
     #[error("trace not found")]
     TraceNotFound,
+    /// v3: no trace matched, or the one asked for is not stored (404).
+    #[error("No traces found")]
+    NoTraces,
     #[error("no such API: {0}")]
     UnknownRoute(Uri),
     /// 503 when the database is unavailable, 500 when it failed the query.
@@ -73,7 +79,9 @@ impl ApiError {
     fn status(&self) -> StatusCode {
         match self {
             ApiError::Param { .. } | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::TraceNotFound | ApiError::UnknownRoute(_) => StatusCode::NOT_FOUND,
+            ApiError::TraceNotFound | ApiError::NoTraces | ApiError::UnknownRoute(_) => {
+                StatusCode::NOT_FOUND
+            }
             ApiError::Store(StoreError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Store(StoreError::Query { .. }) | ApiError::Encode(_) | ApiError::Body(_) => {
@@ -140,42 +148,76 @@ fn json(status: StatusCode, body: Bytes) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+/// Which API a request is for: each answers errors in its own shape.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Api {
+    /// Jaeger's envelope, `{"data":null,…,"errors":[{"code":400,"msg":"…"}]}`.
+    V1,
+    /// `{"error":{"httpCode":400,"message":"…"}}`.
+    V3,
+}
+
+impl Api {
+    fn of(path: &str) -> Api {
+        if path == "/api/v3" || path.starts_with("/api/v3/") {
+            Api::V3
+        } else {
+            Api::V1
+        }
+    }
+}
+
+impl ApiError {
+    /// The answer to a request for `api` that failed with this error.
+    fn response(self, api: Api) -> Response {
         let status = self.status();
         if status.is_server_error() {
             tracing::warn!(status = status.as_u16(), "{self}");
         }
-        let mut envelope = Envelope::new(());
-        envelope.errors = Some(vec![ErrorItem {
-            code: Some(status.as_u16()),
-            msg: self.to_string(),
-            trace_id: None,
-        }]);
-        match envelope.encode(false) {
+        let body = match api {
+            Api::V1 => {
+                let mut envelope = Envelope::new(());
+                envelope.errors = Some(vec![ErrorItem {
+                    code: Some(status.as_u16()),
+                    msg: self.to_string(),
+                    trace_id: None,
+                }]);
+                envelope.encode(false)
+            }
+            Api::V3 => v3::error_body(status, &self),
+        };
+        match body {
             Ok(body) => json(status, body),
             Err(_) => status.into_response(),
         }
     }
 }
 
-async fn unknown_route(uri: Uri) -> ApiError {
-    ApiError::UnknownRoute(uri)
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        self.response(Api::V1)
+    }
+}
+
+async fn unknown_route(uri: Uri) -> Response {
+    let api = Api::of(uri.path());
+    ApiError::UnknownRoute(uri).response(api)
 }
 
 /// Serves a request from the cache, or runs it within the request timeout and caches a 200 answer.
 async fn cached(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     let uri = request.uri();
+    let api = Api::of(uri.path());
     let key = match params::Params::from_uri(uri) {
         Ok(params) => cache::key(uri.path(), params.pairs()),
-        Err(error) => return error.into_response(),
+        Err(error) => return error.response(api),
     };
     if let Some(body) = state.cache.get(&key, Instant::now()) {
         return json(StatusCode::OK, body);
     }
     let response = match tokio::time::timeout(state.request_timeout, next.run(request)).await {
         Ok(response) => response,
-        Err(_) => return ApiError::Timeout(state.request_timeout).into_response(),
+        Err(_) => return ApiError::Timeout(state.request_timeout).response(api),
     };
     if response.status() != StatusCode::OK {
         return response;

@@ -11,6 +11,7 @@ use otelstore::config::GoDuration;
 use serde_json::{json, Value as Json};
 use tower::ServiceExt;
 
+use super::Api;
 use crate::config::{Backend, CacheSettings, Config, PostgresSettings, SearchSettings};
 use crate::model::{
     Attribute, DependencyLink, Operation, Span, SpanId, SpanKind, StatusCode as SpanStatus, Trace,
@@ -168,6 +169,10 @@ impl Store for TestStore {
 const SECOND: i64 = 1_000_000_000;
 /// 2023-11-14T22:13:20Z, in nanoseconds.
 const T0: i64 = 1_700_000_000 * SECOND;
+/// The v3 search window of the test store's traces: T0 − 1s to T0 + 2min, as the Jaeger UI sends
+/// it.
+const V3_WINDOW: &str =
+    "query.start_time_min=2023-11-14T22:13:19Z&query.start_time_max=2023-11-14T22:15:20.000000000Z";
 
 fn id(n: u8) -> TraceId {
     TraceId([n; 16])
@@ -292,15 +297,22 @@ async fn get(app: &Router, uri: &str) -> Answer {
     }
 }
 
-/// Asserts a Jaeger error envelope with this status and message.
-fn assert_error(answer: &Answer, status: StatusCode, msg: &str) {
+/// Asserts an error of `api`, in its shape, with this status and message.
+fn assert_api_error(api: Api, answer: &Answer, status: StatusCode, msg: &str) {
     assert_eq!(answer.status, status, "{}", answer.text);
     assert_eq!(answer.content_type, "application/json");
-    assert_eq!(
-        answer.json(),
-        json!({"data": null, "total": 0, "limit": 0, "offset": 0,
-               "errors": [{"code": status.as_u16(), "msg": msg}]})
-    );
+    let code = status.as_u16();
+    let expected = match api {
+        Api::V1 => json!({"data": null, "total": 0, "limit": 0, "offset": 0,
+                          "errors": [{"code": code, "msg": msg}]}),
+        Api::V3 => json!({"error": {"httpCode": code, "message": msg}}),
+    };
+    assert_eq!(answer.json(), expected);
+}
+
+/// Asserts a Jaeger error envelope with this status and message.
+fn assert_error(answer: &Answer, status: StatusCode, msg: &str) {
+    assert_api_error(Api::V1, answer, status, msg);
 }
 
 #[tokio::test]
@@ -471,17 +483,22 @@ async fn a_search_that_finds_nothing_answers_an_empty_list() {
 async fn bad_search_parameters_are_400_naming_the_parameter() {
     let store = store(Mode::Answer);
     let app = app(&store, false);
-    for (query, msg) in [
-        ("start=soon", "unable to parse param 'start': \"soon\" is not an integer number of microseconds since the epoch"),
-        ("minDuration=1x", "unable to parse param 'minDuration': invalid duration \"1x\" (use a Go duration such as \"10s\", \"1m30s\", \"500ms\")"),
-        ("limit=many", "unable to parse param 'limit': \"many\" is not a number of traces"),
-        ("tag=plain", "unable to parse param 'tag': expecting key:value, got \"plain\""),
-    ] {
-        assert_error(
-            &get(&app, &format!("/api/traces?{query}")).await,
-            StatusCode::BAD_REQUEST,
-            msg,
-        );
+    let not_rfc3339 = "is not an RFC 3339 time such as 2006-01-02T15:04:05.999999999Z07:00 (within the years 1678 to 2261)";
+    let mut cases = vec![
+        (Api::V1, "/api/traces?start=soon".to_owned(), "unable to parse param 'start': \"soon\" is not an integer number of microseconds since the epoch".to_owned()),
+        (Api::V1, "/api/traces?minDuration=1x".to_owned(), "unable to parse param 'minDuration': invalid duration \"1x\" (use a Go duration such as \"10s\", \"1m30s\", \"500ms\")".to_owned()),
+        (Api::V1, "/api/traces?limit=many".to_owned(), "unable to parse param 'limit': \"many\" is not a number of traces".to_owned()),
+        (Api::V1, "/api/traces?tag=plain".to_owned(), "unable to parse param 'tag': expecting key:value, got \"plain\"".to_owned()),
+    ];
+    for path in ["/api/v3/traces", "/api/v3/trace-summaries"] {
+        cases.extend([
+            (Api::V3, format!("{path}?query.service_name=checkout"), "query.startTimeMin and query.startTimeMax are required".to_owned()),
+            (Api::V3, format!("{path}?{V3_WINDOW}&query.durationMax=fast"), "malformed parameter query.durationMax: invalid duration \"fast\" (use a Go duration such as \"10s\", \"1m30s\", \"500ms\")".to_owned()),
+            (Api::V3, format!("{path}?query.startTimeMin=1700000000&query.startTimeMax=1700000001"), format!("malformed parameter query.startTimeMin: \"1700000000\" {not_rfc3339}")),
+        ]);
+    }
+    for (api, uri, msg) in cases {
+        assert_api_error(api, &get(&app, &uri).await, StatusCode::BAD_REQUEST, &msg);
     }
     assert!(store.calls().is_empty());
 }
@@ -525,62 +542,96 @@ async fn a_trace_by_id() {
 }
 
 #[tokio::test]
-async fn trace_lookup_times_in_microseconds_or_milliseconds_narrow_the_first_look() {
-    let store = store(Mode::Answer);
-    let app = app(&store, false);
+async fn trace_lookup_times_narrow_the_first_look() {
     let hour = 3600 * SECOND;
-    // Grafana's backend sends milliseconds, its frontend and the Jaeger UI microseconds.
     let (from, to) = (T0 - 10 * SECOND, T0 + 10 * SECOND);
-    for (start, end) in [(from / 1_000_000, to / 1_000_000), (from / 1000, to / 1000)] {
-        let answer = get(
-            &app,
-            &format!("/api/traces/{}?start={start}&end={end}", id(1)),
+    let (us, ms) = (1000, 1_000_000);
+    let v1 = |(start, end): (i64, i64), unit: i64| {
+        format!(
+            "/api/traces/{}?start={}&end={}",
+            id(1),
+            start / unit,
+            end / unit
         )
-        .await;
-        assert_eq!(answer.status, StatusCode::OK);
+    };
+    let v3 = |times: &str| format!("/api/v3/traces/{}?{times}", id(1));
+    for (uris, elsewhere) in [
+        // Grafana's backend sends milliseconds, its frontend and the Jaeger UI microseconds.
+        (
+            [v1((from, to), ms), v1((from, to), us)],
+            v1((T0 + 10 * hour, T0 + 11 * hour), ms),
+        ),
+        (
+            [
+                v3("startTime=2023-11-14T22:13:10Z&endTime=2023-11-14T22:13:30Z"),
+                v3("start_time=2023-11-14T22:13:10Z&end_time=2023-11-14T22:13:30Z&raw_traces=true"),
+            ],
+            v3("startTime=2023-11-15T22:13:20Z"),
+        ),
+    ] {
+        let store = store(Mode::Answer);
+        let app = app(&store, false);
+        for uri in uris {
+            assert_eq!(get(&app, &uri).await.status, StatusCode::OK, "{uri}");
+        }
+        let window = Some((from - hour, to + hour));
+        assert_eq!(
+            store.calls(),
+            vec![
+                Call::Traces(vec![id(1)], window),
+                Call::Traces(vec![id(1)], window),
+            ]
+        );
+        // Not there: looked for everywhere.
+        assert_eq!(get(&app, &elsewhere).await.status, StatusCode::OK);
+        assert_eq!(store.calls()[3], Call::Traces(vec![id(1)], None));
     }
-    let window = Some((from - hour, to + hour));
-    assert_eq!(
-        store.calls(),
-        vec![
-            Call::Traces(vec![id(1)], window),
-            Call::Traces(vec![id(1)], window),
-        ]
-    );
-    // Not there: looked for everywhere.
-    let (start, end) = ((T0 + 10 * hour) / 1_000_000, (T0 + 11 * hour) / 1_000_000);
-    let answer = get(
-        &app,
-        &format!("/api/traces/{}?start={start}&end={end}", id(1)),
-    )
-    .await;
-    assert_eq!(answer.status, StatusCode::OK);
-    assert_eq!(span_ids(&answer.json()["data"][0]).len(), 3);
-    assert_eq!(store.calls()[3], Call::Traces(vec![id(1)], None));
 }
 
 #[tokio::test]
 async fn an_unknown_trace_is_404_and_a_bad_id_400() {
-    let store = store(Mode::Answer);
-    let app = app(&store, true);
-    for _ in 0..2 {
-        assert_error(
-            &get(&app, &format!("/api/traces/{}", id(7))).await,
-            StatusCode::NOT_FOUND,
+    for (api, traces, not_found, id_param, bad_start, bad_start_msg) in [
+        (
+            Api::V1,
+            "/api/traces",
             "trace not found",
+            "unable to parse param 'traceID'",
+            "start=today",
+            "unable to parse param 'start': \"today\" is not an integer number of microseconds (or milliseconds) since the epoch",
+        ),
+        (
+            Api::V3,
+            "/api/v3/traces",
+            "No traces found",
+            "malformed parameter trace_id",
+            "start_time=today",
+            "malformed parameter start_time: \"today\" is not an RFC 3339 time such as 2006-01-02T15:04:05.999999999Z07:00 (within the years 1678 to 2261)",
+        ),
+    ] {
+        let store = store(Mode::Answer);
+        let app = app(&store, true);
+        for _ in 0..2 {
+            assert_api_error(
+                api,
+                &get(&app, &format!("{traces}/{}", id(7))).await,
+                StatusCode::NOT_FOUND,
+                not_found,
+            );
+        }
+        assert_eq!(store.calls().len(), 2, "a 404 is not cached");
+        assert_api_error(
+            api,
+            &get(&app, &format!("{traces}/not-an-id")).await,
+            StatusCode::BAD_REQUEST,
+            &format!("{id_param}: \"not-an-id\" is not a 32-digit hex id"),
+        );
+        assert_api_error(
+            api,
+            &get(&app, &format!("{traces}/{}?{bad_start}", id(1))).await,
+            StatusCode::BAD_REQUEST,
+            bad_start_msg,
         );
     }
-    assert_eq!(store.calls().len(), 2, "a 404 is not cached");
-    assert_error(
-        &get(&app, "/api/traces/not-an-id").await,
-        StatusCode::BAD_REQUEST,
-        "unable to parse param 'traceID': \"not-an-id\" is not a 32-digit hex id",
-    );
-    assert_error(
-        &get(&app, &format!("/api/traces/{}?start=today", id(1))).await,
-        StatusCode::BAD_REQUEST,
-        "unable to parse param 'start': \"today\" is not an integer number of microseconds (or milliseconds) since the epoch",
-    );
 }
 
 #[tokio::test]
@@ -628,20 +679,27 @@ async fn store_failures_are_503_and_500() {
     let unavailable = store(Mode::Unavailable);
     let failing = store(Mode::Fail);
     let id = id(1).to_string();
-    for uri in [
-        "/api/services".to_owned(),
-        "/api/services/checkout/operations".to_owned(),
-        "/api/operations?service=checkout".to_owned(),
-        "/api/traces?service=checkout".to_owned(),
-        format!("/api/traces/{id}"),
-        "/api/dependencies".to_owned(),
+    for (api, uri) in [
+        (Api::V1, "/api/services".to_owned()),
+        (Api::V1, "/api/services/checkout/operations".to_owned()),
+        (Api::V1, "/api/operations?service=checkout".to_owned()),
+        (Api::V1, "/api/traces?service=checkout".to_owned()),
+        (Api::V1, format!("/api/traces/{id}")),
+        (Api::V1, "/api/dependencies".to_owned()),
+        (Api::V3, "/api/v3/services".to_owned()),
+        (Api::V3, "/api/v3/operations?service=checkout".to_owned()),
+        (Api::V3, format!("/api/v3/traces?{V3_WINDOW}")),
+        (Api::V3, format!("/api/v3/traces/{id}")),
+        (Api::V3, format!("/api/v3/trace-summaries?{V3_WINDOW}")),
     ] {
-        assert_error(
+        assert_api_error(
+            api,
             &get(&app(&unavailable, true), &uri).await,
             StatusCode::SERVICE_UNAVAILABLE,
             "the database is unavailable: connection refused",
         );
-        assert_error(
+        assert_api_error(
+            api,
             &get(&app(&failing, true), &uri).await,
             StatusCode::INTERNAL_SERVER_ERROR,
             "read spans: relation \"spans\" does not exist",
@@ -656,11 +714,14 @@ async fn a_request_that_takes_too_long_is_504() {
         store.clone(),
         &config(Duration::from_millis(50), Duration::from_secs(60)),
     );
-    assert_error(
-        &get(&app, "/api/services").await,
-        StatusCode::GATEWAY_TIMEOUT,
-        "the request did not finish within 50ms (request_timeout); the database may be overloaded, or the query too broad",
-    );
+    for (api, uri) in [(Api::V1, "/api/services"), (Api::V3, "/api/v3/services")] {
+        assert_api_error(
+            api,
+            &get(&app, uri).await,
+            StatusCode::GATEWAY_TIMEOUT,
+            "the request did not finish within 50ms (request_timeout); the database may be overloaded, or the query too broad",
+        );
+    }
 }
 
 #[tokio::test]
@@ -681,14 +742,32 @@ async fn answers_are_cached_by_path_and_parameters() {
     get(&app, "/api/services").await;
     get(&app, "/api/services").await;
     assert_eq!(store.calls().len(), 3);
+    // v3 answers too: one search and one read, once.
+    let v3 = format!("/api/v3/traces?{V3_WINDOW}");
+    let first = get(&app, &v3).await;
+    let again = get(&app, &v3).await;
+    assert_eq!(
+        (first.status, again.status),
+        (StatusCode::OK, StatusCode::OK)
+    );
+    assert_eq!(again.text, first.text);
+    assert_eq!(store.calls().len(), 5);
 }
 
 #[tokio::test]
-async fn an_unknown_path_is_404_in_the_envelope() {
+async fn an_unknown_path_is_404_in_the_shape_of_its_api() {
     let store = store(Mode::Answer);
-    assert_error(
-        &get(&app(&store, true), "/api/nothing?x=1").await,
-        StatusCode::NOT_FOUND,
-        "no such API: /api/nothing?x=1",
-    );
+    for (api, uri) in [
+        (Api::V1, "/api/nothing?x=1"),
+        (Api::V3, "/api/v3/dependencies"),
+    ] {
+        assert_api_error(
+            api,
+            &get(&app(&store, true), uri).await,
+            StatusCode::NOT_FOUND,
+            &format!("no such API: {uri}"),
+        );
+    }
 }
+
+mod v3;

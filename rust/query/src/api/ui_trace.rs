@@ -150,7 +150,7 @@ fn tag(key: &str, value: &Value) -> KeyValue {
 }
 
 /// A double as a JSON number; NaN and the infinities, which JSON has no number for, as strings.
-fn double(number: f64) -> Json {
+pub(super) fn double(number: f64) -> Json {
     serde_json::Number::from_f64(number).map_or_else(
         || {
             Json::String(
@@ -168,7 +168,7 @@ fn double(number: f64) -> Json {
     )
 }
 
-fn base64(bytes: &[u8]) -> String {
+pub(super) fn base64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
@@ -345,32 +345,33 @@ impl UiTrace {
     }
 }
 
+/// The spans the tests of both APIs encode.
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use serde_json::json;
 
     use super::*;
     use crate::model::SpanKind;
 
-    fn attribute(key: &str, value: Value) -> Attribute {
+    pub(in crate::api) fn attribute(key: &str, value: Value) -> Attribute {
         Attribute {
             key: key.to_owned(),
             value,
         }
     }
 
-    fn trace_id(hex: &str) -> TraceId {
+    pub(in crate::api) fn trace_id(hex: &str) -> TraceId {
         TraceId::parse(hex).expect("trace id")
     }
 
-    fn span_id(hex: &str) -> SpanId {
+    pub(in crate::api) fn span_id(hex: &str) -> SpanId {
         SpanId::parse(hex).expect("span id")
     }
 
-    const TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
+    pub(in crate::api) const TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
 
     /// A span with nothing optional set.
-    fn bare_span(id: &str, start_unix_nano: i64) -> Span {
+    pub(in crate::api) fn bare_span(id: &str, start_unix_nano: i64) -> Span {
         Span {
             trace_id: trace_id(TRACE),
             span_id: span_id(id),
@@ -395,7 +396,7 @@ mod tests {
 
     /// A span with every feature: parent, links of each kind, events, every attribute type, a
     /// kind, an error status with a message, a trace state, a scope and resource attributes.
-    fn full_span() -> Span {
+    pub(in crate::api) fn full_span() -> Span {
         Span {
             parent_span_id: Some(span_id("00f067aa0ba902b7")),
             trace_state: "vendor=abc".into(),
