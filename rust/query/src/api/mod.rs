@@ -4,6 +4,7 @@
 mod jaeger;
 mod otlp_json;
 mod params;
+mod time;
 mod ui_trace;
 mod v3;
 

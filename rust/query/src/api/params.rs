@@ -9,7 +9,7 @@ use axum::http::request::Parts;
 use axum::http::Uri;
 use otelstore::config::GoDuration;
 
-use super::ApiError;
+use super::{time, ApiError};
 use crate::config::SearchSettings;
 use crate::model::{SpanKind, TraceId};
 use crate::store::{TagFilter, TraceQuery};
@@ -127,6 +127,24 @@ fn duration(params: &Params, names: &[&'static str]) -> Result<Option<i64>, ApiE
             let parsed: GoDuration = value.parse().map_err(|reason: String| bad(param, reason))?;
             nanos(parsed.0).ok_or_else(|| bad(param, format!("{value:?} is out of range")))
         })
+        .transpose()
+}
+
+/// An RFC 3339 time given as `param`, in nanoseconds since the epoch.
+pub fn rfc3339(param: &'static str, value: &str) -> Result<i64, ApiError> {
+    time::rfc3339(value).ok_or_else(|| {
+        bad(
+            param,
+            format!("{value:?} is not an RFC 3339 time such as 2006-01-02T15:04:05.999999999Z07:00 (within the years 1678 to 2261)"),
+        )
+    })
+}
+
+/// An RFC 3339 time parameter, under one of `names`, in nanoseconds since the epoch.
+pub fn time(params: &Params, names: &[&'static str]) -> Result<Option<i64>, ApiError> {
+    params
+        .first_of(names)
+        .map(|(param, value)| rfc3339(param, value))
         .transpose()
 }
 
