@@ -230,6 +230,98 @@ pub struct DependencyLink {
     pub call_count: u64,
 }
 
+const HOUR_NS: i64 = 3600 * 1_000_000_000;
+
+/// Where service statistics are read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatsSource {
+    /// The spans: exact, over exactly the range asked for.
+    Raw,
+    /// The hourly span statistics the exporter keeps (PostgreSQL's `span_stats_1h`, ClickHouse's
+    /// `otel_span_stats_1h`): one row per service, span name, kind and hour, however many spans,
+    /// and kept longer than the spans; but only whole hours, and percentiles estimated.
+    Hourly,
+}
+
+impl StatsSource {
+    /// `raw` or `hourly`.
+    pub fn name(self) -> &'static str {
+        match self {
+            StatsSource::Raw => "raw",
+            StatsSource::Hourly => "hourly",
+        }
+    }
+}
+
+/// What service statistics are asked for: of the spans of one service, or of every service,
+/// that started in [start, end) (nanoseconds since the epoch), read from `source`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatsQuery {
+    pub service: Option<String>,
+    pub start_unix_nano: i64,
+    pub end_unix_nano: i64,
+    pub source: StatsSource,
+}
+
+impl StatsQuery {
+    /// The window the statistics describe, [start, end). From raw spans, the range asked for.
+    /// The hourly statistics count each span in the hour it started, and an hour only whole: every
+    /// hour the range overlaps counts, so the window grows to the hours' edges (by less than an
+    /// hour on each side); a range that starts and ends on whole hours is read as it
+    /// is. Hours are UTC hours (ClickHouse: the hours of the server's time zone, the same unless
+    /// its offset is not whole hours).
+    pub fn covered(&self) -> (i64, i64) {
+        let (start, end) = (self.start_unix_nano, self.end_unix_nano);
+        match self.source {
+            StatsSource::Raw => (start, end),
+            StatsSource::Hourly => (
+                start.div_euclid(HOUR_NS) * HOUR_NS,
+                end.saturating_add(HOUR_NS - 1).div_euclid(HOUR_NS) * HOUR_NS,
+            ),
+        }
+    }
+}
+
+/// The levels of [`ServiceStats`]' percentiles, in their order.
+pub const STATS_QUANTILES: [f64; 3] = [0.5, 0.95, 0.99];
+
+/// What a service's spans over a window add up to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceStats {
+    pub service: String,
+    pub spans: u64,
+    /// Spans whose status is Error.
+    pub errors: u64,
+    /// `errors / spans`, 0 without spans.
+    pub error_rate: f64,
+    /// Percentiles of the spans' durations in nanoseconds (a span that ends before it starts
+    /// counts as 0), none when the store has none to give.
+    pub p50_ns: Option<f64>,
+    pub p95_ns: Option<f64>,
+    pub p99_ns: Option<f64>,
+}
+
+impl ServiceStats {
+    /// The statistics of `spans` spans, `errors` of them failed, with the percentiles at
+    /// [`STATS_QUANTILES`] in `quantiles` (missing ones are none).
+    pub fn new(service: String, spans: u64, errors: u64, quantiles: &[Option<f64>]) -> Self {
+        let quantile = |i: usize| quantiles.get(i).copied().flatten();
+        ServiceStats {
+            service,
+            spans,
+            errors,
+            error_rate: if spans == 0 {
+                0.0
+            } else {
+                errors as f64 / spans as f64
+            },
+            p50_ns: quantile(0),
+            p95_ns: quantile(1),
+            p99_ns: quantile(2),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,5 +350,51 @@ mod tests {
             SpanId::parse("g").expect_err("not hex").to_string(),
             "\"g\" is not a 16-digit hex id"
         );
+    }
+
+    #[test]
+    fn hourly_statistics_cover_every_hour_the_range_overlaps() {
+        const HOUR: i64 = HOUR_NS;
+        let query = |start, end, source| StatsQuery {
+            service: None,
+            start_unix_nano: start,
+            end_unix_nano: end,
+            source,
+        };
+        let t = 1_700_000_000 * 1_000_000_000 / HOUR * HOUR;
+        for (start, end, covered) in [
+            // Whole hours stay as they are.
+            (t, t + 6 * HOUR, (t, t + 6 * HOUR)),
+            // Partial hours at either edge count whole.
+            (t + 1, t + 6 * HOUR + 1, (t, t + 7 * HOUR)),
+            (t + HOUR - 1, t + HOUR, (t, t + HOUR)),
+            (t - 1, t + 1, (t - HOUR, t + HOUR)),
+            // Before 1970, and at the end of time.
+            (-HOUR - 1, -1, (-2 * HOUR, 0)),
+            (
+                i64::MAX - 1,
+                i64::MAX,
+                (i64::MAX / HOUR * HOUR, i64::MAX / HOUR * HOUR),
+            ),
+        ] {
+            assert_eq!(
+                query(start, end, StatsSource::Hourly).covered(),
+                covered,
+                "{start}..{end}"
+            );
+            assert_eq!(query(start, end, StatsSource::Raw).covered(), (start, end));
+        }
+    }
+
+    #[test]
+    fn the_error_rate_is_of_the_spans_counted() {
+        let stats = ServiceStats::new("a".into(), 8, 2, &[Some(1.0), None, Some(3.0)]);
+        assert_eq!(stats.error_rate, 0.25);
+        assert_eq!(
+            (stats.p50_ns, stats.p95_ns, stats.p99_ns),
+            (Some(1.0), None, Some(3.0))
+        );
+        let none = ServiceStats::new("b".into(), 0, 0, &[]);
+        assert_eq!((none.error_rate, none.p99_ns), (0.0, None));
     }
 }

@@ -14,8 +14,8 @@ use tower::ServiceExt;
 use super::Api;
 use crate::config::{Backend, CacheSettings, Config, PostgresSettings, SearchSettings};
 use crate::model::{
-    Attribute, DependencyLink, Operation, Span, SpanId, SpanKind, StatusCode as SpanStatus, Trace,
-    TraceId, Value,
+    Attribute, DependencyLink, Operation, ServiceStats, Span, SpanId, SpanKind, StatsQuery,
+    StatusCode as SpanStatus, Trace, TraceId, Value, STATS_QUANTILES,
 };
 use crate::store::{BoxFuture, Store, StoreError, TagFilter, TraceQuery};
 
@@ -36,6 +36,7 @@ enum Call {
     Find(TraceQuery),
     Traces(Vec<TraceId>, Option<(i64, i64)>),
     Dependencies(i64, i64),
+    Stats(StatsQuery),
 }
 
 struct TestStore {
@@ -163,6 +164,50 @@ impl Store for TestStore {
             Call::Dependencies(start_unix_nano, end_unix_nano),
             self.links.clone(),
         )
+    }
+
+    /// Counted from the spans in the window (hourly: the whole hours), with nearest-rank
+    /// percentiles.
+    fn service_stats<'a>(
+        &'a self,
+        query: &'a StatsQuery,
+    ) -> BoxFuture<'a, Result<Vec<ServiceStats>, StoreError>> {
+        let (start, end) = query.covered();
+        let mut by_service: std::collections::BTreeMap<&str, Vec<&Span>> = Default::default();
+        for span in &self.spans {
+            let wanted = query
+                .service
+                .as_ref()
+                .is_none_or(|name| *name == span.service_name);
+            if wanted && (start..end).contains(&span.start_unix_nano) {
+                by_service.entry(&span.service_name).or_default().push(span);
+            }
+        }
+        let stats = by_service
+            .into_iter()
+            .map(|(service, spans)| {
+                let mut durations: Vec<i64> = spans.iter().map(|s| s.duration_ns).collect();
+                durations.sort_unstable();
+                let quantiles: Vec<Option<f64>> = STATS_QUANTILES
+                    .iter()
+                    .map(|q| {
+                        let rank = (q * durations.len() as f64).ceil() as usize;
+                        Some(durations[rank.max(1) - 1] as f64)
+                    })
+                    .collect();
+                let errors = spans
+                    .iter()
+                    .filter(|s| s.status_code == SpanStatus::Error)
+                    .count();
+                ServiceStats::new(
+                    service.to_owned(),
+                    spans.len() as u64,
+                    errors as u64,
+                    &quantiles,
+                )
+            })
+            .collect();
+        self.answer(Call::Stats(query.clone()), stats)
     }
 }
 

@@ -17,6 +17,8 @@
 //!   seconds), so each trace's `otel_traces` read is bounded to its partition and time as well as
 //!   by the `TraceId` bloom filter; an id the lookup table does not know is not searched for.
 //! * dependencies: `otel_service_dependencies_1h` (`uniqCombined64Merge(Calls)`).
+//! * service statistics: `otel_traces` or `otel_span_stats_1h`, as the query's source says
+//!   ([`stats_sql`]).
 //!
 //! With `distributed_tables` every table is read through its `_dist` Distributed table, which sees
 //! every shard. Every value a caller gives is a server-side query parameter (`{name:Type}`), which
@@ -42,8 +44,8 @@ use serde::Deserialize;
 use super::{BoxFuture, Store, StoreError, TagFilter, TraceQuery};
 use crate::config::ClickHouseSettings;
 use crate::model::{
-    Attribute, BadId, DependencyLink, Event, Link, Operation, Span, SpanId, SpanKind, StatusCode,
-    Trace, TraceId, Value,
+    Attribute, BadId, DependencyLink, Event, Link, Operation, ServiceStats, Span, SpanId, SpanKind,
+    StatsQuery, StatsSource, StatusCode, Trace, TraceId, Value, STATS_QUANTILES,
 };
 
 /// The tables read, each as `"database".name` or `"database".name_dist`.
@@ -282,6 +284,39 @@ impl Store for ClickHouseStore {
                 .collect())
         })
     }
+
+    /// Statistics per service, as [`stats_sql`] reads them.
+    fn service_stats<'a>(
+        &'a self,
+        q: &'a StatsQuery,
+    ) -> BoxFuture<'a, Result<Vec<ServiceStats>, StoreError>> {
+        Box::pin(async move {
+            let (start, end) = q.covered();
+            let mut query = self
+                .client
+                .query(&stats_sql(&self.tables, q.source, q.service.is_some()))
+                .param("start", start.max(0))
+                .param("end", end.max(0));
+            if q.source == StatsSource::Raw {
+                query = query.param("errors", status_names(StatusCode::Error));
+            }
+            if let Some(service) = &q.service {
+                query = query.param("service", service);
+            }
+            let rows: Vec<StatsRow> = rows(query, "read the service statistics").await?;
+            Ok(rows
+                .into_iter()
+                .map(|row| {
+                    let quantiles: Vec<Option<f64>> = row
+                        .quantiles
+                        .into_iter()
+                        .map(|q| q.is_finite().then_some(q))
+                        .collect();
+                    ServiceStats::new(row.service, row.spans, row.errors, &quantiles)
+                })
+                .collect())
+        })
+    }
 }
 
 /// Every row of a query, or the error of `action`.
@@ -326,6 +361,50 @@ fn dependencies_sql(tables: &Tables) -> String {
          AND Hour <= fromUnixTimestamp64Nano({{end:Int64}}) \
          GROUP BY ParentService, ChildService ORDER BY ParentService, ChildService",
         tables.dependencies
+    )
+}
+
+/// Statistics per service of the spans that started in [`{start:Int64}`, `{end:Int64}`)
+/// nanoseconds, of `{service:String}` only when `one_service`, sorted by service.
+///
+/// * Raw, from `otel_traces`: `count()`, the spans whose status is one of
+///   `{errors:Array(String)}`, and `quantilesExactInclusive` of `Duration`: exact, interpolated
+///   between the two durations nearest the rank as PostgreSQL's `percentile_cont`, so both
+///   backends give the same numbers. It holds every duration of a service in memory (8 bytes a
+///   span) while it runs: raw statistics serve only ranges shorter than `stats.hourly_from`; at
+///   a rate that makes that too much, lower it. `quantileTDigest` would take constant memory but
+///   estimate, as the hourly statistics already do.
+/// * Hourly, from `otel_span_stats_1h` (the caller gives whole hours, [`StatsQuery::covered`]):
+///   `countMerge(Spans)`, `sumMerge(Errors)` (its view counts the same two status names) and
+///   `quantilesTDigestMerge` of the hours' t-digests (which the state of `quantileTDigest`
+///   merges into at any levels): an estimate; ClickHouse gives 1 % as its largest error.
+fn stats_sql(tables: &Tables, source: StatsSource, one_service: bool) -> String {
+    let levels = STATS_QUANTILES.map(|q| q.to_string()).join(", ");
+    let (table, time, counts, quantiles) = match source {
+        StatsSource::Raw => (
+            &tables.traces,
+            "Timestamp",
+            "count() AS spans, countIf(StatusCode IN {errors:Array(String)}) AS errors",
+            format!("quantilesExactInclusive({levels})(Duration)"),
+        ),
+        StatsSource::Hourly => (
+            &tables.span_stats,
+            "Hour",
+            "countMerge(Spans) AS spans, sumMerge(Errors) AS errors",
+            format!("quantilesTDigestMerge({levels})(DurationQuantiles)"),
+        ),
+    };
+    let service = if one_service {
+        " AND ServiceName = {service:String}"
+    } else {
+        ""
+    };
+    format!(
+        "SELECT ServiceName AS service, {counts}, \
+         CAST({quantiles}, 'Array(Float64)') AS quantiles FROM {table} \
+         WHERE {time} >= fromUnixTimestamp64Nano({{start:Int64}}) \
+         AND {time} < fromUnixTimestamp64Nano({{end:Int64}}){service} \
+         GROUP BY ServiceName ORDER BY ServiceName"
     )
 }
 
@@ -524,6 +603,14 @@ struct LinkRow {
     parent: String,
     child: String,
     call_count: u64,
+}
+
+#[derive(Row, Deserialize)]
+struct StatsRow {
+    service: String,
+    spans: u64,
+    errors: u64,
+    quantiles: Vec<f64>,
 }
 
 #[derive(Row, Deserialize)]
@@ -749,6 +836,29 @@ mod tests {
                     Param::Names(&["Error", "STATUS_CODE_ERROR"])
                 ),
             ]
+        );
+    }
+
+    #[test]
+    fn statistics_read_the_spans_or_the_hourly_states() {
+        assert_eq!(
+            stats_sql(&tables(), StatsSource::Raw, true),
+            "SELECT ServiceName AS service, count() AS spans, \
+             countIf(StatusCode IN {errors:Array(String)}) AS errors, \
+             CAST(quantilesExactInclusive(0.5, 0.95, 0.99)(Duration), 'Array(Float64)') AS quantiles \
+             FROM \"otel\".otel_traces \
+             WHERE Timestamp >= fromUnixTimestamp64Nano({start:Int64}) \
+             AND Timestamp < fromUnixTimestamp64Nano({end:Int64}) AND ServiceName = {service:String} \
+             GROUP BY ServiceName ORDER BY ServiceName"
+        );
+        assert_eq!(
+            stats_sql(&tables(), StatsSource::Hourly, false),
+            "SELECT ServiceName AS service, countMerge(Spans) AS spans, sumMerge(Errors) AS errors, \
+             CAST(quantilesTDigestMerge(0.5, 0.95, 0.99)(DurationQuantiles), 'Array(Float64)') AS quantiles \
+             FROM \"otel\".otel_span_stats_1h \
+             WHERE Hour >= fromUnixTimestamp64Nano({start:Int64}) \
+             AND Hour < fromUnixTimestamp64Nano({end:Int64}) \
+             GROUP BY ServiceName ORDER BY ServiceName"
         );
     }
 

@@ -9,7 +9,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::config::Backend;
-use crate::model::{DependencyLink, Operation, SpanKind, StatusCode, Trace, TraceId};
+use crate::model::{
+    DependencyLink, Operation, ServiceStats, SpanKind, StatsQuery, StatusCode, Trace, TraceId,
+};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -114,6 +116,14 @@ pub trait Store: Send + Sync {
         start_unix_nano: i64,
         end_unix_nano: i64,
     ) -> BoxFuture<'_, Result<Vec<DependencyLink>, StoreError>>;
+
+    /// Per service with spans that started within the query's window, sorted by service: how
+    /// many, how many failed, and percentiles of their durations, read from the query's source
+    /// (the hourly statistics cover the window [`StatsQuery::covered`] gives).
+    fn service_stats<'a>(
+        &'a self,
+        query: &'a StatsQuery,
+    ) -> BoxFuture<'a, Result<Vec<ServiceStats>, StoreError>>;
 }
 
 /// The store the configuration names. Nothing connects yet: a database that is down makes each

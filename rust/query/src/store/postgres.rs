@@ -25,8 +25,8 @@ use tokio_postgres::Row;
 use super::{BoxFuture, Store, StoreError, TagFilter, TraceQuery};
 use crate::config::PostgresSettings;
 use crate::model::{
-    Attribute, DependencyLink, Event, Link, Operation, Span, SpanId, SpanKind, StatusCode, Trace,
-    TraceId, Value,
+    Attribute, DependencyLink, Event, Link, Operation, ServiceStats, Span, SpanId, SpanKind,
+    StatsQuery, StatsSource, StatusCode, Trace, TraceId, Value, STATS_QUANTILES,
 };
 
 /// How long a query waits for a free connection before the database counts as unavailable.
@@ -318,6 +318,35 @@ impl PostgresStore {
             .collect::<Result<Vec<_>, tokio_postgres::Error>>()
             .map_err(|e| query_error(ACTION, &e))
     }
+
+    /// Statistics per service from the spans ([`raw_stats_sql`]) or the hourly statistics
+    /// ([`hourly_stats_sql`]).
+    async fn service_stats(&self, query: &StatsQuery) -> Result<Vec<ServiceStats>, StoreError> {
+        const ACTION: &str = "read the service statistics";
+        let mut values = Values::default();
+        let sql = match query.source {
+            StatsSource::Raw => raw_stats_sql(&self.schema, query, &mut values),
+            StatsSource::Hourly => hourly_stats_sql(&self.schema, query, &mut values),
+        };
+        let rows = self.query(ACTION, &sql, &values.params()).await?;
+        let count = |n: i64| u64::try_from(n).unwrap_or(0);
+        let mut stats = rows
+            .iter()
+            .map(|row| {
+                let quantiles: Vec<Option<f64>> = row.try_get(3)?;
+                Ok(ServiceStats::new(
+                    row.try_get(0)?,
+                    count(row.try_get(1)?),
+                    count(row.try_get(2)?),
+                    &quantiles,
+                ))
+            })
+            .collect::<Result<Vec<_>, tokio_postgres::Error>>()
+            .map_err(|e| query_error(ACTION, &e))?;
+        // One order whatever the database's collation.
+        stats.sort_unstable_by(|a, b| a.service.cmp(&b.service));
+        Ok(stats)
+    }
 }
 
 impl Store for PostgresStore {
@@ -355,23 +384,121 @@ impl Store for PostgresStore {
     ) -> BoxFuture<'_, Result<Vec<DependencyLink>, StoreError>> {
         Box::pin(self.dependencies(start_unix_nano, end_unix_nano))
     }
+
+    fn service_stats<'a>(
+        &'a self,
+        query: &'a StatsQuery,
+    ) -> BoxFuture<'a, Result<Vec<ServiceStats>, StoreError>> {
+        Box::pin(self.service_stats(query))
+    }
+}
+
+/// ` AND service_name = $n` when the query is of one service.
+fn service_condition(query: &StatsQuery, values: &mut Values) -> String {
+    match &query.service {
+        Some(service) => format!(
+            " AND service_name = {}",
+            values.param(service.clone(), Type::TEXT)
+        ),
+        None => String::new(),
+    }
+}
+
+/// Statistics from the spans that started in the window, to the nanosecond (`start_time`, in
+/// microseconds, bounds the day partitions read): `count(*)`, those with status code 2, and
+/// `percentile_cont` of the durations at [`STATS_QUANTILES`] (exact: linear interpolation
+/// between the two durations nearest the rank, as ClickHouse's `quantileExactInclusive`). A
+/// negative duration (the span ends before it starts; stored as sent) counts as 0, as in
+/// span_stats_1h.
+fn raw_stats_sql(schema: &str, query: &StatsQuery, values: &mut Values) -> String {
+    let (start, end) = query.covered();
+    let from = values.param(micros_floor(start), Type::TIMESTAMPTZ);
+    let to = values.param(micros_floor(end), Type::TIMESTAMPTZ);
+    let start = values.param(start, Type::INT8);
+    let end = values.param(end, Type::INT8);
+    let error = values.param(StatusCode::Error as i16, Type::INT2);
+    let levels = values.param(STATS_QUANTILES.to_vec(), Type::FLOAT8_ARRAY);
+    let service = service_condition(query, values);
+    format!(
+        "SELECT service_name, count(*), count(*) FILTER (WHERE status_code = {error}),
+                percentile_cont({levels}) WITHIN GROUP (ORDER BY greatest(duration_ns, 0)::float8)
+         FROM {schema}.spans
+         WHERE start_time >= {from} AND start_time <= {to}
+           AND start_time_unix_nano >= {start} AND start_time_unix_nano < {end}{service}
+         GROUP BY service_name"
+    )
+}
+
+/// Statistics from span_stats_1h, over the whole hours of the window: each service's `spans` and
+/// `errors` added up, and its `duration_buckets` added up bucket by bucket. That is what
+/// `otelstore_add_counts(a, 0, b, 0)` does to two arrays (as the exporter merges a row at
+/// ingest), done over every row at once: each array starts at bucket 0, so a bucket is the same
+/// ordinal in every array, and the ordinals summed run from 1 to the longest array's length with
+/// none missing. The schema has no aggregate over `otelstore_add_counts`, and this binary creates
+/// nothing in it. `otelstore_duration_quantile` reads the merged buckets: the geometric middle of
+/// the bucket that holds the value at rank ⌈q·n⌉, within 10 % of it.
+fn hourly_stats_sql(schema: &str, query: &StatsQuery, values: &mut Values) -> String {
+    let (start, end) = query.covered();
+    let from = values.param(micros_floor(start), Type::TIMESTAMPTZ);
+    let to = values.param(micros_floor(end), Type::TIMESTAMPTZ);
+    let levels = values.param(STATS_QUANTILES.to_vec(), Type::FLOAT8_ARRAY);
+    let service = service_condition(query, values);
+    format!(
+        "WITH hours AS (
+            SELECT service_name, spans, errors, duration_buckets FROM {schema}.span_stats_1h
+            WHERE bucket_start >= {from} AND bucket_start < {to}{service}
+         ), buckets AS (
+            SELECT service_name, i, sum(n)::bigint AS n
+            FROM hours, unnest(duration_buckets) WITH ORDINALITY AS b(n, i)
+            GROUP BY service_name, i
+         ), merged AS (
+            SELECT service_name, array_agg(n ORDER BY i) AS buckets FROM buckets
+            GROUP BY service_name
+         )
+         SELECT t.service_name, t.spans, t.errors,
+                ARRAY(SELECT {schema}.otelstore_duration_quantile(m.buckets, l.q)
+                      FROM unnest({levels}) WITH ORDINALITY AS l(q, n) ORDER BY l.n)
+         FROM (SELECT service_name, sum(spans)::bigint AS spans, sum(errors)::bigint AS errors
+               FROM hours GROUP BY service_name) AS t
+         LEFT JOIN merged AS m USING (service_name)"
+    )
 }
 
 /// The first rows of a search's cursor, and the rows of each next fetch.
 const FIRST_FETCH: (&str, usize) = ("FETCH 200 FROM matching_spans", 200);
 const NEXT_FETCH: (&str, usize) = ("FETCH 5000 FROM matching_spans", 5000);
 
+/// The values of a statement's parameters with their types, numbered `$1`, `$2`, ... as they are
+/// added.
+#[derive(Default)]
+struct Values(Vec<(Box<dyn ToSql + Sync + Send>, Type)>);
+
+impl Values {
+    /// Adds a value and answers its placeholder.
+    fn param(&mut self, value: impl ToSql + Sync + Send + 'static, kind: Type) -> String {
+        self.0.push((Box::new(value), kind));
+        format!("${}", self.0.len())
+    }
+
+    fn params(&self) -> Vec<(&(dyn ToSql + Sync), Type)> {
+        self.0
+            .iter()
+            .map(|(value, kind)| (value.as_ref() as &(dyn ToSql + Sync), kind.clone()))
+            .collect()
+    }
+}
+
 /// A trace search: the cursor over its matching spans, newest first, and its parameters.
 struct Search {
     declare: String,
-    values: Vec<(Box<dyn ToSql + Sync + Send>, Type)>,
+    values: Values,
 }
 
 impl Search {
     fn new(schema: &str, query: &TraceQuery) -> Search {
         let mut search = Search {
             declare: String::new(),
-            values: Vec::new(),
+            values: Values::default(),
         };
         let mut conditions = Vec::new();
         // start_time (microseconds) is the partition key and the index's second column. The
@@ -431,15 +558,11 @@ impl Search {
     }
 
     fn param(&mut self, value: impl ToSql + Sync + Send + 'static, kind: Type) -> String {
-        self.values.push((Box::new(value), kind));
-        format!("${}", self.values.len())
+        self.values.param(value, kind)
     }
 
     fn params(&self) -> Vec<(&(dyn ToSql + Sync), Type)> {
-        self.values
-            .iter()
-            .map(|(value, kind)| (value.as_ref() as &(dyn ToSql + Sync), kind.clone()))
-            .collect()
+        self.values.params()
     }
 }
 
@@ -719,6 +842,55 @@ mod tests {
         assert_eq!(texts("x", "-2.5"), [r#"{"x":"-2.5"}"#, r#"{"x":-2.5}"#]);
         assert_eq!(texts("$k", "GET"), [r#"{"$k":"GET"}"#]);
         assert_eq!(texts("x", "0x10"), [r#"{"x":"0x10"}"#]);
+    }
+
+    #[test]
+    fn statistics_bind_every_value() {
+        let query = StatsQuery {
+            service: Some("svc' OR 1=1 --".into()),
+            start_unix_nano: 1_700_000_000_123_456_789,
+            end_unix_nano: 1_700_003_600_000_000_000,
+            source: StatsSource::Raw,
+        };
+        let mut values = Values::default();
+        let sql = raw_stats_sql("\"otel\"", &query, &mut values);
+        assert!(sql.contains("FROM \"otel\".spans"), "{sql}");
+        assert!(
+            sql.contains("start_time_unix_nano >= $3 AND start_time_unix_nano < $4"),
+            "{sql}"
+        );
+        assert!(sql.ends_with("AND service_name = $7\n         GROUP BY service_name"));
+        assert_eq!(
+            values
+                .params()
+                .iter()
+                .map(|p| p.1.clone())
+                .collect::<Vec<_>>(),
+            [
+                Type::TIMESTAMPTZ,
+                Type::TIMESTAMPTZ,
+                Type::INT8,
+                Type::INT8,
+                Type::INT2,
+                Type::FLOAT8_ARRAY,
+                Type::TEXT
+            ]
+        );
+        let mut values = Values::default();
+        let hourly = StatsQuery {
+            service: None,
+            source: StatsSource::Hourly,
+            ..query
+        };
+        let sql = hourly_stats_sql("\"otel\"", &hourly, &mut values);
+        assert!(sql.contains("FROM \"otel\".span_stats_1h"), "{sql}");
+        assert!(
+            sql.contains("WHERE bucket_start >= $1 AND bucket_start < $2\n"),
+            "{sql}"
+        );
+        assert!(sql.contains("\"otel\".otelstore_duration_quantile(m.buckets, l.q)"));
+        assert!(sql.contains("unnest($3) WITH ORDINALITY"), "{sql}");
+        assert_eq!(values.params().len(), 3);
     }
 
     #[test]
