@@ -6,6 +6,8 @@
 mod chdb_front;
 #[path = "../../test-support/otlp.rs"]
 mod otlp;
+#[path = "support/stats.rs"]
+mod stats;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -367,6 +369,19 @@ fn reads_what_the_exporter_wrote() {
         check_dependencies(&store, t0).await;
         check_errors(&front).await;
     });
+    // From otel_traces and otel_span_stats_1h: see support/stats.rs. Sent last, not to be
+    // among the services above.
+    let hour = stats::first_hour();
+    export(&front, &[stats::request(&stats::spans(hour))]);
+    stats::service_statistics(
+        &|query| {
+            runtime
+                .block_on(store.service_stats(query))
+                .expect("statistics")
+        },
+        hour,
+        stats::Estimate::TDigest,
+    );
     // Nobody listening: unavailable, so the API answers 503.
     drop(front);
     let error = runtime

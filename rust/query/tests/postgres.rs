@@ -9,6 +9,8 @@
 
 #[path = "../../core/tests/pg_cluster/mod.rs"]
 mod pg_cluster;
+#[path = "support/stats.rs"]
+mod stats;
 
 use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -156,6 +158,7 @@ fn postgres_store() {
     every_field_reads_back_as_sent(dsn);
     searches_find_the_right_traces_newest_first(dsn);
     services_operations_and_dependencies(dsn);
+    service_statistics(dsn);
     errors_name_the_action(dsn);
     an_unreachable_database_is_unavailable(&cluster);
 }
@@ -717,6 +720,23 @@ fn services_operations_and_dependencies(dsn: &str) {
     assert_eq!(
         wait(store.dependencies(hour_start + hour, hour_start + 2 * hour)).expect("hour after"),
         []
+    );
+    exporter.shutdown(Duration::from_secs(5)).expect("shutdown");
+}
+
+/// From the spans and from span_stats_1h: see support/stats.rs.
+fn service_statistics(dsn: &str) {
+    let hour = stats::first_hour();
+    let exporter = exporter(dsn, "stats");
+    export(
+        &exporter,
+        stats::request(&stats::spans(hour)).resource_spans,
+    );
+    let store = store(dsn, "stats");
+    stats::service_statistics(
+        &|query| wait(store.service_stats(query)).expect("statistics"),
+        hour,
+        stats::Estimate::Buckets,
     );
     exporter.shutdown(Duration::from_secs(5)).expect("shutdown");
 }
