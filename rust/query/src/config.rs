@@ -66,6 +66,7 @@ pub struct Config {
     pub request_timeout: Duration,
     pub cache: CacheSettings,
     pub search: SearchSettings,
+    pub stats: StatsSettings,
 }
 
 /// The database the traces are read from.
@@ -204,6 +205,23 @@ impl Default for SearchSettings {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StatsSettings {
+    /// Service statistics over a range at least this long are read from the hourly statistics
+    /// (whole hours, percentiles estimated, fast however many spans); shorter ones from the
+    /// spans (exact). `0s`: always the hourly statistics.
+    pub hourly_from: GoDuration,
+}
+
+impl Default for StatsSettings {
+    fn default() -> Self {
+        Self {
+            hourly_from: GoDuration(Duration::from_secs(6 * 3600)),
+        }
+    }
+}
+
 /// The file as written, before validation; every key is optional.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -214,6 +232,7 @@ struct File {
     request_timeout: GoDuration,
     cache: CacheSettings,
     search: SearchSettings,
+    stats: StatsSettings,
 }
 
 impl Default for File {
@@ -225,6 +244,7 @@ impl Default for File {
             request_timeout: GoDuration(Duration::from_secs(30)),
             cache: CacheSettings::default(),
             search: SearchSettings::default(),
+            stats: StatsSettings::default(),
         }
     }
 }
@@ -422,12 +442,22 @@ impl Config {
                 ),
             ));
         }
+        let hourly_from = file.stats.hourly_from;
+        if hourly_from.0 > MAX_LOOKBACK {
+            return Err(ConfigError::invalid(
+                "stats.hourly_from",
+                format!(
+                    "must be at most 8784h (366 days; 0s always reads the hourly statistics), got {hourly_from}"
+                ),
+            ));
+        }
         Ok(Config {
             listen,
             backend,
             request_timeout: timeout.0,
             cache: file.cache,
             search: file.search,
+            stats: file.stats,
         })
     }
 }
@@ -536,6 +566,7 @@ mod tests {
             Duration::from_secs(48 * 3600)
         );
         assert_eq!(config.search.max_limit, 1000);
+        assert_eq!(config.stats.hourly_from.0, Duration::from_secs(6 * 3600));
         assert!(!format!("{config:?}").contains("secret"));
     }
 
@@ -547,7 +578,8 @@ mod tests {
              clickhouse:\n  endpoint: http://ch:8123\n  database: traces\n  username: reader\n  password: hunter2\n\
              request_timeout: 5s\n\
              cache:\n  ttl: 1m\n  max_bytes: 1024\n\
-             search:\n  default_lookback: 2h\n  max_limit: 50\n",
+             search:\n  default_lookback: 2h\n  max_limit: 50\n\
+             stats:\n  hourly_from: 24h\n",
         );
         let config = serve(&["--config", file.path()]);
         assert_eq!(config.listen, "0.0.0.0:9000".parse().expect("address"));
@@ -563,6 +595,7 @@ mod tests {
         assert_eq!(config.cache.max_bytes, 1024);
         assert_eq!(config.search.default_lookback.0, Duration::from_secs(7200));
         assert_eq!(config.search.max_limit, 50);
+        assert_eq!(config.stats.hourly_from.0, Duration::from_secs(86_400));
         let debug = format!("{config:?}");
         assert!(
             !debug.contains("hunter2") && debug.contains("<redacted>"),
@@ -669,6 +702,10 @@ mod tests {
         assert_eq!(
             with("search:\n  max_limit: 0\n"),
             "search.max_limit: must be between 1 and 100000, got 0"
+        );
+        assert_eq!(
+            with("stats:\n  hourly_from: 8785h\n"),
+            "stats.hourly_from: must be at most 8784h (366 days; 0s always reads the hourly statistics), got 8785h"
         );
         assert!(
             with("  schema: \"a;b\"\n").starts_with("postgres.schema: must be a plain SQL name")

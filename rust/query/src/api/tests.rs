@@ -12,7 +12,9 @@ use serde_json::{json, Value as Json};
 use tower::ServiceExt;
 
 use super::Api;
-use crate::config::{Backend, CacheSettings, Config, PostgresSettings, SearchSettings};
+use crate::config::{
+    Backend, CacheSettings, Config, PostgresSettings, SearchSettings, StatsSettings,
+};
 use crate::model::{
     Attribute, DependencyLink, Operation, ServiceStats, Span, SpanId, SpanKind, StatsQuery,
     StatusCode as SpanStatus, Trace, TraceId, Value, STATS_QUANTILES,
@@ -297,6 +299,7 @@ fn config(request_timeout: Duration, cache_ttl: Duration) -> Config {
             max_bytes: 1 << 20,
         },
         search: SearchSettings::default(),
+        stats: StatsSettings::default(),
     }
 }
 
