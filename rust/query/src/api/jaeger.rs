@@ -31,7 +31,7 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
         .route("/api/dependencies", get(dependencies))
 }
 
-fn now_unix_nano() -> i64 {
+pub(super) fn now_unix_nano() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |since| {

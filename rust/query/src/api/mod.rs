@@ -2,6 +2,7 @@
 //! goes through (the results cache, then the request timeout), and how both APIs read traces.
 
 mod jaeger;
+mod native;
 mod otlp_json;
 mod params;
 mod time;
@@ -22,7 +23,7 @@ use otelstore::config::GoDuration;
 use serde::Serialize;
 
 use crate::cache::{self, Cache};
-use crate::config::{Config, SearchSettings};
+use crate::config::{Config, SearchSettings, StatsSettings};
 use crate::model::{Trace, TraceId};
 use crate::store::{Store, StoreError, TraceQuery};
 
@@ -30,6 +31,7 @@ use crate::store::{Store, StoreError, TraceQuery};
 struct AppState {
     store: Arc<dyn Store>,
     search: SearchSettings,
+    stats: StatsSettings,
     cache: Cache,
     request_timeout: Duration,
 }
@@ -39,11 +41,13 @@ pub fn router(store: Arc<dyn Store>, config: &Config) -> Router {
     let state = Arc::new(AppState {
         store,
         search: config.search,
+        stats: config.stats,
         cache: Cache::new(config.cache.ttl.0, config.cache.max_bytes),
         request_timeout: config.request_timeout,
     });
     jaeger::routes()
         .merge(v3::routes())
+        .merge(native::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), cached))
         .fallback(unknown_route)
         .with_state(state)
@@ -154,13 +158,18 @@ fn json(status: StatusCode, body: Bytes) -> Response {
 enum Api {
     /// Jaeger's envelope, `{"data":null,…,"errors":[{"code":400,"msg":"…"}]}`.
     V1,
-    /// `{"error":{"httpCode":400,"message":"…"}}`.
+    /// `{"error":{"httpCode":400,"message":"…"}}`: Jaeger's v3 API, and otelstore's own
+    /// (native.rs, under `/api/v1/`).
     V3,
 }
 
 impl Api {
     fn of(path: &str) -> Api {
-        if path == "/api/v3" || path.starts_with("/api/v3/") {
+        let under = |prefix: &str| {
+            path.strip_prefix(prefix)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        };
+        if under("/api/v3") || under("/api/v1") {
             Api::V3
         } else {
             Api::V1

@@ -115,7 +115,7 @@ fn micros(params: &Params, param: &'static str) -> Result<Option<i64>, ApiError>
         .transpose()
 }
 
-fn nanos(duration: Duration) -> Option<i64> {
+pub fn nanos(duration: Duration) -> Option<i64> {
     i64::try_from(duration.as_nanos()).ok()
 }
 

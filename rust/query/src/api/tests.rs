@@ -289,6 +289,16 @@ fn store(mode: Mode) -> Arc<TestStore> {
     })
 }
 
+/// A store of these spans, and no dependencies.
+fn store_of(spans: Vec<Span>) -> Arc<TestStore> {
+    Arc::new(TestStore {
+        mode: Mode::Answer,
+        spans,
+        links: vec![],
+        calls: Mutex::new(Vec::new()),
+    })
+}
+
 fn config(request_timeout: Duration, cache_ttl: Duration) -> Config {
     Config {
         listen: "127.0.0.1:0".parse().expect("address"),
@@ -739,6 +749,7 @@ async fn store_failures_are_503_and_500() {
         (Api::V3, format!("/api/v3/traces?{V3_WINDOW}")),
         (Api::V3, format!("/api/v3/traces/{id}")),
         (Api::V3, format!("/api/v3/trace-summaries?{V3_WINDOW}")),
+        (Api::V3, "/api/v1/services/stats".to_owned()),
     ] {
         assert_api_error(
             api,
@@ -800,6 +811,16 @@ async fn answers_are_cached_by_path_and_parameters() {
     );
     assert_eq!(again.text, first.text);
     assert_eq!(store.calls().len(), 5);
+    // And the native API's.
+    let stats = "/api/v1/services/stats?start=2023-11-14T22:13:20Z&service=cart";
+    let first = get(&app, stats).await;
+    let again = get(&app, stats).await;
+    assert_eq!(
+        (first.status, again.status),
+        (StatusCode::OK, StatusCode::OK)
+    );
+    assert_eq!(again.text, first.text);
+    assert_eq!(store.calls().len(), 6);
 }
 
 #[tokio::test]
@@ -808,6 +829,8 @@ async fn an_unknown_path_is_404_in_the_shape_of_its_api() {
     for (api, uri) in [
         (Api::V1, "/api/nothing?x=1"),
         (Api::V3, "/api/v3/dependencies"),
+        (Api::V3, "/api/v1/nothing"),
+        (Api::V1, "/api/v10/services"),
     ] {
         assert_api_error(
             api,
@@ -818,4 +841,5 @@ async fn an_unknown_path_is_404_in_the_shape_of_its_api() {
     }
 }
 
+mod native;
 mod v3;

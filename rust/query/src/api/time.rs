@@ -1,4 +1,5 @@
-//! Times as RFC 3339 text (`2023-11-14T22:13:20.5Z`), in nanoseconds since the Unix epoch.
+//! Times as RFC 3339 text (`2023-11-14T22:13:20.5Z`), read and written, in nanoseconds since the
+//! Unix epoch.
 
 /// Days from 1970-01-01 to a date of the proleptic Gregorian calendar.
 fn days_since_epoch(year: i64, month: usize, day: i64) -> i64 {
@@ -98,6 +99,49 @@ pub fn rfc3339(text: &str) -> Option<i64> {
     seconds.checked_mul(1_000_000_000)?.checked_add(nanos)
 }
 
+/// The date of a day counted from 1970-01-01 (negative before), in the proleptic Gregorian
+/// calendar: the inverse of [`days_since_epoch`] (H. Hinnant's `civil_from_days`).
+fn date_of_day(days: i64) -> (i64, i64, i64) {
+    let days = days + 719_468;
+    let era = days.div_euclid(146_097);
+    let day_of_era = days.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    // Months counted from March, so that the leap day is the last day of the year.
+    let march_month = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * march_month + 2) / 5 + 1;
+    let month = if march_month < 10 {
+        march_month + 3
+    } else {
+        march_month - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// Nanoseconds since the epoch as RFC 3339 in UTC, as Go's `time.RFC3339Nano` writes it: the
+/// fraction only when there is one, without trailing zeros (`2023-11-14T22:13:20.5Z`).
+pub fn format_rfc3339(unix_nano: i64) -> String {
+    let seconds = unix_nano.div_euclid(1_000_000_000);
+    let nanos = unix_nano.rem_euclid(1_000_000_000);
+    let (year, month, day) = date_of_day(seconds.div_euclid(86_400));
+    let of_day = seconds.rem_euclid(86_400);
+    let mut text = format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
+        of_day / 3600,
+        of_day / 60 % 60,
+        of_day % 60
+    );
+    if nanos != 0 {
+        let fraction = format!("{nanos:09}");
+        text.push('.');
+        text.push_str(fraction.trim_end_matches('0'));
+    }
+    text.push('Z');
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,5 +205,30 @@ mod tests {
         ] {
             assert_eq!(rfc3339(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn times_are_written_as_go_writes_them_and_read_back() {
+        for (nanos, text) in [
+            (T0, "2023-11-14T22:13:20Z"),
+            (T0 + SECOND / 2, "2023-11-14T22:13:20.5Z"),
+            (T0 + 1, "2023-11-14T22:13:20.000000001Z"),
+            (0, "1970-01-01T00:00:00Z"),
+            (-SECOND / 2, "1969-12-31T23:59:59.5Z"),
+            (1_709_164_800 * SECOND, "2024-02-29T00:00:00Z"),
+            (951_782_400 * SECOND, "2000-02-29T00:00:00Z"),
+        ] {
+            assert_eq!(format_rfc3339(nanos), text, "{nanos}");
+        }
+        // Every day from 1678 to 2261, at a time of day that moves, reads back as written.
+        let first = days_since_epoch(1678, 1, 1) * 86_400 * SECOND;
+        let mut nanos = first;
+        while nanos < days_since_epoch(2262, 1, 1) * 86_400 * SECOND {
+            let text = format_rfc3339(nanos);
+            assert_eq!(rfc3339(&text), Some(nanos), "{text}");
+            nanos += 86_400 * SECOND + 3_607_000_000_123;
+        }
+        assert_eq!(format_rfc3339(i64::MIN), "1677-09-21T00:12:43.145224192Z");
+        assert_eq!(format_rfc3339(i64::MAX), "2262-04-11T23:47:16.854775807Z");
     }
 }

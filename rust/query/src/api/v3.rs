@@ -35,9 +35,9 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
         .route("/api/v3/trace-summaries", get(trace_summaries))
 }
 
-/// An error answered in the v3 shape.
+/// An error answered in the v3 shape (the native API's too).
 #[derive(Debug)]
-struct V3Error(ApiError);
+pub(super) struct V3Error(ApiError);
 
 impl<E> From<E> for V3Error
 where
@@ -82,7 +82,7 @@ pub(super) fn error_body(status: StatusCode, error: &ApiError) -> Result<Bytes, 
     Ok(serde_json::to_vec(&body)?.into())
 }
 
-fn reply<T: Serialize>(body: &T) -> Result<Response, V3Error> {
+pub(super) fn reply<T: Serialize>(body: &T) -> Result<Response, V3Error> {
     Ok(json(StatusCode::OK, serde_json::to_vec(body)?.into()))
 }
 

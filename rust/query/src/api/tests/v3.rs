@@ -1,12 +1,10 @@
 //! The v3 API over HTTP, against the same in-memory store.
 
-use std::sync::{Arc, Mutex};
-
 use axum::http::StatusCode;
 use serde_json::{json, Value as Json};
 
 use super::{
-    app, assert_api_error, get, id, span, store, Answer, Call, Mode, TestStore, SECOND, T0,
+    app, assert_api_error, get, id, span, store, store_of, Answer, Call, Mode, SECOND, T0,
     V3_WINDOW,
 };
 use crate::api::otlp_json::tests::{layout, Layout};
@@ -16,15 +14,6 @@ use crate::model::{Span, SpanKind, Trace};
 
 fn assert_error(answer: &Answer, status: StatusCode, message: &str) {
     assert_api_error(Api::V3, answer, status, message);
-}
-
-fn store_of(spans: Vec<Span>) -> Arc<TestStore> {
-    Arc::new(TestStore {
-        mode: Mode::Answer,
-        spans,
-        links: vec![],
-        calls: Mutex::new(Vec::new()),
-    })
 }
 
 const WINDOW_NS: (i64, i64) = (T0 - SECOND, T0 + 120 * SECOND);
