@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
-use axum::http::{header, StatusCode, Uri};
+use axum::http::{header, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
@@ -214,13 +214,38 @@ async fn unknown_route(uri: Uri) -> Response {
     ApiError::UnknownRoute(uri).response(api)
 }
 
+/// The largest request body read (`POST /api/v1/traces`' JSON is a few hundred bytes).
+const MAX_BODY_BYTES: usize = 64 << 10;
+
 /// Serves a request from the cache, or runs it within the request timeout and caches a 200 answer.
+/// A request other than GET is keyed by its method and its body too, which is read (up to
+/// [`MAX_BODY_BYTES`]) before the handler runs.
 async fn cached(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     let uri = request.uri();
     let api = Api::of(uri.path());
-    let key = match params::Params::from_uri(uri) {
+    let mut key = match params::Params::from_uri(uri) {
         Ok(params) => cache::key(uri.path(), params.pairs()),
         Err(error) => return error.response(api),
+    };
+    let request = if request.method() == Method::GET {
+        request
+    } else {
+        let (parts, body) = request.into_parts();
+        let body = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+            Ok(body) => body,
+            Err(error) => {
+                return ApiError::BadRequest(format!(
+                    "cannot read the request body (at most {MAX_BODY_BYTES} bytes): {error}"
+                ))
+                .response(api)
+            }
+        };
+        key = format!(
+            "{} {key} {}",
+            parts.method,
+            percent_encoding::percent_encode(&body, percent_encoding::NON_ALPHANUMERIC)
+        );
+        Request::from_parts(parts, Body::from(body))
     };
     if let Some(body) = state.cache.get(&key, Instant::now()) {
         return json(StatusCode::OK, body);

@@ -1,31 +1,195 @@
 //! otelstore's own API, for clients that want neither Jaeger's shapes nor its parameters:
 //!
+//! * `POST /api/v1/traces` with a JSON body: a trace by id, or a trace search ([`traces`]);
 //! * `GET /api/v1/services/stats?service=&start=&end=`: per service, over a window, the spans
-//!   counted, the errors among them, the error rate and the p50/p95/p99 durations.
+//!   counted, the errors among them, the error rate and the p50/p95/p99 durations
+//!   ([`service_stats`]).
 //!
 //! Times are RFC 3339 (`2023-11-14T22:13:20Z`, fractions to the nanosecond, any offset), as in
-//! Jaeger's v3 API; the answers give them in UTC. Errors are answered as v3 answers them:
+//! Jaeger's v3 API, rather than Unix milliseconds: one format in the query string and in JSON, that
+//! says its time zone, reads as a time, and carries nanoseconds; the answers give them in UTC.
+//! Durations are Go durations (`250ms`, `1.5s`, `1h30m`). Errors are answered as v3 answers them:
 //! `{"error":{"httpCode":400,"message":"malformed parameter start: …"}}`, 503 when the database is
 //! unavailable. Answers are cached like every other (config `cache`).
 
 use std::sync::Arc;
 
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::Response;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use serde::Serialize;
+use serde_json::Value as Json;
 
 use super::jaeger::now_unix_nano;
-use super::params::{self, Params};
+use super::otlp_json::{Text, TracesData};
+use super::params::{self, bad, Params, SearchNames};
 use super::time::format_rfc3339;
 use super::v3::{reply, V3Error};
-use super::{ApiError, AppState};
-use crate::config::StatsSettings;
-use crate::model::{ServiceStats, StatsQuery, StatsSource};
+use super::{search_traces, trace_by_id, ApiError, AppState};
+use crate::config::{SearchSettings, StatsSettings};
+use crate::model::{ServiceStats, StatsQuery, StatsSource, Trace, TraceId};
+use crate::store::TraceQuery;
 
 pub(super) fn routes() -> Router<Arc<AppState>> {
-    Router::new().route("/api/v1/services/stats", get(service_stats))
+    Router::new()
+        .route("/api/v1/traces", post(traces))
+        .route("/api/v1/services/stats", get(service_stats))
+}
+
+/// The fields of `POST /api/v1/traces`' body.
+const TRACES_FIELDS: [&str; 7] = [
+    "trace_id",
+    "service_name",
+    "start",
+    "end",
+    "min_duration",
+    "max_duration",
+    "limit",
+];
+
+/// What a search reads under which field.
+const TRACES_SEARCH: SearchNames = SearchNames {
+    service: &["service_name"],
+    operation: &[],
+    duration_min: &["min_duration"],
+    duration_max: &["max_duration"],
+    limit: &["limit"],
+};
+
+/// The fields of a JSON object as parameters of the same names, their values as text: a string
+/// as it is, a number as written; `null`, like `""`, is left out. An empty body is `{}`.
+fn body_params(body: &[u8]) -> Result<Params, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Params::default());
+    }
+    let object: serde_json::Map<String, Json> = serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("the body is not a JSON object: {e}")))?;
+    let mut pairs = Vec::with_capacity(object.len());
+    for (name, value) in object {
+        let Some(param) = TRACES_FIELDS.into_iter().find(|field| *field == name) else {
+            return Err(ApiError::BadRequest(format!(
+                "unknown field {name:?} in the body; the fields are {}",
+                TRACES_FIELDS.join(", ")
+            )));
+        };
+        let text = match value {
+            Json::Null => continue,
+            Json::String(text) => text,
+            Json::Number(number) => number.to_string(),
+            other => return Err(bad(param, format!("{other} is not a string or a number"))),
+        };
+        pairs.push((name, text));
+    }
+    Ok(Params::from(pairs))
+}
+
+/// What `POST /api/v1/traces` asks for.
+#[derive(Debug, Clone, PartialEq)]
+enum TracesRequest {
+    /// A trace, looked for first within the window, if any.
+    Id(TraceId, Option<(i64, i64)>),
+    Search(TraceQuery),
+}
+
+/// A trace by `trace_id` (with `start` and `end` only hints), or else a search of traces with a
+/// span of `service_name` (any when absent) that lasted from `min_duration` to `max_duration`
+/// and started within [`start`, `end`] (without `end`, now; without `start`, the configured
+/// `search.default_lookback` before the end), at most `limit` (default 100, at most
+/// `search.max_limit`), the most recent first.
+fn traces_request(
+    params: &Params,
+    now_unix_nano: i64,
+    settings: &SearchSettings,
+) -> Result<TracesRequest, ApiError> {
+    let start = params::time(params, &["start"])?;
+    let end = params::time(params, &["end"])?;
+    if let Some(id) = params.get("trace_id") {
+        let id = params::trace_id("trace_id", id)?;
+        let searched: Vec<&str> = ["service_name", "min_duration", "max_duration", "limit"]
+            .into_iter()
+            .filter(|name| params.get(name).is_some())
+            .collect();
+        if !searched.is_empty() {
+            return Err(ApiError::BadRequest(format!(
+                "a trace_id is looked up, not searched for: leave out {}",
+                searched.join(", ")
+            )));
+        }
+        return Ok(TracesRequest::Id(id, params::lookup_window(start, end)));
+    }
+    let end = end.unwrap_or(now_unix_nano);
+    let start = start.unwrap_or_else(|| {
+        end.saturating_sub(params::nanos(settings.default_lookback.0).unwrap_or(i64::MAX))
+    });
+    if start > end {
+        return Err(ApiError::BadRequest(format!(
+            "'start' ({}) must not be after 'end' ({})",
+            format_rfc3339(start),
+            format_rfc3339(end)
+        )));
+    }
+    params::trace_query(params, &TRACES_SEARCH, Vec::new(), (start, end), settings)
+        .map(TracesRequest::Search)
+}
+
+/// A trace: its id, and its spans as OTLP JSON's `TracesData`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TraceJson<'a> {
+    trace_id: Text<TraceId>,
+    #[serde(flatten)]
+    otlp: TracesData<'a>,
+}
+
+#[derive(Debug, Serialize)]
+struct TracesJson<'a> {
+    traces: Vec<TraceJson<'a>>,
+}
+
+/// `POST /api/v1/traces` with a JSON object (an empty body is `{}`):
+///
+/// ```json
+/// {"trace_id": "0af7651916cd43dd8448eb211c80319c",
+///  "service_name": "checkout", "start": "2023-11-14T21:13:20Z", "end": "2023-11-14T22:13:20Z",
+///  "min_duration": "10ms", "max_duration": "2s", "limit": 20}
+/// ```
+///
+/// Every field may be left out (or `null`); an unknown field is a 400. With `trace_id`, that
+/// trace (`start` and `end` only narrow where it is looked for first; the search fields are a
+/// 400), 404 when no span of it is stored; without, a search ([`traces_request`]), `[]` when it
+/// finds nothing. The answer:
+///
+/// ```json
+/// {"traces": [{"traceId": "0af7651916cd43dd8448eb211c80319c", "resourceSpans": [...]}]}
+/// ```
+///
+/// Each trace is its id and its spans as OTLP JSON `TracesData` (`resourceSpans`, as v3's
+/// `result` and otlp_json.rs write them): spans grouped by resource (`service.name` among its
+/// attributes) and scope; ids in hex; times (`startTimeUnixNano`, `endTimeUnixNano`) and 64-bit
+/// integers as decimal strings; kind and status code as OTLP's numbers; attributes typed
+/// (`{"key": "http.status_code", "value": {"intValue": "500"}}`). That is OTLP's own shape,
+/// which any OTLP library decodes, loses nothing the store holds, and is written by the encoder
+/// v3 already has; the traces are kept apart and in order, the most recent first.
+async fn traces(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Response, V3Error> {
+    let params = body_params(&body)?;
+    let store = state.store.as_ref();
+    let found: Vec<Trace> = match traces_request(&params, now_unix_nano(), &state.search)? {
+        TracesRequest::Id(id, window) => vec![trace_by_id(store, id, window)
+            .await?
+            .ok_or(ApiError::TraceNotFound)?],
+        TracesRequest::Search(query) => search_traces(store, &query).await?,
+    };
+    reply(&TracesJson {
+        traces: found
+            .iter()
+            .map(|trace| TraceJson {
+                trace_id: Text(trace.trace_id),
+                otlp: TracesData::new(std::slice::from_ref(trace)),
+            })
+            .collect(),
+    })
 }
 
 /// The window of statistics asked for without `start`: the hour before `end`.
@@ -164,6 +328,107 @@ mod tests {
 
     fn stats(query: &str) -> Result<StatsQuery, String> {
         stats_query(&params(query), NOW, &StatsSettings::default()).map_err(|e| e.to_string())
+    }
+
+    fn traces(body: &str) -> Result<TracesRequest, String> {
+        body_params(body.as_bytes())
+            .and_then(|params| traces_request(&params, NOW, &SearchSettings::default()))
+            .map_err(|e| e.to_string())
+    }
+
+    fn search(body: &str) -> TraceQuery {
+        match traces(body).expect("valid") {
+            TracesRequest::Search(query) => query,
+            other => panic!("expected a search, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_body_with_a_trace_id_asks_for_that_trace() {
+        let id = TraceId::parse("0af7651916cd43dd8448eb211c80319c").expect("id");
+        assert_eq!(
+            traces(r#"{"trace_id": "0af7651916cd43dd8448eb211c80319c"}"#),
+            Ok(TracesRequest::Id(id, None))
+        );
+        assert_eq!(
+            traces(
+                r#"{"trace_id": "0AF7651916CD43DD8448EB211C80319C", "start": "2023-11-14T22:13:20Z",
+                    "end": null, "service_name": ""}"#
+            ),
+            Ok(TracesRequest::Id(
+                id,
+                params::lookup_window(Some(NOW), None)
+            ))
+        );
+        assert_eq!(
+            traces(r#"{"trace_id": "xyz"}"#),
+            Err("unable to parse param 'trace_id': \"xyz\" is not a 32-digit hex id".into())
+        );
+        assert_eq!(
+            traces(r#"{"trace_id": "ff", "limit": 3, "service_name": "a"}"#),
+            Err("a trace_id is looked up, not searched for: leave out service_name, limit".into())
+        );
+    }
+
+    #[test]
+    fn a_body_without_a_trace_id_is_a_search() {
+        let defaults = TraceQuery {
+            service: None,
+            operation: None,
+            tags: vec![],
+            start_min_unix_nano: NOW - 48 * HOUR,
+            start_max_unix_nano: NOW,
+            duration_min_ns: None,
+            duration_max_ns: None,
+            limit: 100,
+        };
+        assert_eq!(search(""), defaults);
+        assert_eq!(search(" {} "), defaults);
+        assert_eq!(
+            search(
+                r#"{"service_name": "checkout", "start": "2023-11-14T21:13:20Z",
+                    "end": "2023-11-14T23:13:20+01:00", "min_duration": "1.5ms",
+                    "max_duration": "2s", "limit": 20}"#
+            ),
+            TraceQuery {
+                service: Some("checkout".into()),
+                start_min_unix_nano: NOW - HOUR,
+                duration_min_ns: Some(1_500_000),
+                duration_max_ns: Some(2 * SECOND),
+                limit: 20,
+                ..defaults.clone()
+            }
+        );
+        // Only an end: the default lookback before it. A limit as text, or above the maximum.
+        assert_eq!(
+            search(r#"{"end": "2023-11-13T22:13:20Z", "limit": "5000"}"#),
+            TraceQuery {
+                start_min_unix_nano: NOW - 72 * HOUR,
+                start_max_unix_nano: NOW - 24 * HOUR,
+                limit: 1000,
+                ..defaults
+            }
+        );
+    }
+
+    #[test]
+    fn bad_bodies_name_the_field() {
+        let not_rfc3339 = "is not an RFC 3339 time such as 2006-01-02T15:04:05.999999999Z07:00 (within the years 1678 to 2261)";
+        for (body, message) in [
+            ("[1]".to_owned(), "the body is not a JSON object: invalid type: sequence, expected a map at line 1 column 0".to_owned()),
+            ("{\"limit\": 1".to_owned(), "the body is not a JSON object: EOF while parsing an object at line 1 column 11".to_owned()),
+            (r#"{"service": "a"}"#.to_owned(), "unknown field \"service\" in the body; the fields are trace_id, service_name, start, end, min_duration, max_duration, limit".to_owned()),
+            (r#"{"limit": true}"#.to_owned(), "unable to parse param 'limit': true is not a string or a number".to_owned()),
+            (r#"{"service_name": ["a"]}"#.to_owned(), "unable to parse param 'service_name': [\"a\"] is not a string or a number".to_owned()),
+            (r#"{"limit": -1}"#.to_owned(), "unable to parse param 'limit': \"-1\" is not a number of traces".to_owned()),
+            (r#"{"limit": 2.5}"#.to_owned(), "unable to parse param 'limit': \"2.5\" is not a number of traces".to_owned()),
+            (r#"{"start": 1700000000000}"#.to_owned(), format!("unable to parse param 'start': \"1700000000000\" {not_rfc3339}")),
+            (r#"{"min_duration": "fast"}"#.to_owned(), "unable to parse param 'min_duration': invalid duration \"fast\" (use a Go duration such as \"10s\", \"1m30s\", \"500ms\")".to_owned()),
+            (r#"{"min_duration": "2s", "max_duration": "1s"}"#.to_owned(), "'max_duration' must not be shorter than 'min_duration'".to_owned()),
+            (r#"{"start": "2023-11-14T22:13:21Z"}"#.to_owned(), "'start' (2023-11-14T22:13:21Z) must not be after 'end' (2023-11-14T22:13:20Z)".to_owned()),
+        ] {
+            assert_eq!(traces(&body).expect_err("bad"), message, "{body}");
+        }
     }
 
     #[test]

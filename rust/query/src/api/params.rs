@@ -56,6 +56,13 @@ impl Params {
     }
 }
 
+/// Parameters given some other way than in a URL (the fields of a JSON body), as name and value.
+impl From<Vec<(String, String)>> for Params {
+    fn from(pairs: Vec<(String, String)>) -> Params {
+        Params(pairs)
+    }
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for Params {
     type Rejection = ApiError;
 

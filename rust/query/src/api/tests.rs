@@ -336,7 +336,18 @@ impl Answer {
 }
 
 async fn get(app: &Router, uri: &str) -> Answer {
-    let request = Request::get(uri).body(Body::empty()).expect("request");
+    send(app, Request::get(uri).body(Body::empty()).expect("request")).await
+}
+
+async fn post(app: &Router, uri: &str, body: &str) -> Answer {
+    let request = Request::post(uri)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_owned()))
+        .expect("request");
+    send(app, request).await
+}
+
+async fn send(app: &Router, request: Request<Body>) -> Answer {
     let response = app.clone().oneshot(request).await.expect("infallible");
     let status = response.status();
     let content_type = response

@@ -3,11 +3,187 @@
 use std::sync::Arc;
 
 use axum::http::StatusCode;
-use serde_json::json;
+use serde_json::{json, Value as Json};
 
-use super::{app, assert_api_error, get, span, store_of, Call, TestStore, SECOND, T0};
+use super::{
+    app, assert_api_error, get, id, post, span, store, store_of, Call, Mode, TestStore, SECOND, T0,
+};
+use crate::api::otlp_json::tests::layout;
 use crate::api::Api;
 use crate::model::{Span, StatsQuery, StatsSource, StatusCode as SpanStatus};
+use crate::store::TraceQuery;
+
+const TRACES: &str = "/api/v1/traces";
+
+/// The ids of each trace of a `{"traces": […]}` answer, and the layout of its spans.
+fn traces_of(body: &Json) -> Vec<(Json, crate::api::otlp_json::tests::Layout)> {
+    body["traces"]
+        .as_array()
+        .expect("traces")
+        .iter()
+        .map(|trace| {
+            let keys: Vec<&String> = trace.as_object().expect("object").keys().collect();
+            assert_eq!(keys, ["resourceSpans", "traceId"]);
+            (trace["traceId"].clone(), layout(trace))
+        })
+        .collect()
+}
+
+/// A resource of only a service name, with one scope (none) of these spans.
+fn resource(service: &str, spans: &[&str]) -> (Json, Vec<(Json, Vec<String>)>) {
+    (
+        json!([{"key": "service.name", "value": {"stringValue": service}}]),
+        vec![(json!({}), spans.iter().map(|s| (*s).to_owned()).collect())],
+    )
+}
+
+#[tokio::test]
+async fn a_trace_by_id_as_otlp() {
+    let store = store(Mode::Answer);
+    let app = app(&store, false);
+    let answer = post(&app, TRACES, &format!(r#"{{"trace_id": "{}"}}"#, id(1))).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    assert_eq!(answer.content_type, "application/json");
+    let body = answer.json();
+    assert_eq!(
+        traces_of(&body),
+        [(
+            json!(id(1).to_string()),
+            vec![
+                resource("checkout", &["01", "03"]),
+                resource("cart", &["02"])
+            ]
+        )]
+    );
+    let cart = &body["traces"][0]["resourceSpans"][1]["scopeSpans"][0]["spans"][0];
+    assert_eq!(cart["parentSpanId"], json!("0101010101010101"));
+    assert_eq!(cart["kind"], json!(3));
+    assert_eq!(cart["startTimeUnixNano"], json!((T0 + SECOND).to_string()));
+    // Times narrow the first look; an unknown trace is 404, and not cached.
+    let app = super::app(&store, true);
+    let missing = format!(
+        r#"{{"trace_id": "{}", "start": "2023-11-14T22:13:20Z", "end": "2023-11-14T22:13:21Z"}}"#,
+        id(9)
+    );
+    for _ in 0..2 {
+        assert_api_error(
+            Api::V3,
+            &post(&app, TRACES, &missing).await,
+            StatusCode::NOT_FOUND,
+            "trace not found",
+        );
+    }
+    let hour = 3600 * SECOND;
+    let window = Some((T0 - hour, T0 + SECOND + hour));
+    assert_eq!(
+        store.calls(),
+        [
+            Call::Traces(vec![id(1)], None),
+            Call::Traces(vec![id(9)], window),
+            Call::Traces(vec![id(9)], None),
+            Call::Traces(vec![id(9)], window),
+            Call::Traces(vec![id(9)], None),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_search_answers_whole_traces_newest_first() {
+    let store = store(Mode::Answer);
+    let app = app(&store, true);
+    let body = r#"{"service_name": "checkout", "start": "2023-11-14T22:13:19Z",
+                   "end": "2023-11-14T22:15:20Z", "min_duration": "1ms", "max_duration": null,
+                   "limit": 10}"#;
+    let answer = post(&app, TRACES, body).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    assert_eq!(
+        traces_of(&answer.json()),
+        [
+            (
+                json!(id(2).to_string()),
+                vec![resource("checkout", &["04"])]
+            ),
+            (
+                json!(id(1).to_string()),
+                vec![
+                    resource("checkout", &["01", "03"]),
+                    resource("cart", &["02"])
+                ]
+            ),
+        ]
+    );
+    let query = TraceQuery {
+        service: Some("checkout".into()),
+        operation: None,
+        tags: vec![],
+        start_min_unix_nano: T0 - SECOND,
+        start_max_unix_nano: T0 + 120 * SECOND,
+        duration_min_ns: Some(1_000_000),
+        duration_max_ns: None,
+        limit: 10,
+    };
+    let hour = 3600 * SECOND;
+    let read = Call::Traces(
+        vec![id(2), id(1)],
+        Some((T0 - SECOND - hour, T0 + 120 * SECOND + hour)),
+    );
+    assert_eq!(store.calls(), [Call::Find(query.clone()), read.clone()]);
+    // The same body again: from the cache. Another body: asked again.
+    assert_eq!(post(&app, TRACES, body).await.text, answer.text);
+    assert_eq!(store.calls().len(), 2);
+    let nobody = post(&app, TRACES, r#"{"service_name": "nobody"}"#).await;
+    assert_eq!(nobody.text, r#"{"traces":[]}"#);
+    assert_eq!(store.calls().len(), 3);
+}
+
+#[tokio::test]
+async fn bad_bodies_are_400_naming_the_field() {
+    let store = store(Mode::Answer);
+    let app = app(&store, true);
+    for (body, message) in [
+        ("{", "the body is not a JSON object: EOF while parsing an object at line 1 column 1"),
+        (r#"{"limit": "ten"}"#, "malformed parameter limit: \"ten\" is not a number of traces"),
+        (r#"{"trace_id": "12", "min_duration": "1s"}"#, "a trace_id is looked up, not searched for: leave out min_duration"),
+        (r#"{"operation": "GET"}"#, "unknown field \"operation\" in the body; the fields are trace_id, service_name, start, end, min_duration, max_duration, limit"),
+    ] {
+        assert_api_error(
+            Api::V3,
+            &post(&app, TRACES, body).await,
+            StatusCode::BAD_REQUEST,
+            message,
+        );
+    }
+    assert!(store.calls().is_empty());
+    // A body larger than any request needs is refused before the handler.
+    let large = format!(r#"{{"service_name": "{}"}}"#, "x".repeat(70_000));
+    let answer = post(&app, TRACES, &large).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.text);
+    assert!(answer
+        .text
+        .contains("cannot read the request body (at most 65536 bytes)"));
+    assert!(store.calls().is_empty());
+}
+
+#[tokio::test]
+async fn native_store_failures_are_503_and_500() {
+    for (mode, status, message) in [
+        (
+            Mode::Unavailable,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the database is unavailable: connection refused",
+        ),
+        (
+            Mode::Fail,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "read spans: relation \"spans\" does not exist",
+        ),
+    ] {
+        let app = app(&store(mode), true);
+        for body in ["{}", &format!(r#"{{"trace_id": "{}"}}"#, id(1))] {
+            assert_api_error(Api::V3, &post(&app, TRACES, body).await, status, message);
+        }
+    }
+}
 
 const HOUR: i64 = 3600 * SECOND;
 
