@@ -18,7 +18,7 @@
 //!   by the `TraceId` bloom filter; an id the lookup table does not know is not searched for.
 //! * dependencies: `otel_service_dependencies_1h` (`uniqCombined64Merge(Calls)`).
 //! * service statistics: `otel_traces` or `otel_span_stats_1h`, as the query's source says
-//!   ([`stats_sql`]).
+//!   (`stats_sql`).
 //!
 //! With `distributed_tables` every table is read through its `_dist` Distributed table, which sees
 //! every shard. Every value a caller gives is a server-side query parameter (`{name:Type}`), which
@@ -285,7 +285,7 @@ impl Store for ClickHouseStore {
         })
     }
 
-    /// Statistics per service, as [`stats_sql`] reads them.
+    /// Statistics per service, as `stats_sql` reads them.
     fn service_stats<'a>(
         &'a self,
         q: &'a StatsQuery,
