@@ -1,5 +1,5 @@
 //! The HTTP APIs: the router, Jaeger's response envelope and error answers, what every request
-//! goes through (the results cache, then the request timeout), and how both APIs read traces.
+//! goes through (the results cache, then the request timeout), and how the APIs read traces.
 
 mod jaeger;
 mod native;
@@ -218,8 +218,8 @@ async fn unknown_route(uri: Uri) -> Response {
 const MAX_BODY_BYTES: usize = 64 << 10;
 
 /// Serves a request from the cache, or runs it within the request timeout and caches a 200 answer.
-/// A request other than GET is keyed by its method and its body too, which is read (up to
-/// [`MAX_BODY_BYTES`]) before the handler runs.
+/// A request other than GET is keyed by its method and its body too, which is read first (up to
+/// [`MAX_BODY_BYTES`], within the request timeout too).
 async fn cached(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     let uri = request.uri();
     let api = Api::of(uri.path());
@@ -231,14 +231,16 @@ async fn cached(State(state): State<Arc<AppState>>, request: Request, next: Next
         request
     } else {
         let (parts, body) = request.into_parts();
-        let body = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
-            Ok(body) => body,
-            Err(error) => {
+        let read = axum::body::to_bytes(body, MAX_BODY_BYTES);
+        let body = match tokio::time::timeout(state.request_timeout, read).await {
+            Ok(Ok(body)) => body,
+            Ok(Err(error)) => {
                 return ApiError::BadRequest(format!(
                     "cannot read the request body (at most {MAX_BODY_BYTES} bytes): {error}"
                 ))
                 .response(api)
             }
+            Err(_) => return ApiError::Timeout(state.request_timeout).response(api),
         };
         key = format!(
             "{} {key} {}",

@@ -784,14 +784,27 @@ async fn a_request_that_takes_too_long_is_504() {
         store.clone(),
         &config(Duration::from_millis(50), Duration::from_secs(60)),
     );
+    let timeout = "the request did not finish within 50ms (request_timeout); the database may be overloaded, or the query too broad";
     for (api, uri) in [(Api::V1, "/api/services"), (Api::V3, "/api/v3/services")] {
         assert_api_error(
             api,
             &get(&app, uri).await,
             StatusCode::GATEWAY_TIMEOUT,
-            "the request did not finish within 50ms (request_timeout); the database may be overloaded, or the query too broad",
+            timeout,
         );
     }
+    // A body that never ends is waited for as long, no longer.
+    let stalled = futures_util::stream::pending::<Result<axum::body::Bytes, std::io::Error>>();
+    let request = Request::post("/api/v1/traces")
+        .body(Body::from_stream(stalled))
+        .expect("request");
+    assert_api_error(
+        Api::V3,
+        &send(&app, request).await,
+        StatusCode::GATEWAY_TIMEOUT,
+        timeout,
+    );
+    assert_eq!(store.calls(), [Call::Services, Call::Services]);
 }
 
 #[tokio::test]
