@@ -67,6 +67,7 @@ pub struct Config {
     pub cache: CacheSettings,
     pub search: SearchSettings,
     pub stats: StatsSettings,
+    pub analysis: AnalysisSettings,
 }
 
 /// The database the traces are read from.
@@ -222,6 +223,43 @@ impl Default for StatsSettings {
     }
 }
 
+/// The analyses of stored traces (`/api/v1/analysis/…`).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnalysisSettings {
+    /// Most traces one analysis reads, the most recent first.
+    pub max_traces: usize,
+    pub n_plus_one: NPlusOneSettings,
+}
+
+impl Default for AnalysisSettings {
+    fn default() -> Self {
+        Self {
+            max_traces: 500,
+            n_plus_one: NPlusOneSettings::default(),
+        }
+    }
+}
+
+/// When repeated database calls under one span are an N+1 finding.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NPlusOneSettings {
+    /// Calls with one statement in a row, at least.
+    pub min_repeats: usize,
+    /// Their durations added up, at least.
+    pub min_total: GoDuration,
+}
+
+impl Default for NPlusOneSettings {
+    fn default() -> Self {
+        Self {
+            min_repeats: 5,
+            min_total: GoDuration(Duration::from_millis(50)),
+        }
+    }
+}
+
 /// The file as written, before validation; every key is optional.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -233,6 +271,7 @@ struct File {
     cache: CacheSettings,
     search: SearchSettings,
     stats: StatsSettings,
+    analysis: AnalysisSettings,
 }
 
 impl Default for File {
@@ -245,6 +284,7 @@ impl Default for File {
             cache: CacheSettings::default(),
             search: SearchSettings::default(),
             stats: StatsSettings::default(),
+            analysis: AnalysisSettings::default(),
         }
     }
 }
@@ -350,6 +390,9 @@ const MAX_CACHE_TTL: Duration = Duration::from_secs(24 * 3600);
 const MAX_CACHE_BYTES: usize = 16 << 30;
 const MAX_LOOKBACK: Duration = Duration::from_secs(366 * 24 * 3600);
 const MAX_SEARCH_LIMIT: usize = 100_000;
+const MAX_ANALYSIS_TRACES: usize = 10_000;
+const MAX_REPEATS: usize = 10_000;
+const MAX_N_PLUS_ONE_TOTAL: Duration = Duration::from_secs(3600);
 
 impl Config {
     /// The configuration the command line (without the program name) asks for: the file's, then
@@ -451,6 +494,7 @@ impl Config {
                 ),
             ));
         }
+        validate_analysis(&file.analysis)?;
         Ok(Config {
             listen,
             backend,
@@ -458,8 +502,38 @@ impl Config {
             cache: file.cache,
             search: file.search,
             stats: file.stats,
+            analysis: file.analysis,
         })
     }
+}
+
+fn validate_analysis(analysis: &AnalysisSettings) -> Result<(), ConfigError> {
+    if !(1..=MAX_ANALYSIS_TRACES).contains(&analysis.max_traces) {
+        return Err(ConfigError::invalid(
+            "analysis.max_traces",
+            format!(
+                "must be between 1 and {MAX_ANALYSIS_TRACES}, got {}",
+                analysis.max_traces
+            ),
+        ));
+    }
+    let n_plus_one = &analysis.n_plus_one;
+    if !(2..=MAX_REPEATS).contains(&n_plus_one.min_repeats) {
+        return Err(ConfigError::invalid(
+            "analysis.n_plus_one.min_repeats",
+            format!(
+                "must be between 2 and {MAX_REPEATS}, got {}",
+                n_plus_one.min_repeats
+            ),
+        ));
+    }
+    if n_plus_one.min_total.0 > MAX_N_PLUS_ONE_TOTAL {
+        return Err(ConfigError::invalid(
+            "analysis.n_plus_one.min_total",
+            format!("must be at most 1h, got {}", n_plus_one.min_total),
+        ));
+    }
+    Ok(())
 }
 
 /// Exactly one backend, its values checked by the exporter's own rules (the same field names, so
@@ -567,6 +641,12 @@ mod tests {
         );
         assert_eq!(config.search.max_limit, 1000);
         assert_eq!(config.stats.hourly_from.0, Duration::from_secs(6 * 3600));
+        assert_eq!(config.analysis.max_traces, 500);
+        assert_eq!(config.analysis.n_plus_one.min_repeats, 5);
+        assert_eq!(
+            config.analysis.n_plus_one.min_total.0,
+            Duration::from_millis(50)
+        );
         assert!(!format!("{config:?}").contains("secret"));
     }
 
@@ -580,6 +660,7 @@ mod tests {
              cache:\n  ttl: 1m\n  max_bytes: 1024\n\
              search:\n  default_lookback: 2h\n  max_limit: 50\n\
              stats:\n  hourly_from: 24h\n",
+             analysis:\n  max_traces: 20\n  n_plus_one:\n    min_repeats: 3\n    min_total: 1.5ms\n",
         );
         let config = serve(&["--config", file.path()]);
         assert_eq!(config.listen, "0.0.0.0:9000".parse().expect("address"));
@@ -596,6 +677,16 @@ mod tests {
         assert_eq!(config.search.default_lookback.0, Duration::from_secs(7200));
         assert_eq!(config.search.max_limit, 50);
         assert_eq!(config.stats.hourly_from.0, Duration::from_secs(86_400));
+        assert_eq!(
+            config.analysis,
+            AnalysisSettings {
+                max_traces: 20,
+                n_plus_one: NPlusOneSettings {
+                    min_repeats: 3,
+                    min_total: GoDuration(Duration::from_micros(1500)),
+                },
+            }
+        );
         let debug = format!("{config:?}");
         assert!(
             !debug.contains("hunter2") && debug.contains("<redacted>"),
@@ -706,6 +797,16 @@ mod tests {
         assert_eq!(
             with("stats:\n  hourly_from: 8785h\n"),
             "stats.hourly_from: must be at most 8784h (366 days; 0s always reads the hourly statistics), got 8785h"
+            with("analysis:\n  max_traces: 0\n"),
+            "analysis.max_traces: must be between 1 and 10000, got 0"
+        );
+        assert_eq!(
+            with("analysis:\n  n_plus_one:\n    min_repeats: 1\n"),
+            "analysis.n_plus_one.min_repeats: must be between 2 and 10000, got 1"
+        );
+        assert_eq!(
+            with("analysis:\n  n_plus_one:\n    min_total: 2h\n"),
+            "analysis.n_plus_one.min_total: must be at most 1h, got 2h"
         );
         assert!(
             with("  schema: \"a;b\"\n").starts_with("postgres.schema: must be a plain SQL name")

@@ -13,7 +13,8 @@ use tower::ServiceExt;
 
 use super::Api;
 use crate::config::{
-    Backend, CacheSettings, Config, PostgresSettings, SearchSettings, StatsSettings,
+    AnalysisSettings, Backend, CacheSettings, Config, PostgresSettings, SearchSettings,
+    StatsSettings,
 };
 use crate::model::{
     Attribute, DependencyLink, Operation, ServiceStats, Span, SpanId, SpanKind, StatsQuery,
@@ -310,6 +311,7 @@ fn config(request_timeout: Duration, cache_ttl: Duration) -> Config {
         },
         search: SearchSettings::default(),
         stats: StatsSettings::default(),
+        analysis: AnalysisSettings::default(),
     }
 }
 
