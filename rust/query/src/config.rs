@@ -659,7 +659,7 @@ mod tests {
              request_timeout: 5s\n\
              cache:\n  ttl: 1m\n  max_bytes: 1024\n\
              search:\n  default_lookback: 2h\n  max_limit: 50\n\
-             stats:\n  hourly_from: 24h\n",
+             stats:\n  hourly_from: 24h\n\
              analysis:\n  max_traces: 20\n  n_plus_one:\n    min_repeats: 3\n    min_total: 1.5ms\n",
         );
         let config = serve(&["--config", file.path()]);

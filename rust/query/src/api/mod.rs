@@ -1,6 +1,7 @@
 //! The HTTP APIs: the router, Jaeger's response envelope and error answers, what every request
 //! goes through (the results cache, then the request timeout), and how the APIs read traces.
 
+mod analysis;
 mod jaeger;
 mod native;
 mod otlp_json;
@@ -23,7 +24,7 @@ use otelstore::config::GoDuration;
 use serde::Serialize;
 
 use crate::cache::{self, Cache};
-use crate::config::{Config, SearchSettings, StatsSettings};
+use crate::config::{AnalysisSettings, Config, SearchSettings, StatsSettings};
 use crate::model::{Trace, TraceId};
 use crate::store::{Store, StoreError, TraceQuery};
 
@@ -32,6 +33,7 @@ struct AppState {
     store: Arc<dyn Store>,
     search: SearchSettings,
     stats: StatsSettings,
+    analysis: AnalysisSettings,
     cache: Cache,
     request_timeout: Duration,
 }
@@ -42,12 +44,14 @@ pub fn router(store: Arc<dyn Store>, config: &Config) -> Router {
         store,
         search: config.search,
         stats: config.stats,
+        analysis: config.analysis,
         cache: Cache::new(config.cache.ttl.0, config.cache.max_bytes),
         request_timeout: config.request_timeout,
     });
     jaeger::routes()
         .merge(v3::routes())
         .merge(native::routes())
+        .merge(analysis::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), cached))
         .fallback(unknown_route)
         .with_state(state)

@@ -867,5 +867,6 @@ async fn an_unknown_path_is_404_in_the_shape_of_its_api() {
     }
 }
 
+mod analysis;
 mod native;
 mod v3;
