@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -476,15 +477,11 @@ impl Config {
                 format!("must be more than 0s and at most 8784h (366 days), got {lookback}"),
             ));
         }
-        if !(1..=MAX_SEARCH_LIMIT).contains(&file.search.max_limit) {
-            return Err(ConfigError::invalid(
-                "search.max_limit",
-                format!(
-                    "must be between 1 and {MAX_SEARCH_LIMIT}, got {}",
-                    file.search.max_limit
-                ),
-            ));
-        }
+        within(
+            "search.max_limit",
+            file.search.max_limit,
+            1..=MAX_SEARCH_LIMIT,
+        )?;
         let hourly_from = file.stats.hourly_from;
         if hourly_from.0 > MAX_LOOKBACK {
             return Err(ConfigError::invalid(
@@ -507,26 +504,33 @@ impl Config {
     }
 }
 
+/// A number that must lie in `range`: the error names the field, the bounds and the value.
+fn within(field: &str, value: usize, range: RangeInclusive<usize>) -> Result<(), ConfigError> {
+    if range.contains(&value) {
+        return Ok(());
+    }
+    Err(ConfigError::invalid(
+        field,
+        format!(
+            "must be between {} and {}, got {value}",
+            range.start(),
+            range.end()
+        ),
+    ))
+}
+
 fn validate_analysis(analysis: &AnalysisSettings) -> Result<(), ConfigError> {
-    if !(1..=MAX_ANALYSIS_TRACES).contains(&analysis.max_traces) {
-        return Err(ConfigError::invalid(
-            "analysis.max_traces",
-            format!(
-                "must be between 1 and {MAX_ANALYSIS_TRACES}, got {}",
-                analysis.max_traces
-            ),
-        ));
-    }
+    within(
+        "analysis.max_traces",
+        analysis.max_traces,
+        1..=MAX_ANALYSIS_TRACES,
+    )?;
     let n_plus_one = &analysis.n_plus_one;
-    if !(2..=MAX_REPEATS).contains(&n_plus_one.min_repeats) {
-        return Err(ConfigError::invalid(
-            "analysis.n_plus_one.min_repeats",
-            format!(
-                "must be between 2 and {MAX_REPEATS}, got {}",
-                n_plus_one.min_repeats
-            ),
-        ));
-    }
+    within(
+        "analysis.n_plus_one.min_repeats",
+        n_plus_one.min_repeats,
+        2..=MAX_REPEATS,
+    )?;
     if n_plus_one.min_total.0 > MAX_N_PLUS_ONE_TOTAL {
         return Err(ConfigError::invalid(
             "analysis.n_plus_one.min_total",
