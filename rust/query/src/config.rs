@@ -801,6 +801,8 @@ mod tests {
         assert_eq!(
             with("stats:\n  hourly_from: 8785h\n"),
             "stats.hourly_from: must be at most 8784h (366 days; 0s always reads the hourly statistics), got 8785h"
+        );
+        assert_eq!(
             with("analysis:\n  max_traces: 0\n"),
             "analysis.max_traces: must be between 1 and 10000, got 0"
         );
