@@ -10,6 +10,7 @@ OCB_VERSION := 0.156.0
 TELEMETRYGEN_VERSION := 0.161.0
 COLLECTOR   := $(ROOT)/build/otelcol-otelstore/otelcol-otelstore
 RUST_LIB    := $(ROOT)/target/release/libotelstore.a
+QUERY_BIN   := $(ROOT)/target/release/otelstore-query
 export PATH := $(TOOLS):/usr/lib/postgresql/15/bin:$(PATH)
 
 # Go caches cgo packages by their sources and flags, not by the static library they link, and skips
@@ -20,14 +21,21 @@ GO_CGO_ENV   = CGO_ENABLED=1 CGO_CFLAGS="-g -O2 -DOTELSTORE_CORE_HASH=$(shell sh
 
 .PHONY: build rust header tools venv run test test-rust test-go test-e2e test-clickhouse bench bench-clickhouse clean FORCE
 
-## build: the Rust core (release staticlib) and the collector distribution
-build: $(COLLECTOR)
+## build: the Rust core (release staticlib), the collector distribution and the query binary
+build: $(COLLECTOR) $(QUERY_BIN)
 
 rust: $(RUST_LIB)
 
-# cargo decides whether the library is stale; make only sees a new file when cargo rebuilt it.
+# cargo decides whether the library or the query binary is stale; make only sees a new file when
+# cargo rebuilt it. Both are always built by one command: cargo unifies the dependencies' features
+# over the packages it builds, so building otelstore-query alone would rebuild the core's library
+# (it has no hash in its file name) with other features, and the core alone would rebuild it back,
+# relinking the collector on every `make build`.
+CARGO_RELEASE := cargo build --release -p otelstore -p otelstore-query
 $(RUST_LIB): FORCE
-	cargo build --release -p otelstore
+	$(CARGO_RELEASE)
+$(QUERY_BIN): FORCE
+	$(CARGO_RELEASE)
 
 ## header: regenerate the C header from rust/core/src/ffi.rs
 header:
@@ -59,7 +67,7 @@ $(COLLECTOR): $(RUST_LIB) $(OCB) builder-config.yaml $(shell find go-shim -name 
 	rm -f $(COLLECTOR)
 	$(GO_CGO_ENV) $(OCB) --config builder-config.yaml
 
-## run: build, start a throwaway PostgreSQL (or use OTELSTORE_PG_DSN) and the collector
+## run: build, start a throwaway PostgreSQL (or use OTELSTORE_PG_DSN), the collector and otelstore-query
 run: build
 	$(ROOT)/scripts/run.sh
 
