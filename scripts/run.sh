@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # `make run`: the collector with examples/postgres.yaml, writing to $OTELSTORE_PG_DSN or, when that is
-# unset, to a throwaway PostgreSQL in .run/ (kept between runs). Ctrl-C stops the collector, which
-# flushes what it holds, and then the PostgreSQL this script started.
+# unset, to a throwaway PostgreSQL in .run/ (kept between runs), and otelstore-query with
+# examples/query.yaml serving the Jaeger API over the same database. Ctrl-C stops otelstore-query,
+# then the collector, which flushes what it holds, and then the PostgreSQL this script started.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 collector=$root/build/otelcol-otelstore/otelcol-otelstore
 config=$root/examples/postgres.yaml
+query=$root/target/release/otelstore-query
+query_config=$root/examples/query.yaml
 run_dir=$root/.run
 
 [[ -x $collector ]] || { echo "run.sh: $collector is missing: run make build" >&2; exit 1; }
+[[ -x $query ]] || { echo "run.sh: $query is missing: run make build" >&2; exit 1; }
 
 # The same defaults as examples/postgres.yaml, exported so that what is printed is what is used.
 export OTELSTORE_OTLP_GRPC_ENDPOINT=${OTELSTORE_OTLP_GRPC_ENDPOINT:-127.0.0.1:4317}
@@ -17,17 +21,27 @@ export OTELSTORE_OTLP_HTTP_ENDPOINT=${OTELSTORE_OTLP_HTTP_ENDPOINT:-127.0.0.1:43
 export OTELSTORE_HEALTH_ENDPOINT=${OTELSTORE_HEALTH_ENDPOINT:-127.0.0.1:13133}
 export OTELSTORE_METRICS_HOST=${OTELSTORE_METRICS_HOST:-127.0.0.1}
 export OTELSTORE_METRICS_PORT=${OTELSTORE_METRICS_PORT:-8888}
+# otelstore-query's listening address (the default of its `listen`, given with --listen).
+export OTELSTORE_QUERY_ENDPOINT=${OTELSTORE_QUERY_ENDPOINT:-127.0.0.1:16686}
 
 own_postgres=false
 collector_pid=
+query_pid=
+
+# Stops a child with SIGTERM and waits for it (both drain what they are doing and exit).
+# shellcheck disable=SC2317 # invoked by cleanup
+stop_child() {
+	if [[ -n $1 ]] && kill -0 "$1" 2>/dev/null; then
+		kill -TERM "$1" 2>/dev/null || true
+		wait "$1" 2>/dev/null || true
+	fi
+}
 
 # shellcheck disable=SC2317 # invoked by the EXIT trap
 cleanup() {
 	trap '' INT TERM
-	if [[ -n $collector_pid ]] && kill -0 "$collector_pid" 2>/dev/null; then
-		kill -TERM "$collector_pid" 2>/dev/null || true
-		wait "$collector_pid" 2>/dev/null || true
-	fi
+	stop_child "$query_pid"
+	stop_child "$collector_pid"
 	if $own_postgres; then
 		echo "run.sh: stopping PostgreSQL" >&2
 		"$root/scripts/pg.sh" stop "$run_dir"
@@ -73,6 +87,31 @@ for _ in $(seq 100); do
 done
 $healthy || echo "run.sh: the collector is not healthy after 20s; see its log above" >&2
 
+# The DSN is passed as a flag: otelstore-query's file expands no environment variables.
+"$query" --config "$query_config" --listen "$OTELSTORE_QUERY_ENDPOINT" --postgres-dsn "$OTELSTORE_PG_DSN" &
+query_pid=$!
+
+jaeger=http://$OTELSTORE_QUERY_ENDPOINT
+answering=false
+for _ in $(seq 100); do
+	if ! kill -0 "$query_pid" 2>/dev/null; then
+		wait "$query_pid" && status=0 || status=$?
+		query_pid=
+		echo "run.sh: otelstore-query exited with status $status before answering on $OTELSTORE_QUERY_ENDPOINT" \
+			"(another address: OTELSTORE_QUERY_ENDPOINT=host:port make run)" >&2
+		exit 1
+	fi
+	# Any HTTP answer will do (/ is a 404), and it must not be one the cache keeps (/api/services
+	# would be served as it was, with no services, for cache.ttl).
+	code=$(curl -sS -o /dev/null -w '%{http_code}' "$jaeger/" 2>/dev/null || true)
+	if [[ -n $code && $code != 000 ]]; then
+		answering=true
+		break
+	fi
+	sleep 0.2
+done
+$answering || echo "run.sh: otelstore-query does not answer on $jaeger after 20s; see its log above" >&2
+
 cat >&2 <<INFO
 
 otelstore is running (Ctrl-C to stop)
@@ -80,6 +119,9 @@ otelstore is running (Ctrl-C to stop)
   OTLP HTTP   http://$OTELSTORE_OTLP_HTTP_ENDPOINT/v1/traces, /v1/logs, /v1/metrics
   health      $health (500 once the database has been unreachable for 5s)
   metrics     http://$OTELSTORE_METRICS_HOST:$OTELSTORE_METRICS_PORT/metrics
+  Jaeger API  $jaeger/api/ (otelstore-query: services, operations, traces, dependencies)
+  Grafana     a Jaeger data source with URL $jaeger
+  try         curl -s $jaeger/api/services
   PostgreSQL  $dsn_shown
   psql        $psql_shown
   tables      otel.spans, otel.logs, otel.metrics_{gauge,sum,histogram,exponential_histogram,summary},
@@ -88,6 +130,13 @@ otelstore is running (Ctrl-C to stop)
 
 INFO
 
-wait "$collector_pid" && status=0 || status=$?
-collector_pid=
+# Until one of them exits (or Ctrl-C); the EXIT trap stops the other.
+wait -n "$collector_pid" "$query_pid" && status=0 || status=$?
+if kill -0 "$collector_pid" 2>/dev/null; then
+	echo "run.sh: otelstore-query exited with status $status" >&2
+	query_pid=
+else
+	echo "run.sh: the collector exited with status $status" >&2
+	collector_pid=
+fi
 exit "$status"
