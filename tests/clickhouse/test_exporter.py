@@ -16,21 +16,14 @@ from __future__ import annotations
 import json
 import math
 import re
-import subprocess
 import threading
 import time
 from collections import Counter as Tally
 from http.server import ThreadingHTTPServer
 
 import pytest
-from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk._logs.export import LogRecordExportResult
 from opentelemetry.sdk.metrics.export import MetricExportResult
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import NonRecordingSpan, SpanKind, Status, StatusCode, set_span_in_context
 
 import chdb_front
 from ch_rows import (
@@ -45,17 +38,18 @@ from ch_rows import (
     span_key,
 )
 from conftest import Collector, Front, start_front, stop_process, unique_name
-from harness import TELEMETRYGEN_BIN, free_port, http_post, wait_until
+from harness import free_port, http_post, telemetrygen, wait_until
 from payloads import (
     BOUNDS,
     CUMULATIVE,
     DELTA,
     SDK_LOG_SEQS,
     SEQ,
+    downstream_spans,
     emit_sdk_logs,
+    export_spans,
     make_sdk_spans,
     measurements,
-    otlp_exporter,
     raw_logs_request,
     raw_metrics_request,
     record_sdk_metrics,
@@ -111,45 +105,6 @@ SPAN_ATTRS_STORED = {
     "nested.list": '[[1,2],["x"]]',
     "mixed.list": '["a",1,2.5,true,null]',
 }
-
-
-def downstream_spans(facts: dict, service: str) -> list:
-    """Spans of two other services continuing make_sdk_spans' trace: a Server span under its
-    Client span (an inventory service) and a failed Consumer span under its Producer span (a
-    worker), so that the dependency view has calls between services to find."""
-    def provider(name):
-        mem = InMemorySpanExporter()
-        p = TracerProvider(resource=Resource({"service.name": name}))
-        p.add_span_processor(SimpleSpanProcessor(mem))
-        return p, mem
-
-    base = facts["base"]
-    (inv, inv_mem), (worker, worker_mem) = provider(f"{service}_inventory"), provider(f"{service}_worker")
-    served = inv.get_tracer("e2e.downstream").start_span(
-        "GET /stock", context=set_span_in_context(NonRecordingSpan(facts["child"])), kind=SpanKind.SERVER,
-        start_time=base + 1_100_000)
-    served.end(end_time=base + 1_900_000)
-    consumed = worker.get_tracer("e2e.downstream").start_span(
-        "process", context=set_span_in_context(NonRecordingSpan(facts["producer"])), kind=SpanKind.CONSUMER,
-        start_time=base + 2_600_000_000)
-    consumed.set_status(Status(StatusCode.ERROR, "poison message"))
-    consumed.end(end_time=base + 2_700_000_000)
-    spans = [*inv_mem.get_finished_spans(), *worker_mem.get_finished_spans()]
-    for p in (inv, worker):
-        p.shutdown()
-    return spans
-
-
-def export_spans(protocol: str, c: Collector, *batches: list) -> list:
-    """Exports each batch of SDK spans in a request of its own; returns the requests sent (the SDK
-    exporter's own encoding)."""
-    exporter = otlp_exporter(protocol, c)
-    try:
-        for spans in batches:
-            assert exporter.export(spans) == SpanExportResult.SUCCESS, f"OTLP/{protocol} export failed\n{c.describe()}"
-    finally:
-        exporter.shutdown()
-    return [encode_spans(spans) for spans in batches]
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
@@ -632,14 +587,6 @@ def test_database_down_then_up_spans_arrive_exactly_once(start_collector, tmp_pa
 
 
 # --------------------------------------------------------------------------- telemetrygen
-
-
-def telemetrygen(c: Collector, *args: str) -> None:
-    if not TELEMETRYGEN_BIN.exists():
-        pytest.fail(f"{TELEMETRYGEN_BIN} is missing; run `make tools`")
-    cmd = [str(TELEMETRYGEN_BIN), *args, "--otlp-insecure", "--otlp-endpoint", c.grpc_endpoint, "--rate", "0"]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, f"{' '.join(cmd)}: {r.stderr[-2000:]}\n{c.describe()}"
 
 
 TGEN_TRACES, TGEN_LOGS, TGEN_POINTS = 40, 30, 20

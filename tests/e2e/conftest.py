@@ -174,6 +174,18 @@ def pg_dsn() -> str:
         cluster.destroy()
 
 
+@pytest.fixture(scope="module")
+def own_pg(request: pytest.FixtureRequest) -> PgCluster:
+    """A PostgreSQL cluster of the test module's own (even when OTELSTORE_PG_DSN is set), for tests
+    that stop or freeze it."""
+    cluster = PgCluster(prefix=f"otelstore-{request.module.__name__}-")
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
 @pytest.fixture(scope="session")
 def db(pg_dsn: str) -> psycopg.Connection:
     """An autocommit connection for assertions (each query sees every committed row)."""

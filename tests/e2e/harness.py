@@ -168,6 +168,31 @@ def settle_count(
     return got
 
 
+def terminate(proc: subprocess.Popen, timeout: float, what: str, describe: Callable[[], str]) -> int:
+    """SIGTERM, then at most `timeout` seconds of waiting; a process still running then is killed
+    and the AssertionError names `what` and adds describe(). Returns the exit code (negative: killed
+    by a signal)."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+            raise AssertionError(f"{what} ignored SIGTERM for {timeout}s and was killed\n{describe()}")
+    return proc.returncode
+
+
+def telemetrygen(c: Collector, *args: str) -> None:
+    """Runs telemetrygen with `args` (its signal first: "traces", ...), sending to the collector `c`
+    over OTLP/gRPC as fast as it can (--rate 0: its default is one item per second per worker)."""
+    if not TELEMETRYGEN_BIN.exists():
+        pytest.fail(f"{TELEMETRYGEN_BIN} is missing; run `make tools`")
+    cmd = [str(TELEMETRYGEN_BIN), *args, "--otlp-insecure", "--otlp-endpoint", c.grpc_endpoint, "--rate", "0"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, f"{' '.join(cmd)}: {r.stderr[-2000:]}\n{c.describe()}"
+
+
 # --------------------------------------------------------------------------- collector
 
 
@@ -330,19 +355,10 @@ class Collector:
         """SIGTERM, bounded wait, then SIGKILL. Returns the exit code (negative: killed by signal)."""
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=COLLECTOR_STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-                self.returncode = self.proc.returncode
-                raise AssertionError(
-                    f"collector ignored SIGTERM for {COLLECTOR_STOP_TIMEOUT}s and was killed\n{self.describe()}"
-                )
-        self.returncode = self.proc.returncode
-        return self.returncode
+        try:
+            return terminate(self.proc, COLLECTOR_STOP_TIMEOUT, "collector", self.describe)
+        finally:
+            self.returncode = self.proc.returncode
 
 
 def exporter_section(backend: dict, overrides: dict | None = None) -> dict:

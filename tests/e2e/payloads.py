@@ -23,9 +23,11 @@ import requests
 from opentelemetry._logs import SeverityNumber
 from opentelemetry.exporter.otlp.proto.common._internal.metrics_encoder import encode_metrics
 from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue, KeyValueList
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord as PbLogRecord, ResourceLogs, ScopeLogs
 from opentelemetry.proto.metrics.v1 import metrics_pb2 as pb
@@ -51,7 +53,7 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.metrics.view import ExponentialBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import (
     Link,
@@ -264,6 +266,33 @@ def make_sdk_spans(service: str) -> tuple[list[ReadableSpan], dict[str, Any]]:
     return spans, facts
 
 
+def downstream_spans(facts: dict, service: str) -> list[ReadableSpan]:
+    """Spans of two other services continuing make_sdk_spans' trace: a Server span under its
+    Client span (an inventory service) and a failed Consumer span under its Producer span (a
+    worker), so that the dependency views have calls between services to find."""
+    def provider(name):
+        mem = InMemorySpanExporter()
+        p = TracerProvider(resource=Resource({"service.name": name}))
+        p.add_span_processor(SimpleSpanProcessor(mem))
+        return p, mem
+
+    base = facts["base"]
+    (inv, inv_mem), (worker, worker_mem) = provider(f"{service}_inventory"), provider(f"{service}_worker")
+    served = inv.get_tracer("e2e.downstream").start_span(
+        "GET /stock", context=set_span_in_context(NonRecordingSpan(facts["child"])), kind=SpanKind.SERVER,
+        start_time=base + 1_100_000)
+    served.end(end_time=base + 1_900_000)
+    consumed = worker.get_tracer("e2e.downstream").start_span(
+        "process", context=set_span_in_context(NonRecordingSpan(facts["producer"])), kind=SpanKind.CONSUMER,
+        start_time=base + 2_600_000_000)
+    consumed.set_status(Status(StatusCode.ERROR, "poison message"))
+    consumed.end(end_time=base + 2_700_000_000)
+    spans = [*inv_mem.get_finished_spans(), *worker_mem.get_finished_spans()]
+    for p in (inv, worker):
+        p.shutdown()
+    return spans
+
+
 def otlp_exporter(protocol: str, collector):
     if protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
@@ -272,6 +301,19 @@ def otlp_exporter(protocol: str, collector):
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
     return OTLPSpanExporter(endpoint=collector.traces_url, timeout=15, session=http_session())
+
+
+def export_spans(protocol: str, collector, *batches: list[ReadableSpan]) -> list[ExportTraceServiceRequest]:
+    """Exports each batch of SDK spans in a request of its own; returns the requests sent (the SDK
+    exporter's own encoding)."""
+    exporter = otlp_exporter(protocol, collector)
+    try:
+        for spans in batches:
+            result = exporter.export(spans)
+            assert result == SpanExportResult.SUCCESS, f"OTLP/{protocol} export failed\n{collector.describe()}"
+    finally:
+        exporter.shutdown()
+    return [encode_spans(spans) for spans in batches]
 
 
 # --------------------------------------------------------------------------- log records

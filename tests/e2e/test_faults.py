@@ -58,25 +58,15 @@ MIB = 1024 * 1024
 # --------------------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(scope="module")
-def fault_pg() -> PgCluster:
-    """A PostgreSQL cluster only these tests use, since they stop and freeze it."""
-    cluster = PgCluster(prefix="otelstore-e2e-faults-")
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.destroy()
-
-
 @pytest.fixture
-def pg(fault_pg: PgCluster) -> PgCluster:
-    """fault_pg, running and not frozen at the start and at the end of every test."""
-    fault_pg.resume()
-    fault_pg.start()
-    yield fault_pg
-    fault_pg.resume()
-    fault_pg.start()
+def pg(own_pg: PgCluster) -> PgCluster:
+    """conftest's own_pg (a cluster only these tests use, since they stop and freeze it), running and
+    not frozen at the start and at the end of every test."""
+    own_pg.resume()
+    own_pg.start()
+    yield own_pg
+    own_pg.resume()
+    own_pg.start()
 
 
 # --------------------------------------------------------------------------- helpers
