@@ -1,12 +1,14 @@
-"""End-to-end fixtures: a throwaway PostgreSQL cluster and otelstore collectors writing to it.
+"""End-to-end fixtures: a throwaway PostgreSQL cluster, otelstore collectors writing to it, and
+otelstore-query reading it.
 
-The collector process itself (ports, configuration, start and stop) is harness.py's, shared with
-the ClickHouse tests.
+The collector and otelstore-query processes themselves (ports, configuration, start and stop) are
+harness.py's, shared with the ClickHouse tests.
 
 Environment overrides (all optional):
   OTELSTORE_PG_DSN        use this database instead of starting a cluster with scripts/pg.sh
   OTELSTORE_COLLECTOR     collector binary (default build/otelcol-otelstore/otelcol-otelstore)
   OTELSTORE_TELEMETRYGEN  telemetrygen binary (default .tools/bin/telemetrygen)
+  OTELSTORE_QUERY         otelstore-query binary (default target/release/otelstore-query)
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ from harness import (  # noqa: F401 (some only re-exported: the tests import the
     TELEMETRYGEN_BIN,
     Collector,
     Collectors,
+    QueryServer,
     exporter_section,
+    free_port,
     http_post,
     pytest_runtest_makereport,
     settle_count,
@@ -293,6 +297,44 @@ def start_collector(request: pytest.FixtureRequest, tmp_path: Path):
 def collector(start_collector) -> Collector:
     """One healthy collector with a schema of its own."""
     return start_collector()
+
+
+# --------------------------------------------------------------------------- otelstore-query
+
+
+@pytest.fixture(scope="module")
+def start_query(tmp_path_factory: pytest.TempPathFactory):
+    """Factory: start_query(dsn, schema, **settings) -> an otelstore-query that answers, reading the
+    otelstore tables of `schema` in the database `dsn`, on a free port.
+
+    `settings` are more keys of its configuration file (README.md, "Query: otelstore-query"), such
+    as request_timeout="5s" or cache={"ttl": "0s"}. Module-scoped, so that one server can answer
+    all of a module's tests; each is stopped with SIGTERM at the end of the module, and one that
+    does not exit with 0 fails the teardown.
+    """
+    started: list[QueryServer] = []
+
+    def start(dsn: str, schema: str, **settings: Any) -> QueryServer:
+        postgres = {"dsn": dsn, "schema": schema, "pool_size": 2, "connect_timeout": "5s"}
+        server = QueryServer(workdir=tmp_path_factory.mktemp("otelstore-query"),
+                             config={"postgres": postgres, **settings}, port=free_port())
+        server.start()
+        started.append(server)
+        return server
+
+    yield start
+
+    problems = []
+    for server in started:
+        try:
+            rc = server.stop()
+        except AssertionError as e:
+            problems.append(str(e))
+            continue
+        if rc != 0:
+            problems.append(f"otelstore-query exited with {rc} after SIGTERM\n{server.describe()}")
+    if problems:
+        pytest.fail("\n\n".join(problems))
 
 
 # --------------------------------------------------------------------------- figures

@@ -1,4 +1,5 @@
-"""The collector under test as a process: free ports, its configuration, start, stop and logs.
+"""The collector under test as a process: free ports, its configuration, start, stop and logs; and
+otelstore-query, the query binary, the same way (QueryServer).
 
 Shared by the end-to-end tests of both backends (tests/e2e/conftest.py for PostgreSQL,
 tests/clickhouse/conftest.py for ClickHouse): a test builds the otelstore exporter's section for its
@@ -9,6 +10,7 @@ Everything listens on 127.0.0.1 on ports picked at run time, and every wait is b
 Environment overrides (all optional):
   OTELSTORE_COLLECTOR     collector binary (default build/otelcol-otelstore/otelcol-otelstore)
   OTELSTORE_TELEMETRYGEN  telemetrygen binary (default .tools/bin/telemetrygen)
+  OTELSTORE_QUERY         otelstore-query binary (default target/release/otelstore-query)
 """
 
 from __future__ import annotations
@@ -36,12 +38,15 @@ COLLECTOR_BIN = Path(
 TELEMETRYGEN_BIN = Path(
     os.environ.get("OTELSTORE_TELEMETRYGEN", ROOT / ".tools/bin/telemetrygen")
 )
+QUERY_BIN = Path(os.environ.get("OTELSTORE_QUERY", ROOT / "target/release/otelstore-query"))
 EXPORTER_TYPE = "otelstore"
 # The pipelines every collector gets (otlp receiver -> processors -> otelstore exporter).
 SIGNALS = ("traces", "logs", "metrics")
 
 COLLECTOR_READY_TIMEOUT = 60
 COLLECTOR_STOP_TIMEOUT = 30
+QUERY_READY_TIMEOUT = 30
+QUERY_STOP_TIMEOUT = 15
 
 # Everything is on loopback: never send it through a proxy from the environment (this process,
 # the SDK exporters, and the telemetrygen / collector subprocesses all honour NO_PROXY).
@@ -519,3 +524,72 @@ def pytest_runtest_makereport(item, call):
     if report.failed:
         for c in item.stash.get(COLLECTORS_KEY, []):
             report.sections.append((f"collector {c.name} log", c.log()))
+
+
+# --------------------------------------------------------------------------- otelstore-query
+
+
+@dataclass
+class QueryServer:
+    """otelstore-query on a free port, with `config` (its file's keys; `listen` is set here) written
+    to a file in `workdir`, and its output in a log file there."""
+
+    workdir: Path
+    config: dict
+    port: int
+    proc: subprocess.Popen | None = None
+    log_path: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log_path = self.workdir / "otelstore-query.log"
+        self.config = {**self.config, "listen": f"127.0.0.1:{self.port}"}
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return tail(self.log_path)
+
+    def describe(self) -> str:
+        return f"--- otelstore-query log ({self.log_path}) ---\n{self.log()}"
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def answers(self) -> bool:
+        """Whether it answers HTTP at all: / is a 404 that reads no database and is never cached."""
+        try:
+            http_get(self.base_url + "/", timeout=2)
+        except OSError:
+            return False
+        return True
+
+    def start(self) -> None:
+        """Starts it (again, after stop(): same port, the log appended to) and waits until it answers."""
+        if not QUERY_BIN.exists():
+            pytest.fail(f"{QUERY_BIN} is missing; run `make build`")
+        config_path = self.workdir / "query.yaml"
+        config_path.write_text(json.dumps(self.config, indent=2))  # JSON is YAML
+        with open(self.log_path, "ab") as logf:
+            self.proc = subprocess.Popen(
+                [str(QUERY_BIN), "--config", str(config_path)],
+                stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+                cwd=self.workdir, start_new_session=True,
+            )
+        deadline = time.monotonic() + QUERY_READY_TIMEOUT
+        while not self.answers():
+            if self.proc.poll() is not None:
+                pytest.fail(f"otelstore-query exited with {self.proc.returncode} before answering\n"
+                            f"config:\n{config_path.read_text()}\n{self.describe()}")
+            if time.monotonic() > deadline:
+                self.stop()
+                pytest.fail(f"otelstore-query does not answer on {self.base_url} within {QUERY_READY_TIMEOUT}s\n"
+                            f"{self.describe()}")
+            time.sleep(0.1)
+
+    def stop(self) -> int | None:
+        """SIGTERM, bounded wait, then SIGKILL. Returns the exit code (negative: killed by signal)."""
+        if self.proc is None:
+            return None
+        return terminate(self.proc, QUERY_STOP_TIMEOUT, "otelstore-query", self.describe)
