@@ -2,23 +2,17 @@
 SDK, stored in PostgreSQL by the collector, and analysed by otelstore-query: its N+1 detector finds
 the lazy endpoint, and not the eager one.
 
-Environment overrides (optional):
-  OTELSTORE_QUERY_BIN  the otelstore-query binary. Without it the test runs
-                       `cargo build --release -p otelstore-query` (nothing to do when `make build`
-                       built it) and uses target/release/otelstore-query.
+otelstore-query is conftest's (OTELSTORE_QUERY, default target/release/otelstore-query, which
+`make build` builds).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import signal
-import subprocess
 import threading
 import time
 import urllib.parse
-from pathlib import Path
 from types import ModuleType
 
 import psycopg
@@ -27,11 +21,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from conftest import ROOT, Collector, unique_name, wait_for_count
-from harness import free_port, http_get, tail, wait_until
+from harness import http_get
 
 DEMO = ROOT / "examples/orm-demo/app.py"
-CARGO_BUILD_TIMEOUT = 1800  # a release build from nothing on a busy 2-core machine
-QUERY_READY_TIMEOUT = 30
 # The demo's defaults: 20 authors, each with a query of 5 ms or more when lazy.
 AUTHORS = 20
 LAZY_STATEMENT = "SELECT id, author_id, title, year FROM books WHERE author_id = ? ORDER BY id"
@@ -45,92 +37,14 @@ def load_demo() -> ModuleType:
     return module
 
 
-@pytest.fixture(scope="session")
-def query_bin() -> Path:
-    given = os.environ.get("OTELSTORE_QUERY_BIN")
-    if given:
-        path = Path(given)
-        if not path.exists():
-            pytest.fail(f"OTELSTORE_QUERY_BIN={given} does not exist")
-        return path
-    target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
-    if not target.is_absolute():
-        target = ROOT / target
-    r = subprocess.run(
-        ["cargo", "build", "--release", "-p", "otelstore-query"],
-        cwd=ROOT, capture_output=True, text=True, timeout=CARGO_BUILD_TIMEOUT,
-    )
-    if r.returncode != 0:
-        pytest.fail(f"cargo build --release -p otelstore-query failed:\n{r.stderr[-5000:]}")
-    return target / "release/otelstore-query"
-
-
-class Query:
-    """otelstore-query serving one schema on a free port."""
-
-    def __init__(self, binary: Path, dsn: str, schema: str, workdir: Path) -> None:
-        self.port = free_port()
-        self.log_path = workdir / "otelstore-query.log"
-        config = workdir / "otelstore-query.json"
-        config.write_text(json.dumps({
-            "listen": f"127.0.0.1:{self.port}",
-            "postgres": {"dsn": dsn, "schema": schema},
-            "cache": {"ttl": "0s"},
-        }))
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                [str(binary), "--config", str(config)],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            )
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def log(self) -> str:
-        return f"--- otelstore-query log ({self.log_path}) ---\n{tail(self.log_path)}"
-
-    def ready(self) -> bool:
-        if self.proc.poll() is not None:
-            pytest.fail(f"otelstore-query exited with {self.proc.returncode}\n{self.log()}")
-        try:
-            return http_get(f"{self.base}/api/services")[0] == 200
-        except OSError:
-            return False
-
-    def get(self, path: str, **params: str) -> dict:
-        status, body = http_get(f"{self.base}{path}?{urllib.parse.urlencode(params)}", timeout=30)
-        assert status == 200, f"{path}: {status} {body[:2000]!r}\n{self.log()}"
-        return json.loads(body)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-
-
-@pytest.fixture
-def start_query(query_bin: Path, pg_dsn: str, tmp_path: Path):
-    """Factory: start_query(schema) -> a ready otelstore-query reading that schema; stopped after."""
-    started: list[Query] = []
-
-    def start(schema: str) -> Query:
-        query = Query(query_bin, pg_dsn, schema, tmp_path)
-        started.append(query)
-        wait_until(query.ready, QUERY_READY_TIMEOUT, "otelstore-query answering", on_fail=query.log)
-        return query
-
-    yield start
-    for query in started:
-        query.stop()
+def get(query, path: str, **params: str) -> dict:
+    status, body = http_get(f"{query.base_url}{path}?{urllib.parse.urlencode(params)}", timeout=30)
+    assert status == 200, f"{path}: {status} {body[:2000]!r}\n{query.describe()}"
+    return json.loads(body)
 
 
 def test_the_lazy_endpoint_is_an_n_plus_one_and_the_eager_one_is_not(
-    collector: Collector, db: psycopg.Connection, start_query
+    collector: Collector, db: psycopg.Connection, pg_dsn: str, start_query
 ):
     demo = load_demo()
     service = unique_name("orm_demo")
@@ -171,8 +85,8 @@ def test_the_lazy_endpoint_is_an_n_plus_one_and_the_eager_one_is_not(
     wait_for_count(db, f"SELECT count(*) FROM {collector.spans_table} WHERE service_name = %s",
                    len(spans), params=(service,), on_fail=collector.describe)
 
-    query = start_query(collector.schema)
-    report = query.get("/api/v1/analysis/n-plus-one", service=service, start=str(start_ms), end=str(end_ms))
+    query = start_query(pg_dsn, collector.schema, cache={"ttl": "0s"})
+    report = get(query, "/api/v1/analysis/n-plus-one", service=service, start=str(start_ms), end=str(end_ms))
     assert report["traces_examined"] == 4, report
     assert report["thresholds"] == {"min_repeats": 5, "min_total_ms": 50.0}, report
     findings = report["findings"]
@@ -195,8 +109,8 @@ def test_the_lazy_endpoint_is_an_n_plus_one_and_the_eager_one_is_not(
 
     # The window is read in RFC 3339 as well; another service has no findings.
     iso = lambda ms: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ms / 1000))  # noqa: E731
-    again = query.get("/api/v1/analysis/n-plus-one", service=service,
+    again = get(query, "/api/v1/analysis/n-plus-one", service=service,
                       start=iso(start_ms - 1000), end=iso(end_ms + 1000))
     assert again["findings"] == findings
-    other = query.get("/api/v1/analysis/n-plus-one", service="nobody", start=str(start_ms), end=str(end_ms))
+    other = get(query, "/api/v1/analysis/n-plus-one", service="nobody", start=str(start_ms), end=str(end_ms))
     assert other == {**report, "findings": [], "traces_examined": 0}
