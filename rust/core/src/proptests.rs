@@ -254,16 +254,20 @@ fn resource() -> impl Strategy<Value = Resource> {
     )
 }
 
-fn scope_spans() -> impl Strategy<Value = ScopeSpans> {
-    let scope = (hostile_string(), hostile_string(), attributes()).prop_map(
-        |(name, version, attributes)| InstrumentationScope {
+/// An instrumentation scope, for the requests of every signal.
+fn scope() -> impl Strategy<Value = InstrumentationScope> {
+    (hostile_string(), hostile_string(), attributes()).prop_map(|(name, version, attributes)| {
+        InstrumentationScope {
             name,
             version,
             attributes,
             ..Default::default()
-        },
-    );
-    (option::of(scope), vec(span(), 0..6), hostile_string()).prop_map(
+        }
+    })
+}
+
+fn scope_spans() -> impl Strategy<Value = ScopeSpans> {
+    (option::of(scope()), vec(span(), 0..6), hostile_string()).prop_map(
         |(scope, spans, schema_url)| ScopeSpans {
             scope,
             spans,
@@ -1071,21 +1075,16 @@ mod logs {
     }
 
     fn request() -> impl Strategy<Value = ExportLogsServiceRequest> {
-        let scope = (hostile_string(), hostile_string(), attributes()).prop_map(
-            |(name, version, attributes)| InstrumentationScope {
-                name,
-                version,
-                attributes,
-                ..Default::default()
-            },
-        );
-        let scope_logs = (option::of(scope), vec(log_record(), 0..6), hostile_string()).prop_map(
-            |(scope, log_records, schema_url)| ScopeLogs {
+        let scope_logs = (
+            option::of(scope()),
+            vec(log_record(), 0..6),
+            hostile_string(),
+        )
+            .prop_map(|(scope, log_records, schema_url)| ScopeLogs {
                 scope,
                 log_records,
                 schema_url,
-            },
-        );
+            });
         let resource_logs = (
             option::of(resource()),
             vec(scope_logs, 1..4),
@@ -1676,15 +1675,7 @@ mod metrics {
     }
 
     fn request() -> impl Strategy<Value = ExportMetricsServiceRequest> {
-        let scope = (hostile_string(), hostile_string(), attributes()).prop_map(
-            |(name, version, attributes)| InstrumentationScope {
-                name,
-                version,
-                attributes,
-                ..Default::default()
-            },
-        );
-        let scope_metrics = (option::of(scope), vec(metric(), 0..4), hostile_string()).prop_map(
+        let scope_metrics = (option::of(scope()), vec(metric(), 0..4), hostile_string()).prop_map(
             |(scope, metrics, schema_url)| ScopeMetrics {
                 scope,
                 metrics,
