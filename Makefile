@@ -19,7 +19,7 @@ export PATH := $(TOOLS):/usr/lib/postgresql/15/bin:$(PATH)
 # after the library is built.
 GO_CGO_ENV   = CGO_ENABLED=1 CGO_CFLAGS="-g -O2 -DOTELSTORE_CORE_HASH=$(shell sha256sum $(RUST_LIB) | cut -c1-16)"
 
-.PHONY: build rust header tools venv run test test-rust test-go test-e2e test-clickhouse bench bench-clickhouse clean FORCE
+.PHONY: build rust header tools venv run test test-rust test-go test-e2e test-clickhouse bench bench-clickhouse bench-query clean FORCE
 
 ## build: the Rust core (release staticlib), the collector distribution and the query binary
 build: $(COLLECTOR) $(QUERY_BIN)
@@ -105,6 +105,10 @@ bench: build venv $(TOOLS)/telemetrygen $(CONTRIB_COLLECTOR)
 ## bench-clickhouse: the ClickHouse path alone: our collector and the contrib exporter into the test engine, and its ceiling
 bench-clickhouse: build venv $(TOOLS)/telemetrygen $(CONTRIB_COLLECTOR)
 	$(VENV)/bin/python bench/run.py --backend clickhouse
+
+## bench-query: otelstore-query's latency (trace by id, 24 h search, 24 h stats; p50/p95/p99, cache off) over 10M spans per backend (bench/query.py); BENCH_QUERY_ARGS="--spans 200000" for a quick run
+bench-query: build venv
+	$(VENV)/bin/python bench/query.py $(BENCH_QUERY_ARGS)
 
 clean:
 	rm -rf target build .tools .venv .run

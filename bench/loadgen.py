@@ -331,14 +331,16 @@ def _events(rng: random.Random, base: int, error: bool) -> list[Span.Event]:
     ]
 
 
-def _template(rng: random.Random, spans: int) -> bytes:
-    """One request of `spans` spans of one service, with random ids (replaced per copy)."""
-    service = rng.choice(SERVICES)
+def _template(rng: random.Random, spans: int, service: str | None = None,
+              spans_per_trace: int = SPANS_PER_TRACE) -> bytes:
+    """One request of `spans` spans of one service (`service`, else a random one of SERVICES), with
+    random ids (replaced per copy)."""
+    service = service or rng.choice(SERVICES)
     base = time.time_ns()
     out: list[Span] = []
     while len(out) < spans:
         trace_id = rng.randbytes(16)
-        n = min(SPANS_PER_TRACE, spans - len(out))
+        n = min(spans_per_trace, spans - len(out))
         root_id = rng.randbytes(8)
         start = base + rng.randrange(10**9)
         for i in range(n):
@@ -386,13 +388,18 @@ def _template(rng: random.Random, spans: int) -> bytes:
     return req.SerializeToString()
 
 
-def realistic_requests(spans: int, seed: int = 1, templates: int = 16) -> list[bytes]:
+def realistic_requests(spans: int, seed: int = 1, templates: int = 16, services: list[str] | None = None,
+                       spans_per_trace: int = SPANS_PER_TRACE) -> list[bytes]:
     """`spans` spans in requests of SPANS_PER_REQUEST: copies of a few template requests whose trace
-    and span ids are replaced by fresh random ones, so every span (and request) is unique."""
+    and span ids are replaced by fresh random ones, so every span (and request) is unique. With
+    `services`, template k is of services[k % len(services)] (at least one template each) instead of
+    a random one of SERVICES."""
     rng = random.Random(seed)
     made = []
-    for _ in range(templates):  # 16 x 512 different spans; ids, and send times, differ per copy
-        raw = _template(rng, SPANS_PER_REQUEST)
+    if services:
+        templates = max(templates, len(services))
+    for k in range(templates):  # 16 x 512 different spans; ids, and send times, differ per copy
+        raw = _template(rng, SPANS_PER_REQUEST, services[k % len(services)] if services else None, spans_per_trace)
         made.append((raw, span_offsets(raw)))
     out: list[bytes] = []
     left = spans
@@ -455,7 +462,13 @@ def describe(requests: list[bytes], sample: int = 50) -> dict:
 RETRY_CODES = {"UNAVAILABLE", "RESOURCE_EXHAUSTED", "ABORTED", "DEADLINE_EXCEEDED", "CANCELLED"}
 
 
-def send(target: str, load: Path, concurrency: int, call_timeout: float, give_up: float) -> int:
+def spread_offset(i: int, spread: float) -> int:
+    """How far back (ns) request i's spans end with `--spread SECONDS`: spread evenly over the
+    window (golden-ratio steps), so any part of the load covers all of it."""
+    return int(spread * 1e9 * ((i * 0.6180339887498949) % 1.0))
+
+
+def send(target: str, load: Path, concurrency: int, call_timeout: float, give_up: float, spread: float = 0.0) -> int:
     import grpc
 
     requests = read_load(load)
@@ -493,7 +506,7 @@ def send(target: str, load: Path, concurrency: int, call_timeout: float, give_up
                 return
             raw, times = prepared[i]
             buf = bytearray(raw)
-            now = time.time_ns()
+            now = time.time_ns() - (spread_offset(i, spread) if spread else 0)
             for start, end, duration in times:
                 pack(buf, end, now)
                 pack(buf, start, now - duration)
@@ -551,9 +564,12 @@ def main() -> int:
     s.add_argument("--concurrency", type=int, default=4)
     s.add_argument("--call-timeout", type=float, default=60.0)
     s.add_argument("--give-up", type=float, default=600.0, help="stop retrying after this many seconds")
+    s.add_argument("--spread", type=float, default=0.0,
+                   help="end each request's spans up to this many seconds before it is sent, spread "
+                        "evenly (bench/query.py: a day of spans); default 0: at the send time")
     args = p.parse_args()
     if args.command == "send":
-        return send(args.target, args.load, args.concurrency, args.call_timeout, args.give_up)
+        return send(args.target, args.load, args.concurrency, args.call_timeout, args.give_up, args.spread)
     return 2
 
 

@@ -583,12 +583,12 @@ def tool_version(binary: Path) -> str:
 class Sender:
     """bench/loadgen.py send, in its own process so that its CPU is its own."""
 
-    def __init__(self, target: str, load: Path, log_path: Path) -> None:
+    def __init__(self, target: str, load: Path, log_path: Path, extra: tuple[str, ...] = ()) -> None:
         self.log_path = log_path
         with open(log_path, "ab") as errf:
             self.proc = subprocess.Popen(
                 [sys.executable, str(LOADGEN), "send", "--target", target, "--load", str(load),
-                 "--concurrency", str(SENDERS)],
+                 "--concurrency", str(SENDERS), *extra],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errf, text=True, start_new_session=True,
             )
         self.lines: queue.Queue = queue.Queue()
