@@ -416,6 +416,9 @@ pub fn client_with_roots(ca_file: &str) -> Result<Client, Error> {
     .with_no_client_auth();
     let mut http = HttpConnector::new();
     http.set_keepalive(Some(TCP_KEEPALIVE));
+    // A request's head and body can be two writes: with Nagle's algorithm the second would wait
+    // for the server's delayed ACK (up to 40 ms) on a kept-alive connection.
+    http.set_nodelay(true);
     http.enforce_http(false);
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
