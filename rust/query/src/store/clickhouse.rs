@@ -13,9 +13,10 @@
 //! * trace search: `otel_traces`, bounded by `Timestamp` (daily partitions, and the sort key
 //!   `(ServiceName, SpanName, toDateTime(Timestamp))` for a service and operation); attribute
 //!   conditions can use the maps' bloom-filter indexes.
-//! * traces by id: `otel_traces_trace_id_ts` gives each trace's first and last span start (whole
-//!   seconds), so each trace's `otel_traces` read is bounded to its partition and time as well as
-//!   by the `TraceId` bloom filter; an id the lookup table does not know is not searched for.
+//! * traces by id: `otel_traces_trace_id_ts` gives the traces' first and last span start (whole
+//!   seconds), so the `otel_traces` read is bounded to their partitions and time as well as by the
+//!   `TraceId` bloom filter, in one query (`spans_sql`); an id the lookup table does not know is
+//!   not searched for.
 //! * dependencies: `otel_service_dependencies_1h` (`uniqCombined64Merge(Calls)`).
 //! * service statistics: `otel_traces` or `otel_span_stats_1h`, as the query's source says
 //!   (`stats_sql`).
@@ -113,33 +114,20 @@ impl ClickHouseStore {
         })
     }
 
-    /// Each known trace's span starts from the lookup table, as an inclusive nanosecond range
-    /// (the table keeps whole seconds: the range runs to the end of the last one).
-    async fn trace_bounds(&self, ids: &[String]) -> Result<Vec<SpanRange>, StoreError> {
-        let query = self
-            .client
-            .query(&trace_bounds_sql(&self.tables))
-            .param("ids", ids);
-        let rows: Vec<BoundsRow> = rows(query, "look up the time range of traces").await?;
-        Ok(rows
-            .into_iter()
-            .map(|row| SpanRange {
-                start: i64::from(row.first) * NANOS_PER_SECOND,
-                end: (i64::from(row.last) + 1) * NANOS_PER_SECOND - 1,
-                ids: vec![row.trace_id],
-            })
-            .collect())
-    }
-
-    /// The spans of the traces of each range that start within it.
-    async fn read_spans(&self, ranges: &[SpanRange]) -> Result<Vec<Span>, StoreError> {
+    /// The spans of the traces `ids` that start within `window` (inclusive nanoseconds), or
+    /// anywhere the lookup table puts them.
+    async fn read_spans(
+        &self,
+        ids: &[String],
+        window: Option<(i64, i64)>,
+    ) -> Result<Vec<Span>, StoreError> {
         const ACTION: &str = "read spans";
-        let mut query = self.client.query(&spans_sql(&self.tables, ranges.len()));
-        for (i, range) in ranges.iter().enumerate() {
-            query = query
-                .param(&format!("ids{i}"), &range.ids)
-                .param(&format!("start{i}"), range.start)
-                .param(&format!("end{i}"), range.end);
+        let mut query = self
+            .client
+            .query(&spans_sql(&self.tables, window.is_some()))
+            .param("ids", ids);
+        if let Some((start, end)) = window {
+            query = query.param("start", start.max(0)).param("end", end.max(0));
         }
         let mut cursor = query.fetch::<SpanRow>().map_err(error(ACTION))?;
         let mut spans = Vec::new();
@@ -232,19 +220,8 @@ impl Store for ClickHouseStore {
             if wanted.is_empty() {
                 return Ok(Vec::new());
             }
-            let ranges = match window {
-                Some((start, end)) => vec![SpanRange {
-                    ids: wanted,
-                    start: start.max(0),
-                    end: end.max(0),
-                }],
-                None => self.trace_bounds(&wanted).await?,
-            };
-            if ranges.is_empty() {
-                return Ok(Vec::new());
-            }
             let mut by_id: HashMap<TraceId, Vec<Span>> = HashMap::new();
-            for span in self.read_spans(&ranges).await? {
+            for span in self.read_spans(&wanted, window).await? {
                 by_id.entry(span.trace_id).or_default().push(span);
             }
             // One Trace per id asked for that has spans, in the order asked.
@@ -329,8 +306,6 @@ async fn rows<T: RowOwned + RowRead>(
 
 // ---- The SQL. Every `{name:Type}` is a parameter the caller binds. ----
 
-const NANOS_PER_SECOND: i64 = 1_000_000_000;
-
 fn services_sql(tables: &Tables) -> String {
     format!(
         "SELECT DISTINCT ServiceName AS name FROM {} WHERE ServiceName != '' ORDER BY name",
@@ -408,23 +383,6 @@ fn stats_sql(tables: &Tables, source: StatsSource, one_service: bool) -> String 
     )
 }
 
-/// `{ids:Array(String)}`: each trace's first and last span start, in whole seconds.
-fn trace_bounds_sql(tables: &Tables) -> String {
-    format!(
-        "SELECT TraceId AS trace_id, toUnixTimestamp(min(Start)) AS first, \
-         toUnixTimestamp(max(End)) AS last FROM {} \
-         WHERE TraceId IN {{ids:Array(String)}} GROUP BY TraceId",
-        tables.trace_id_ts
-    )
-}
-
-/// Trace ids and the span starts to read of them, inclusive nanoseconds.
-struct SpanRange {
-    ids: Vec<String>,
-    start: i64,
-    end: i64,
-}
-
 /// The columns of a span read back, in [`SpanRow`]'s order; maps as arrays of pairs.
 const SPAN_COLUMNS: &str =
     "TraceId AS trace_id, SpanId AS span_id, ParentSpanId AS parent_span_id, \
@@ -441,22 +399,33 @@ const SPAN_COLUMNS: &str =
      Links.TraceState AS link_trace_states, \
      CAST(Links.Attributes, 'Array(Array(Tuple(String, String)))') AS link_attributes";
 
-/// The spans of `ranges` [`SpanRange`]s: range `i` is `{ids<i>:Array(String)}` with the span
-/// starts `{start<i>:Int64}`..=`{end<i>:Int64}`.
-fn spans_sql(tables: &Tables, ranges: usize) -> String {
-    let conditions: Vec<String> = (0..ranges)
-        .map(|i| {
-            format!(
-                "(TraceId IN {{ids{i}:Array(String)}} \
-                 AND Timestamp >= fromUnixTimestamp64Nano({{start{i}:Int64}}) \
-                 AND Timestamp <= fromUnixTimestamp64Nano({{end{i}:Int64}}))"
-            )
-        })
-        .collect();
+/// The spans of the traces `{ids:Array(String)}` that start within `{start:Int64}`..=`{end:Int64}`
+/// (nanoseconds) with `window`, or else between the first and the last span start that
+/// `otel_traces_trace_id_ts` knows of them (whole seconds: up to the end of the last one). The
+/// bounds are scalar subqueries, which the server runs first and uses as constants to prune
+/// partitions and parts: one round trip instead of a lookup and then a read. An id the lookup
+/// table does not know bounds nothing (the bounds of no rows are NULL), so nothing is read.
+///
+/// The bounds are `DateTime64(9)` like `Timestamp`: ClickHouse 26.9 prunes parts on a
+/// `DateTime64 < DateTime` condition as if the column held whole seconds, and so skips the spans
+/// of the trace's last second.
+fn spans_sql(tables: &Tables, window: bool) -> String {
+    let bounds = if window {
+        "Timestamp >= fromUnixTimestamp64Nano({start:Int64}) \
+         AND Timestamp <= fromUnixTimestamp64Nano({end:Int64})"
+            .to_owned()
+    } else {
+        let lookup = &tables.trace_id_ts;
+        format!(
+            "Timestamp >= (SELECT toDateTime64(min(Start), 9) FROM {lookup} \
+             WHERE TraceId IN {{ids:Array(String)}}) \
+             AND Timestamp < (SELECT toDateTime64(max(End) + 1, 9) FROM {lookup} \
+             WHERE TraceId IN {{ids:Array(String)}})"
+        )
+    };
     format!(
-        "SELECT {SPAN_COLUMNS} FROM {} WHERE {}",
-        tables.traces,
-        conditions.join(" OR ")
+        "SELECT {SPAN_COLUMNS} FROM {} WHERE TraceId IN {{ids:Array(String)}} AND {bounds}",
+        tables.traces
     )
 }
 
@@ -589,13 +558,6 @@ struct OperationRow {
 #[derive(Row, Deserialize)]
 struct IdRow {
     trace_id: String,
-}
-
-#[derive(Row, Deserialize)]
-struct BoundsRow {
-    trace_id: String,
-    first: u32,
-    last: u32,
 }
 
 #[derive(Row, Deserialize)]
@@ -863,19 +825,28 @@ mod tests {
     }
 
     #[test]
-    fn spans_are_read_per_range() {
+    fn spans_are_read_in_the_window_or_within_the_lookup_tables_bounds() {
         let mut dist = tables();
         dist.traces = "\"otel\".otel_traces_dist".into();
+        dist.trace_id_ts = "\"otel\".otel_traces_trace_id_ts_dist".into();
         assert_eq!(
-            spans_sql(&dist, 2),
+            spans_sql(&dist, true),
             format!(
-                "SELECT {SPAN_COLUMNS} FROM \"otel\".otel_traces_dist WHERE \
-                 (TraceId IN {{ids0:Array(String)}} \
-                 AND Timestamp >= fromUnixTimestamp64Nano({{start0:Int64}}) \
-                 AND Timestamp <= fromUnixTimestamp64Nano({{end0:Int64}})) OR \
-                 (TraceId IN {{ids1:Array(String)}} \
-                 AND Timestamp >= fromUnixTimestamp64Nano({{start1:Int64}}) \
-                 AND Timestamp <= fromUnixTimestamp64Nano({{end1:Int64}}))"
+                "SELECT {SPAN_COLUMNS} FROM \"otel\".otel_traces_dist \
+                 WHERE TraceId IN {{ids:Array(String)}} \
+                 AND Timestamp >= fromUnixTimestamp64Nano({{start:Int64}}) \
+                 AND Timestamp <= fromUnixTimestamp64Nano({{end:Int64}})"
+            )
+        );
+        assert_eq!(
+            spans_sql(&dist, false),
+            format!(
+                "SELECT {SPAN_COLUMNS} FROM \"otel\".otel_traces_dist \
+                 WHERE TraceId IN {{ids:Array(String)}} \
+                 AND Timestamp >= (SELECT toDateTime64(min(Start), 9) \
+                 FROM \"otel\".otel_traces_trace_id_ts_dist WHERE TraceId IN {{ids:Array(String)}}) \
+                 AND Timestamp < (SELECT toDateTime64(max(End) + 1, 9) \
+                 FROM \"otel\".otel_traces_trace_id_ts_dist WHERE TraceId IN {{ids:Array(String)}})"
             )
         );
     }
