@@ -87,8 +87,9 @@ for _ in $(seq 100); do
 done
 $healthy || echo "run.sh: the collector is not healthy after 20s; see its log above" >&2
 
-# The DSN is passed as a flag: otelstore-query's file expands no environment variables.
-"$query" --config "$query_config" --listen "$OTELSTORE_QUERY_ENDPOINT" --postgres-dsn "$OTELSTORE_PG_DSN" &
+# examples/query.yaml reads the DSN from $OTELSTORE_PG_DSN (exported): not on the command line,
+# which ps shows.
+"$query" --config "$query_config" --listen "$OTELSTORE_QUERY_ENDPOINT" &
 query_pid=$!
 
 jaeger=http://$OTELSTORE_QUERY_ENDPOINT

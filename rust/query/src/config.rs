@@ -386,6 +386,80 @@ fn located<E: fmt::Display>(path: PathBuf, error: serde_path_to_error::Error<E>)
     }
 }
 
+impl File {
+    /// Expands `${env:NAME}` and `${env:NAME:-default}` in the string values that name a place or
+    /// carry a secret, as the collector's configuration does, so that a value can be copied from
+    /// it and a password kept out of the file and off the command line. `$${env:` stays as
+    /// `${env:`. On error, the field and why, never the value (it may hold a password).
+    /// Fields in `skipped` are left as they are.
+    fn expand_env(
+        &mut self,
+        lookup: impl Fn(&str) -> Option<String>,
+        skipped: &[&str],
+    ) -> Result<(), (String, String)> {
+        let fields = [
+            ("listen", &mut self.listen),
+            ("postgres.dsn", &mut self.postgres.dsn),
+            ("postgres.schema", &mut self.postgres.schema),
+            ("postgres.ca_file", &mut self.postgres.ca_file),
+            ("clickhouse.endpoint", &mut self.clickhouse.endpoint),
+            ("clickhouse.database", &mut self.clickhouse.database),
+            ("clickhouse.username", &mut self.clickhouse.username),
+            ("clickhouse.password", &mut self.clickhouse.password),
+            ("clickhouse.ca_file", &mut self.clickhouse.ca_file),
+        ];
+        for (field, value) in fields {
+            if skipped.contains(&field) {
+                continue;
+            }
+            *value = expand_env(value, &lookup).map_err(|reason| (field.to_owned(), reason))?;
+        }
+        Ok(())
+    }
+}
+
+/// `text` with each `${env:NAME}` replaced by the variable's value, or by `default` in
+/// `${env:NAME:-default}` when it is unset.
+fn expand_env(text: &str, lookup: &impl Fn(&str) -> Option<String>) -> Result<String, String> {
+    const OPEN: &str = "${env:";
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(OPEN) {
+        if rest[..at].ends_with('$') {
+            out.push_str(&rest[..at - 1]);
+            out.push_str(OPEN);
+            rest = &rest[at + OPEN.len()..];
+            continue;
+        }
+        out.push_str(&rest[..at]);
+        let reference = &rest[at + OPEN.len()..];
+        let close = reference
+            .find('}')
+            .ok_or_else(|| format!("{OPEN}... is not closed with }}"))?;
+        let (name, default) = match reference[..close].split_once(":-") {
+            Some((name, default)) => (name, Some(default)),
+            None => (&reference[..close], None),
+        };
+        let valid = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(format!("{name:?} is not an environment variable name"));
+        }
+        match (lookup(name), default) {
+            (Some(value), _) => out.push_str(&value),
+            (None, Some(default)) => out.push_str(default),
+            (None, None) => {
+                return Err(format!(
+                    "the environment variable {name} is not set (give a default with ${{env:{name}:-...}})"
+                ))
+            }
+        }
+        rest = &reference[close + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
 const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(600);
 const MAX_CACHE_TTL: Duration = Duration::from_secs(24 * 3600);
 const MAX_CACHE_BYTES: usize = 16 << 30;
@@ -413,7 +487,23 @@ impl Config {
                     path: path.clone(),
                     source,
                 })?;
-                parse_file(path, &text)?
+                let mut file = parse_file(path.clone(), &text)?;
+                // A value a flag replaces is not read, nor its variables.
+                let replaced: Vec<&str> = [
+                    ("listen", flags.listen.is_some()),
+                    ("postgres.dsn", flags.postgres_dsn.is_some()),
+                    ("clickhouse.endpoint", flags.clickhouse_endpoint.is_some()),
+                ]
+                .into_iter()
+                .filter_map(|(field, given)| given.then_some(field))
+                .collect();
+                file.expand_env(|name| std::env::var(name).ok(), &replaced)
+                    .map_err(|(field, reason)| ConfigError::Parse {
+                        path,
+                        field,
+                        reason,
+                    })?;
+                file
             }
             None => File::default(),
         };
@@ -731,6 +821,60 @@ mod tests {
             })
         );
         assert!(config.cache.ttl.0.is_zero());
+    }
+
+    #[test]
+    fn environment_variables_are_expanded_in_places_and_secrets() {
+        let env = |name: &str| match name {
+            "PG_PASSWORD" => Some("s3cret$".to_owned()),
+            "CH_HOST" => Some("ch.example".to_owned()),
+            _ => None,
+        };
+        for (text, expanded) in [
+            ("postgres://otel:${env:PG_PASSWORD}@db/t", "postgres://otel:s3cret$@db/t"),
+            ("${env:CH_HOST}:${env:CH_HOST}", "ch.example:ch.example"),
+            ("${env:CH_PORT:-8123}", "8123"),
+            ("${env:CH_HOST:-other}", "ch.example"),
+            ("${env:CH_USER:-}", ""),
+            ("$${env:CH_HOST} and $$ and $", "${env:CH_HOST} and $$ and $"),
+            ("no references", "no references"),
+        ] {
+            assert_eq!(expand_env(text, &env).as_deref(), Ok(expanded), "{text}");
+        }
+        for (text, reason) in [
+            ("${env:CH_PASSWORD}", "the environment variable CH_PASSWORD is not set"),
+            ("${env:1X}", "\"1X\" is not an environment variable name"),
+            ("${env:}", "\"\" is not an environment variable name"),
+            ("${env:CH_HOST", "${env:... is not closed with }"),
+        ] {
+            let error = expand_env(text, &env).expect_err(text);
+            assert!(error.starts_with(reason), "{text}: {error}");
+        }
+
+        let mut file = File::default();
+        file.clickhouse.endpoint = "https://${env:CH_HOST}:8443".into();
+        file.clickhouse.password = "${env:PG_PASSWORD}".into();
+        file.expand_env(env, &[]).expect("expanded");
+        assert_eq!(file.clickhouse.endpoint, "https://ch.example:8443");
+        assert_eq!(file.clickhouse.password, "s3cret$");
+
+        // Through the binary's arguments, the error names the file and the field, not the value.
+        let yaml = TempFile::new(
+            "env.yaml",
+            "postgres:\n  dsn: postgres://otel:${env:OTELSTORE_QUERY_TEST_UNSET_VARIABLE}@db/t\n",
+        );
+        let message = error_of(&["--config", yaml.path()]);
+        assert!(
+            message.contains(
+                "env.yaml\": postgres.dsn: the environment variable \
+                 OTELSTORE_QUERY_TEST_UNSET_VARIABLE is not set"
+            ),
+            "{message}"
+        );
+        assert!(!message.contains("postgres://"), "{message}");
+        // A flag's value replaces the file's, whose variables are then not needed.
+        let config = serve(&["--config", yaml.path(), "--postgres-dsn", "host=db"]);
+        assert!(matches!(config.backend, Backend::Postgres(pg) if pg.dsn == "host=db"));
     }
 
     #[test]
