@@ -94,13 +94,14 @@ $(CONTRIB_COLLECTOR): $(OCB) bench/contrib/builder-config.yaml
 test-clickhouse: build venv $(CONTRIB_COLLECTOR) $(TOOLS)/telemetrygen
 	$(VENV)/bin/pytest -v tests/clickhouse
 
-## bench: ingest benchmark (bench/run.py) of both backends, results in docs/BENCHMARKS.md; BENCH_SPANS=100000 for a quick run
+## bench: every benchmark, results in docs/BENCHMARKS.md: ingest of both backends (bench/run.py; BENCH_SPANS=100000 for a quick run), then otelstore-query's latency (bench-query)
 bench: build venv $(TOOLS)/telemetrygen $(CONTRIB_COLLECTOR)
 	@echo "== exporter CPU per span: the Rust core (read OTLP, write COPY rows) =="
 	cargo bench -p otelstore --bench encode
 	@echo "== exporter CPU per span: Go marshal of pdata to OTLP (ns/op for 1000 realistic spans) =="
 	cd go-shim && $(GO_CGO_ENV) go test -run '^$$' -bench BenchmarkMarshalTraces -benchtime 3s .
 	$(VENV)/bin/python bench/run.py
+	$(VENV)/bin/python bench/query.py $(BENCH_QUERY_ARGS)
 
 ## bench-clickhouse: the ClickHouse path alone: our collector and the contrib exporter into the test engine, and its ceiling
 bench-clickhouse: build venv $(TOOLS)/telemetrygen $(CONTRIB_COLLECTOR)
