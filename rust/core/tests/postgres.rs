@@ -157,6 +157,7 @@ fn postgres_sink() {
     rows_the_database_refuses_are_isolated(dsn);
     partitions_are_made_ahead_and_dropped_after_retention(dsn);
     an_unpartitioned_spans_table_is_upgraded_in_place(dsn);
+    every_spans_partition_gets_the_brin_index(dsn);
     span_statistics_agree_with_the_spans(dsn);
     dependencies_are_found_across_requests(dsn);
     logs_and_metrics_roll_up(dsn);
@@ -480,7 +481,7 @@ fn migrations_apply_once_for_concurrent_exporters(dsn: &str) {
         ),
         "4"
     );
-    assert_eq!(one(dsn, "SELECT string_agg(version::text || ':' || name, ',' ORDER BY version) FROM \"Concurrent_Schema\".otelstore_schema_migrations"), "1:spans,2:request_ids,3:partitioned_spans,4:logs,5:metrics,6:rollups");
+    assert_eq!(one(dsn, "SELECT string_agg(version::text || ':' || name, ',' ORDER BY version) FROM \"Concurrent_Schema\".otelstore_schema_migrations"), "1:spans,2:request_ids,3:partitioned_spans,4:logs,5:metrics,6:rollups,7:spans_start_time_brin");
     // A restart re-applies nothing and keeps the data.
     exporter(dsn, "Concurrent_Schema", true)
         .export(Signal::Traces, &request("c", vec![span(20)]), WAIT)
@@ -490,7 +491,7 @@ fn migrations_apply_once_for_concurrent_exporters(dsn: &str) {
             dsn,
             "SELECT count(*)::text FROM \"Concurrent_Schema\".otelstore_schema_migrations"
         ),
-        "6"
+        "7"
     );
     assert_eq!(
         one(
@@ -697,8 +698,93 @@ fn an_unpartitioned_spans_table_is_upgraded_in_place(dsn: &str) {
             dsn,
             "SELECT max(version)::text FROM legacy.otelstore_schema_migrations"
         ),
-        "6"
+        "7"
     );
+}
+
+/// A version-6 database, with partitions and rows already in it, gets the BRIN index of migration 7
+/// on every partition of `spans`: those it had, the ones maintenance creates ahead of the data, and
+/// one made for rows moved out of the default partition (created apart, then attached).
+fn every_spans_partition_gets_the_brin_index(dsn: &str) {
+    let root = repo_root();
+    for file in [
+        "0001_spans.sql",
+        "0002_request_ids.sql",
+        "0003_partitioned_spans.sql",
+        "0004_logs.sql",
+        "0005_metrics.sql",
+        "0006_rollups.sql",
+    ] {
+        let sql =
+            std::fs::read_to_string(root.join("schema/postgres").join(file)).expect("schema file");
+        execute(
+            dsn,
+            &format!(
+                "CREATE SCHEMA IF NOT EXISTS v6; {}",
+                sql.replace("{schema}", "v6")
+            ),
+        );
+    }
+    let day = |offset: i64| {
+        one(
+            dsn,
+            &format!(
+                "SELECT to_char((now() + interval '{offset} days') AT TIME ZONE 'UTC', 'YYYYMMDD')"
+            ),
+        )
+    };
+    let (old, today) = (day(-10), day(0));
+    // What a version-6 exporter left: migrations 1 to 6, a partition of its own, a row waiting in
+    // the default partition for one.
+    execute(dsn, &format!("CREATE TABLE v6.otelstore_schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now());
+                INSERT INTO v6.otelstore_schema_migrations (version, name)
+                    VALUES (1, 'spans'), (2, 'request_ids'), (3, 'partitioned_spans'), (4, 'logs'), (5, 'metrics'), (6, 'rollups');
+                CREATE TABLE v6.spans_p{old} PARTITION OF v6.spans FOR VALUES FROM ('{old}') TO ('{old}'::date + 1);
+                INSERT INTO v6.spans VALUES ('\\x01', '\\x02', NULL, '', 0, 'op', 2, now() - interval '5 days', 0, 1, 0, '', 'old',
+                    '{{}}', '', '', '', '{{}}', '', '{{}}', '[]', '[]', 0, 0, 0)"));
+
+    let exporter = exporter_with(serde_json::json!({
+        "retention": {"raw": "720h"},
+        "postgres": {"dsn": dsn, "schema": "v6", "maintenance_interval": "1s"},
+    }));
+    exporter
+        .export(Signal::Traces, &request("new", vec![span_at(7, 0)]), WAIT)
+        .expect("export after the upgrade");
+    eventually(
+        dsn,
+        "SELECT (to_regclass('v6.spans_default') IS NOT NULL AND NOT EXISTS (SELECT FROM v6.spans_default))::text",
+        "true",
+    );
+    let mut expected: Vec<String> = [-10, -5, -1, 0, 1, 2]
+        .iter()
+        .map(|offset| format!("spans_p{}:brin", day(*offset)))
+        .chain(["spans_default:brin".to_owned()])
+        .collect();
+    expected.sort();
+    // Each partition with the access method of its index on (start_time) alone, if it has one.
+    eventually(
+        dsn,
+        "SELECT string_agg(c.relname || ':' || coalesce(am.amname, 'none'), ',' ORDER BY c.relname)
+         FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+         LEFT JOIN pg_index x ON x.indrelid = c.oid
+             AND x.indkey::text = (SELECT attnum::text FROM pg_attribute WHERE attrelid = c.oid AND attname = 'start_time')
+         LEFT JOIN pg_class ic ON ic.oid = x.indexrelid
+         LEFT JOIN pg_am am ON am.oid = ic.relam
+         WHERE i.inhparent = 'v6.spans'::regclass",
+        &expected.join(","),
+    );
+    assert_eq!(
+        one(dsn, "SELECT string_agg(service_name || '@' || tableoid::regclass::text, ',' ORDER BY service_name) FROM v6.spans"),
+        format!("new@v6.spans_p{today},old@v6.spans_p{}", day(-5))
+    );
+    assert_eq!(
+        one(
+            dsn,
+            "SELECT max(version)::text FROM v6.otelstore_schema_migrations"
+        ),
+        "7"
+    );
+    exporter.shutdown(Duration::from_secs(5)).expect("shutdown");
 }
 
 fn span_statistics_agree_with_the_spans(dsn: &str) {

@@ -36,6 +36,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "rollups",
         include_str!("../../../../../schema/postgres/0006_rollups.sql"),
     ),
+    (
+        7,
+        "spans_start_time_brin",
+        include_str!("../../../../../schema/postgres/0007_spans_start_time_brin.sql"),
+    ),
 ];
 
 /// Any fixed number works: all otelstore exporters take the same lock while they migrate.
