@@ -597,6 +597,29 @@ fn searches_find_the_right_traces_newest_first(dsn: &str) {
     assert_eq!(find(&range(t0, t0 + 10 * SECOND + 788)), [0u32; 0]);
     let two_days = range(t0 - 48 * 3600 * SECOND, t0 + 3600 * SECOND);
     assert_eq!(find(&two_days), [10, 7, 5, 3, 2, 1, 8]);
+    // Without a service the range is read in windows from its end, a minute first, then doubling.
+    let anywhere = |query: TraceQuery| TraceQuery {
+        service: None,
+        ..query
+    };
+    assert_eq!(find(&anywhere(two_days.clone())), [7, 10, 5, 4, 3, 2, 1, 8]);
+    assert_eq!(
+        find(&TraceQuery {
+            limit: 3,
+            ..anywhere(two_days.clone())
+        }),
+        [7, 10, 5]
+    );
+    // Trace 5's span at t0+50s, at the first window's start and just before it.
+    let edge = t0 + 50 * SECOND;
+    assert_eq!(
+        find(&anywhere(range(edge, edge + 60 * SECOND - 1000))),
+        [10, 7, 5]
+    );
+    assert_eq!(
+        find(&anywhere(range(edge, edge + 60 * SECOND))),
+        [10, 7, 5]
+    );
     assert_eq!(
         find(&TraceQuery {
             operation: Some("GET /a".into()),
