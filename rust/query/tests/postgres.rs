@@ -616,10 +616,7 @@ fn searches_find_the_right_traces_newest_first(dsn: &str) {
         find(&anywhere(range(edge, edge + 60 * SECOND - 1000))),
         [10, 7, 5]
     );
-    assert_eq!(
-        find(&anywhere(range(edge, edge + 60 * SECOND))),
-        [10, 7, 5]
-    );
+    assert_eq!(find(&anywhere(range(edge, edge + 60 * SECOND))), [10, 7, 5]);
     assert_eq!(
         find(&TraceQuery {
             operation: Some("GET /a".into()),
