@@ -25,6 +25,9 @@ from typing import Any, Callable
 import psycopg
 import pytest
 
+# The checks shared by both backends' test_query.py: pytest rewrites their asserts to explain failures.
+pytest.register_assert_rewrite("query_api")
+
 from harness import (  # noqa: F401 (some only re-exported: the tests import them from here)
     ROOT,
     SIGNALS,
@@ -32,6 +35,7 @@ from harness import (  # noqa: F401 (some only re-exported: the tests import the
     Collector,
     Collectors,
     QueryServer,
+    QueryServers,
     exporter_section,
     free_port,
     http_post,
@@ -312,27 +316,15 @@ def start_query(tmp_path_factory: pytest.TempPathFactory):
     all of a module's tests; each is stopped with SIGTERM at the end of the module, and one that
     does not exit with 0 fails the teardown.
     """
-    started: list[QueryServer] = []
+    servers = QueryServers(tmp_path_factory)
 
     def start(dsn: str, schema: str, **settings: Any) -> QueryServer:
         postgres = {"dsn": dsn, "schema": schema, "pool_size": 2, "connect_timeout": "5s"}
-        server = QueryServer(workdir=tmp_path_factory.mktemp("otelstore-query"),
-                             config={"postgres": postgres, **settings}, port=free_port())
-        server.start()
-        started.append(server)
-        return server
+        return servers.start({"postgres": postgres, **settings})
 
     yield start
 
-    problems = []
-    for server in started:
-        try:
-            rc = server.stop()
-        except AssertionError as e:
-            problems.append(str(e))
-            continue
-        if rc != 0:
-            problems.append(f"otelstore-query exited with {rc} after SIGTERM\n{server.describe()}")
+    problems = servers.stop_all()
     if problems:
         pytest.fail("\n\n".join(problems))
 

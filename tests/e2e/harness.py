@@ -188,6 +188,23 @@ def terminate(proc: subprocess.Popen, timeout: float, what: str, describe: Calla
     return proc.returncode
 
 
+def stop_each(started: list, unclean: Callable[[Any, int | None], str | None]) -> list[str]:
+    """Stops each process wrapper of `started` (its stop(): SIGTERM and a bounded wait, an
+    AssertionError for one that had to be killed); returns what went wrong: those, and
+    unclean(item, exit code) of the others when it says something."""
+    problems = []
+    for item in started:
+        try:
+            rc = item.stop()
+        except AssertionError as e:
+            problems.append(str(e))
+            continue
+        problem = unclean(item, rc)
+        if problem:
+            problems.append(problem)
+    return problems
+
+
 def telemetrygen(c: Collector, *args: str) -> None:
     """Runs telemetrygen with `args` (its signal first: "traces", ...), sending to the collector `c`
     over OTLP/gRPC as fast as it can (--rate 0: its default is one item per second per worker)."""
@@ -505,16 +522,12 @@ class Collectors:
     def stop_all(self) -> list[str]:
         """Stops every collector started; returns what went wrong (none ignoring SIGTERM, every one
         that had started exiting with 0)."""
-        problems = []
-        for c in self.started:
-            try:
-                rc = c.stop()
-            except AssertionError as e:
-                problems.append(str(e))
-                continue
-            if rc not in (0, None) and not c.failed_to_start:
-                problems.append(f"collector {c.name} exited with {rc} after SIGTERM\n{c.describe()}")
-        return problems
+        def unclean(c: Collector, rc: int | None) -> str | None:
+            if rc in (0, None) or c.failed_to_start:
+                return None
+            return f"collector {c.name} exited with {rc} after SIGTERM\n{c.describe()}"
+
+        return stop_each(self.started, unclean)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -593,3 +606,28 @@ class QueryServer:
         if self.proc is None:
             return None
         return terminate(self.proc, QUERY_STOP_TIMEOUT, "otelstore-query", self.describe)
+
+
+class QueryServers:
+    """The otelstore-query servers a fixture starts, each on a free port in a working directory of
+    its own; stop_all() (the fixture's teardown) stops them with SIGTERM and says which did not
+    exit with 0."""
+
+    def __init__(self, tmp_path_factory: pytest.TempPathFactory) -> None:
+        self.tmp_path_factory = tmp_path_factory
+        self.started: list[QueryServer] = []
+
+    def start(self, config: dict) -> QueryServer:
+        """Starts one with `config` (its file's keys, README.md "Query: otelstore-query") and waits
+        until it answers."""
+        server = QueryServer(workdir=self.tmp_path_factory.mktemp("otelstore-query"), config=config,
+                             port=free_port())
+        self.started.append(server)
+        server.start()
+        return server
+
+    def stop_all(self) -> list[str]:
+        def unclean(server: QueryServer, rc: int | None) -> str | None:
+            return None if rc == 0 else f"otelstore-query exited with {rc} after SIGTERM\n{server.describe()}"
+
+        return stop_each(self.started, unclean)
