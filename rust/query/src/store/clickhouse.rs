@@ -306,9 +306,11 @@ async fn rows<T: RowOwned + RowRead>(
 
 // ---- The SQL. Every `{name:Type}` is a parameter the caller binds. ----
 
+/// Every service name, `""` (spans whose resource has no `service.name`) included, as the
+/// PostgreSQL store lists it: the same data lists the same services on either backend.
 fn services_sql(tables: &Tables) -> String {
     format!(
-        "SELECT DISTINCT ServiceName AS name FROM {} WHERE ServiceName != '' ORDER BY name",
+        "SELECT DISTINCT ServiceName AS name FROM {} ORDER BY name",
         tables.span_stats
     )
 }
@@ -798,6 +800,16 @@ mod tests {
                     Param::Names(&["Error", "STATUS_CODE_ERROR"])
                 ),
             ]
+        );
+    }
+
+    #[test]
+    fn services_include_the_empty_name() {
+        // Spans without service.name are stored with ServiceName ''; the PostgreSQL store lists
+        // that name too, so nothing filters it out.
+        assert_eq!(
+            services_sql(&tables()),
+            "SELECT DISTINCT ServiceName AS name FROM \"otel\".otel_span_stats_1h ORDER BY name"
         );
     }
 
