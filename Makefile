@@ -90,7 +90,8 @@ $(CONTRIB_COLLECTOR): $(OCB) bench/contrib/builder-config.yaml
 	bench/contrib/build.sh
 
 # schema/clickhouse/ against ClickHouse 26.9 (chdb), the HTTP front the ClickHouse tests use, the
-# contrib exporter writing into our tables through it, and our collector end to end into it.
+# contrib exporter writing into our tables through it, our collector end to end into it, and
+# otelstore-query reading what it stored (test_query.py).
 test-clickhouse: build venv $(CONTRIB_COLLECTOR) $(TOOLS)/telemetrygen
 	$(VENV)/bin/pytest -v tests/clickhouse
 
