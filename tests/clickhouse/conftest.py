@@ -22,7 +22,7 @@ sys.path.insert(0, str(HERE.parent / "e2e"))
 sys.path.insert(0, str(HERE))
 
 # The checks shared by both backends' test_query.py: pytest rewrites their asserts to explain failures.
-pytest.register_assert_rewrite("query_api")
+pytest.register_assert_rewrite("query_api", "n_plus_one")
 
 from harness import (  # noqa: E402,F401 (pytest_runtest_makereport: the hook, for this directory too)
     ROOT,

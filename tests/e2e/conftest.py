@@ -26,7 +26,7 @@ import psycopg
 import pytest
 
 # The checks shared by both backends' test_query.py: pytest rewrites their asserts to explain failures.
-pytest.register_assert_rewrite("query_api")
+pytest.register_assert_rewrite("query_api", "n_plus_one")
 
 from harness import (  # noqa: F401 (some only re-exported: the tests import them from here)
     ROOT,
