@@ -831,18 +831,27 @@ mod tests {
             _ => None,
         };
         for (text, expanded) in [
-            ("postgres://otel:${env:PG_PASSWORD}@db/t", "postgres://otel:s3cret$@db/t"),
+            (
+                "postgres://otel:${env:PG_PASSWORD}@db/t",
+                "postgres://otel:s3cret$@db/t",
+            ),
             ("${env:CH_HOST}:${env:CH_HOST}", "ch.example:ch.example"),
             ("${env:CH_PORT:-8123}", "8123"),
             ("${env:CH_HOST:-other}", "ch.example"),
             ("${env:CH_USER:-}", ""),
-            ("$${env:CH_HOST} and $$ and $", "${env:CH_HOST} and $$ and $"),
+            (
+                "$${env:CH_HOST} and $$ and $",
+                "${env:CH_HOST} and $$ and $",
+            ),
             ("no references", "no references"),
         ] {
             assert_eq!(expand_env(text, &env).as_deref(), Ok(expanded), "{text}");
         }
         for (text, reason) in [
-            ("${env:CH_PASSWORD}", "the environment variable CH_PASSWORD is not set"),
+            (
+                "${env:CH_PASSWORD}",
+                "the environment variable CH_PASSWORD is not set",
+            ),
             ("${env:1X}", "\"1X\" is not an environment variable name"),
             ("${env:}", "\"\" is not an environment variable name"),
             ("${env:CH_HOST", "${env:... is not closed with }"),

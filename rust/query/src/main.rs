@@ -55,7 +55,7 @@ async fn run() -> Result<(), Error> {
         }
     };
     tracing::info!(backend = ?config.backend, "opening the store");
-    let store = store::open(&config.backend).await?;
+    let store = store::open(&config.backend, config.request_timeout).await?;
     let listen = |source| Error::Listen {
         address: config.listen,
         source,

@@ -27,6 +27,8 @@ use otelstore_query::store::{Store, StoreError, TagFilter, TraceQuery};
 use otlp::{any, kv, resource_spans, text};
 use prost::Message;
 
+/// The store's query timeout (max_execution_time), as the API's request_timeout would set it.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(30);
 const MS: u64 = 1_000_000;
 const MINUTE: u64 = 60_000 * MS;
 const HOUR: u64 = 60 * MINUTE;
@@ -360,7 +362,7 @@ fn reads_what_the_exporter_wrote() {
     };
     let t0 = base_time();
     export(&front, &[trace_a(t0), others(t0)]);
-    let store = ClickHouseStore::new(&settings(&front)).expect("settings");
+    let store = ClickHouseStore::new(&settings(&front), QUERY_TIMEOUT).expect("settings");
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
         check_traces(&store, t0).await;
@@ -650,10 +652,13 @@ async fn check_dependencies(store: &ClickHouseStore, t0: u64) {
 
 async fn check_errors(front: &Front) {
     // A database that is not there: an error of the query, naming what was being done.
-    let missing = ClickHouseStore::new(&ClickHouseSettings {
-        database: "nowhere".into(),
-        ..settings(front)
-    })
+    let missing = ClickHouseStore::new(
+        &ClickHouseSettings {
+            database: "nowhere".into(),
+            ..settings(front)
+        },
+        QUERY_TIMEOUT,
+    )
     .expect("settings");
     match missing.services().await {
         Err(StoreError::Query { action, message }) => {
@@ -663,17 +668,23 @@ async fn check_errors(front: &Front) {
         other => panic!("expected a query error, got {other:?}"),
     }
     // Settings the exporter would refuse too.
-    let error = ClickHouseStore::new(&ClickHouseSettings {
-        database: "otel; DROP".into(),
-        ..settings(front)
-    })
+    let error = ClickHouseStore::new(
+        &ClickHouseSettings {
+            database: "otel; DROP".into(),
+            ..settings(front)
+        },
+        QUERY_TIMEOUT,
+    )
     .err()
     .expect("a bad database name");
     assert_eq!(error.field, "clickhouse.database");
-    let error = ClickHouseStore::new(&ClickHouseSettings {
-        endpoint: "localhost:8123".into(),
-        ..settings(front)
-    })
+    let error = ClickHouseStore::new(
+        &ClickHouseSettings {
+            endpoint: "localhost:8123".into(),
+            ..settings(front)
+        },
+        QUERY_TIMEOUT,
+    )
     .err()
     .expect("no scheme");
     assert_eq!(error.field, "clickhouse.endpoint");

@@ -32,6 +32,8 @@ use pg_cluster::Cluster;
 use prost::Message;
 
 const WAIT: Option<Duration> = Some(Duration::from_secs(20));
+/// The stores' query timeout (statement_timeout), as the API's request_timeout would set it.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(30);
 const SECOND: i64 = 1_000_000_000;
 const MS: i64 = 1_000_000;
 
@@ -60,15 +62,18 @@ fn exporter(dsn: &str, schema: &str) -> Exporter {
         .expect("exporter")
 }
 
-fn store(dsn: &str, schema: &str) -> PostgresStore {
-    PostgresStore::connect(&PostgresSettings {
+fn store_settings(dsn: &str, schema: &str) -> PostgresSettings {
+    PostgresSettings {
         dsn: dsn.to_owned(),
         schema: schema.to_owned(),
         pool_size: 2,
         connect_timeout: GoDuration(Duration::from_secs(2)),
         ca_file: String::new(),
-    })
-    .expect("store")
+    }
+}
+
+fn store(dsn: &str, schema: &str) -> PostgresStore {
+    PostgresStore::connect(&store_settings(dsn, schema), QUERY_TIMEOUT).expect("store")
 }
 
 /// A whole second about three hours ago: the test spans are recent, well within the exporter's
@@ -160,6 +165,7 @@ fn postgres_store() {
     services_operations_and_dependencies(dsn);
     service_statistics(dsn);
     errors_name_the_action(dsn);
+    a_query_past_its_timeout_is_stopped(dsn);
     an_unreachable_database_is_unavailable(&cluster);
 }
 
@@ -770,6 +776,44 @@ fn errors_name_the_action(dsn: &str) {
         }
         other => panic!("expected a query error, got {other:?}"),
     }
+}
+
+/// A query that waits on a lock past the store's query timeout is stopped by the server, as a
+/// timeout, and its pooled connection serves the next one: without statement_timeout it would
+/// wait as long as the lock is held.
+fn a_query_past_its_timeout_is_stopped(dsn: &str) {
+    let mut settings = store_settings(dsn, "search");
+    settings.pool_size = 1;
+    let store = PostgresStore::connect(&settings, Duration::from_millis(300)).expect("store");
+    wait(store.services()).expect("before the lock");
+    wait(async {
+        let (mut client, connection) = tokio_postgres::connect(dsn, tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+        tokio::spawn(connection);
+        let lock = client.transaction().await.expect("begin");
+        lock.batch_execute("LOCK TABLE search.spans IN ACCESS EXCLUSIVE MODE")
+            .await
+            .expect("lock");
+        let started = std::time::Instant::now();
+        let answer = tokio::time::timeout(Duration::from_secs(10), store.services())
+            .await
+            .expect("the server stops the query long before 10s");
+        match answer {
+            Err(StoreError::Timeout { action, message }) => {
+                assert_eq!(action, "list the services");
+                assert!(message.contains("statement timeout"), "{message}");
+            }
+            other => panic!("expected a timeout, got {other:?}"),
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        lock.rollback().await.expect("unlock");
+    });
+    wait(store.services()).expect("the same connection, after the lock");
 }
 
 fn an_unreachable_database_is_unavailable(cluster: &Cluster) {

@@ -92,7 +92,9 @@ impl ApiError {
                 StatusCode::NOT_FOUND
             }
             ApiError::Store(StoreError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::Timeout(_) | ApiError::Store(StoreError::Timeout { .. }) => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
             ApiError::Store(StoreError::Query { .. }) | ApiError::Encode(_) | ApiError::Body(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }

@@ -28,6 +28,8 @@ enum Mode {
     Answer,
     Unavailable,
     Fail,
+    /// The database stopped the query at its timeout.
+    Stopped,
     Hang,
 }
 
@@ -64,6 +66,10 @@ impl TestStore {
                 Mode::Fail => Err(StoreError::Query {
                     action: "read spans",
                     message: "relation \"spans\" does not exist".into(),
+                }),
+                Mode::Stopped => Err(StoreError::Timeout {
+                    action: "read spans",
+                    message: "canceling statement due to statement timeout".into(),
                 }),
                 Mode::Hang => std::future::pending().await,
             }
@@ -746,9 +752,10 @@ async fn dependencies_are_merged_filtered_and_sorted() {
 }
 
 #[tokio::test]
-async fn store_failures_are_503_and_500() {
+async fn store_failures_are_503_504_and_500() {
     let unavailable = store(Mode::Unavailable);
     let failing = store(Mode::Fail);
+    let stopped = store(Mode::Stopped);
     let id = id(1).to_string();
     for (api, uri) in [
         (Api::V1, "/api/services".to_owned()),
@@ -775,6 +782,13 @@ async fn store_failures_are_503_and_500() {
             &get(&app(&failing, true), &uri).await,
             StatusCode::INTERNAL_SERVER_ERROR,
             "read spans: relation \"spans\" does not exist",
+        );
+        assert_api_error(
+            api,
+            &get(&app(&stopped, true), &uri).await,
+            StatusCode::GATEWAY_TIMEOUT,
+            "read spans: the database stopped the query at the time allowed: \
+             canceling statement due to statement timeout",
         );
     }
 }

@@ -35,6 +35,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::time::Duration;
 
 use clickhouse::query::Query;
 use clickhouse::{Client, Compression, Row, RowOwned, RowRead};
@@ -67,7 +68,14 @@ impl ClickHouseStore {
     /// [`StoreError::Unavailable`], not the start. The endpoint and database are checked as the
     /// exporter checks its own (errors name `clickhouse.endpoint`, `clickhouse.database`); an
     /// https endpoint's certificate is checked against the CA file, or the system's roots.
-    pub fn new(settings: &ClickHouseSettings) -> Result<ClickHouseStore, ConfigError> {
+    ///
+    /// Every query carries `max_execution_time`, `query_timeout` in whole seconds rounded up:
+    /// a query the API has given up on would otherwise run on in the server (it does not stop a
+    /// read when the client goes away, by default).
+    pub fn new(
+        settings: &ClickHouseSettings,
+        query_timeout: Duration,
+    ) -> Result<ClickHouseStore, ConfigError> {
         let config = Config {
             clickhouse: ClickHouseConfig {
                 endpoint: settings.endpoint.clone(),
@@ -90,7 +98,11 @@ impl ClickHouseStore {
             })?
             .with_url(settings.endpoint.trim())
             .with_user(settings.username.as_str())
-            .with_compression(Compression::Lz4);
+            .with_compression(Compression::Lz4)
+            .with_setting(
+                "max_execution_time",
+                query_timeout.as_secs_f64().ceil().max(1.0).to_string(),
+            );
         if !settings.password.is_empty() {
             client = client.with_password(settings.password.as_str());
         }
@@ -713,6 +725,8 @@ fn status_from_name(name: &str) -> StatusCode {
 /// ClickHouse exception codes that mean the server, or a shard behind it, cannot take the query
 /// now: TOO_MANY_SIMULTANEOUS_QUERIES, SOCKET_TIMEOUT, NETWORK_ERROR, ALL_CONNECTION_TRIES_FAILED.
 const UNAVAILABLE_CODES: &[u32] = &[202, 209, 210, 279];
+/// TIMEOUT_EXCEEDED: the query ran past its `max_execution_time`.
+const TIMEOUT_EXCEEDED: u32 = 159;
 
 /// Connection failures, timeouts, answers that are not ClickHouse's (a proxy's 502 or 503) and
 /// the codes in [`UNAVAILABLE_CODES`] make the database unavailable; anything else the server
@@ -721,15 +735,19 @@ fn error(action: &'static str) -> impl FnOnce(clickhouse::error::Error) -> Store
     use clickhouse::error::Error as E;
     move |source| {
         let message = chain(&source);
+        let code = match &source {
+            E::BadResponse(text) => clickhouse_exception_code(text),
+            _ => None,
+        };
         let unavailable = match &source {
             E::Network(_) | E::TimedOut => true,
-            E::BadResponse(text) => {
-                clickhouse_exception_code(text).is_none_or(|code| UNAVAILABLE_CODES.contains(&code))
-            }
+            E::BadResponse(_) => code.is_none_or(|code| UNAVAILABLE_CODES.contains(&code)),
             _ => false,
         };
         if unavailable {
             StoreError::Unavailable(format!("{action}: {message}"))
+        } else if code == Some(TIMEOUT_EXCEEDED) {
+            StoreError::Timeout { action, message }
         } else {
             StoreError::Query { action, message }
         }
@@ -739,6 +757,8 @@ fn error(action: &'static str) -> impl FnOnce(clickhouse::error::Error) -> Store
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const TIMEOUT: Duration = Duration::from_secs(30);
 
     fn tables() -> Tables {
         Tables {
@@ -932,6 +952,17 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        match classify(E::BadResponse(
+            "Code: 159. DB::Exception: Timeout exceeded: elapsed 30.01 seconds, maximum: 30. \
+             (TIMEOUT_EXCEEDED)"
+                .into(),
+        )) {
+            StoreError::Timeout { action, message } => {
+                assert_eq!(action, "list services");
+                assert!(message.contains("Code: 159"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
@@ -946,12 +977,15 @@ mod tests {
             !shown.contains("s3cret") && shown.contains("<redacted>"),
             "{shown}"
         );
-        let store = ClickHouseStore::new(&settings).expect("valid");
+        let store = ClickHouseStore::new(&settings, TIMEOUT).expect("valid");
         assert_eq!(store.tables.span_stats, "\"otel\".otel_span_stats_1h");
-        let dist = ClickHouseStore::new(&ClickHouseSettings {
-            distributed_tables: true,
-            ..settings
-        })
+        let dist = ClickHouseStore::new(
+            &ClickHouseSettings {
+                distributed_tables: true,
+                ..settings
+            },
+            TIMEOUT,
+        )
         .expect("valid");
         assert_eq!(dist.tables.traces, "\"otel\".otel_traces_dist");
         assert_eq!(

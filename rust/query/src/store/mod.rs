@@ -7,6 +7,7 @@ pub mod postgres;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::config::Backend;
 use crate::model::{
@@ -20,6 +21,13 @@ pub enum StoreError {
     /// The database cannot be reached, or has no connection to spare: the API answers 503.
     #[error("the database is unavailable: {0}")]
     Unavailable(String),
+    /// The database stopped the query at the store's query timeout: the API answers 504, as for
+    /// a request that outlives its request_timeout.
+    #[error("{action}: the database stopped the query at the time allowed: {message}")]
+    Timeout {
+        action: &'static str,
+        message: String,
+    },
     /// The database answered with an error: the API answers 500.
     #[error("{action}: {message}")]
     Query {
@@ -127,14 +135,23 @@ pub trait Store: Send + Sync {
 }
 
 /// The store the configuration names. Nothing connects yet: a database that is down makes each
-/// call answer [`StoreError::Unavailable`] until it is back.
-pub async fn open(backend: &Backend) -> Result<Arc<dyn Store>, StoreError> {
+/// call answer [`StoreError::Unavailable`] until it is back. The database stops a query that runs
+/// longer than `query_timeout` (the API's request_timeout, after which nobody waits for it).
+pub async fn open(
+    backend: &Backend,
+    query_timeout: Duration,
+) -> Result<Arc<dyn Store>, StoreError> {
     match backend {
-        Backend::Postgres(settings) => Ok(Arc::new(postgres::PostgresStore::connect(settings)?)),
+        Backend::Postgres(settings) => Ok(Arc::new(postgres::PostgresStore::connect(
+            settings,
+            query_timeout,
+        )?)),
         Backend::ClickHouse(settings) => Ok(Arc::new(
-            clickhouse::ClickHouseStore::new(settings).map_err(|e| StoreError::Query {
-                action: "read the settings",
-                message: e.to_string(),
+            clickhouse::ClickHouseStore::new(settings, query_timeout).map_err(|e| {
+                StoreError::Query {
+                    action: "read the settings",
+                    message: e.to_string(),
+                }
             })?,
         )),
     }

@@ -43,7 +43,14 @@ impl PostgresStore {
     /// answer [`StoreError::Unavailable`] until it is back, it does not stop the server starting.
     /// The settings are validated already (config.rs); a DSN that does not parse or an unreadable
     /// CA file is a [`StoreError::Query`] (action "read the settings").
-    pub fn connect(settings: &PostgresSettings) -> Result<PostgresStore, StoreError> {
+    ///
+    /// Each connection's `statement_timeout` is `query_timeout` (unless the DSN's options set
+    /// one): a query the API has given up on would otherwise run on, and hold its pooled
+    /// connection, until it finished.
+    pub fn connect(
+        settings: &PostgresSettings,
+        query_timeout: Duration,
+    ) -> Result<PostgresStore, StoreError> {
         let invalid = |message: String| StoreError::Query {
             action: "read the settings",
             message,
@@ -55,6 +62,12 @@ impl PostgresStore {
         config.connect_timeout(settings.connect_timeout.0);
         if config.get_application_name().is_none() {
             config.application_name("otelstore-query");
+        }
+        let options = config.get_options().unwrap_or_default();
+        if !options.contains("statement_timeout") {
+            let timeout = format!("-c statement_timeout={}", query_timeout.as_millis().max(1));
+            config
+                .options(options.to_owned() + if options.is_empty() { "" } else { " " } + &timeout);
         }
         let manager = Manager::from_config(
             config,
@@ -665,6 +678,11 @@ fn query_error(action: &'static str, error: &tokio_postgres::Error) -> StoreErro
         });
     if unavailable {
         StoreError::Unavailable(postgres_message(error))
+    } else if error.code() == Some(&SqlState::QUERY_CANCELED) {
+        StoreError::Timeout {
+            action,
+            message: postgres_message(error),
+        }
     } else {
         StoreError::Query {
             action,
@@ -962,7 +980,9 @@ mod tests {
             ..PostgresSettings::default()
         };
         assert!(!format!("{settings:?}").contains("secret"));
-        let error = PostgresStore::connect(&settings).err().expect("bad DSN");
+        let error = PostgresStore::connect(&settings, Duration::from_secs(30))
+            .err()
+            .expect("bad DSN");
         assert!(!error.to_string().contains("secret"), "{error}");
     }
 }
