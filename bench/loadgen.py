@@ -462,13 +462,17 @@ def describe(requests: list[bytes], sample: int = 50) -> dict:
 RETRY_CODES = {"UNAVAILABLE", "RESOURCE_EXHAUSTED", "ABORTED", "DEADLINE_EXCEEDED", "CANCELLED"}
 
 
-def spread_offset(i: int, spread: float) -> int:
-    """How far back (ns) request i's spans end with `--spread SECONDS`: spread evenly over the
-    window (golden-ratio steps), so any part of the load covers all of it."""
-    return int(spread * 1e9 * ((i * 0.6180339887498949) % 1.0))
+def spread_offset(i: int, n: int, spread: float, oldest_first: bool) -> int:
+    """How far back (ns) request i of n's spans end with `--spread SECONDS`: spread evenly over the
+    window, in golden-ratio steps, so that any part of the load covers all of it, or with
+    `--oldest-first` from the start of the window to its end in the order sent, as spans reach a
+    collector (what time-local storage, BRIN or ClickHouse parts, sees in production)."""
+    share = 1.0 - i / n if oldest_first else (i * 0.6180339887498949) % 1.0
+    return int(spread * 1e9 * share)
 
 
-def send(target: str, load: Path, concurrency: int, call_timeout: float, give_up: float, spread: float = 0.0) -> int:
+def send(target: str, load: Path, concurrency: int, call_timeout: float, give_up: float, spread: float = 0.0,
+         oldest_first: bool = False) -> int:
     import grpc
 
     requests = read_load(load)
@@ -506,7 +510,7 @@ def send(target: str, load: Path, concurrency: int, call_timeout: float, give_up
                 return
             raw, times = prepared[i]
             buf = bytearray(raw)
-            now = time.time_ns() - (spread_offset(i, spread) if spread else 0)
+            now = time.time_ns() - (spread_offset(i, len(prepared), spread, oldest_first) if spread else 0)
             for start, end, duration in times:
                 pack(buf, end, now)
                 pack(buf, start, now - duration)
@@ -567,9 +571,13 @@ def main() -> int:
     s.add_argument("--spread", type=float, default=0.0,
                    help="end each request's spans up to this many seconds before it is sent, spread "
                         "evenly (bench/query.py: a day of spans); default 0: at the send time")
+    s.add_argument("--oldest-first", action="store_true",
+                   help="with --spread: the requests' times go from the oldest to the newest in the order "
+                        "sent, as spans reach a collector; default: interleaved, any part covering the window")
     args = p.parse_args()
     if args.command == "send":
-        return send(args.target, args.load, args.concurrency, args.call_timeout, args.give_up, args.spread)
+        return send(args.target, args.load, args.concurrency, args.call_timeout, args.give_up, args.spread,
+                    args.oldest_first)
     return 2
 
 

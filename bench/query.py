@@ -7,7 +7,8 @@ Per backend: a fresh database (PostgreSQL by scripts/pg.sh, or the ClickHouse te
 tests/clickhouse/chdb_front.py with schema/clickhouse/ applied), N spans of the realistic shape
 (bench/loadgen.py, 20 services, 8 spans per trace, 512 spans per request) pushed through the real
 collector (bench/run.py's pipeline and exporter settings), each request's spans ending up to 24 h
-before they are sent (loadgen.py send --spread 86400), so the data covers the last day. Then
+before they are sent, the oldest first (loadgen.py send --spread 86400 --oldest-first), so the data
+covers the last day and arrives in time order, as a collector receives it. Then
 otelstore-query with its cache off (`cache: {ttl: 0s}`) and, one request at a time over one
 keep-alive HTTP connection:
 
@@ -84,7 +85,7 @@ def make_load(spans: int) -> tuple[dict, list[str]]:
         req = ExportTraceServiceRequest.FromString(raw)
         sp = rng.choice(list(req.resource_spans[0].scope_spans[0].spans))
         ids.append(sp.trace_id.hex())
-    desc.update(path=path, made_by="bench/loadgen.py (realistic, 20 services, 8 spans per trace), sent with --spread 86400",
+    desc.update(path=path, made_by="bench/loadgen.py (realistic, 20 services, 8 spans per trace), sent with --spread 86400 --oldest-first",
                 shape_doc="")
     log(f"load: {desc['spans']} spans in {desc['requests']} requests, {desc['otlp_bytes_per_span']:.0f} OTLP bytes "
         f"per span, made in {time.monotonic() - t:.1f}s")
@@ -98,7 +99,7 @@ def load_through_collector(name: str, config: dict, load: dict, count: callable)
         stack.callback(col.stop)
         col.start()
         target = config["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"]
-        sender = bench.Sender(target, load["path"], RUN_DIR / f"loadgen-{name}.log", ("--spread", str(DAY)))
+        sender = bench.Sender(target, load["path"], RUN_DIR / f"loadgen-{name}.log", ("--spread", str(DAY), "--oldest-first"))
         stack.callback(sender.stop)
         sender.wait_for("ready", bench.SENDER_READY_TIMEOUT)
         p = bench.push(name, col, sender, count)
@@ -268,7 +269,8 @@ def markdown(started: dt.datetime, m: dict, spans: int, load: dict, r: dict, ela
         f"- {r['software']}; collector {bench.binary_file(bench.COLLECTOR)}; otelstore-query {bench.binary_file(QUERY)}",
         f"- spans loaded: **{r['load']['stored']:,}**{below}, {load['requests']:,} requests of {load['spans_per_request']:.0f} "
         f"spans, 20 services, 8 spans per trace, {load['otlp_bytes_per_span']:.0f} OTLP bytes per span; each request's "
-        "spans end up to 24 h before it is sent (evenly spread), through the collector of bench/run.py's pipeline",
+        "spans end up to 24 h before it is sent, the oldest first (from 24 h ago to now in the order sent), through "
+        "the collector of bench/run.py's pipeline",
         f"- load: **{r['load']['per_s']:,.0f} spans/s** stored ({r['load']['elapsed']:.1f} s); {r['notes']}",
         "- requests one at a time over one keep-alive connection, after one unmeasured request per kind; "
         "24 h = the last 24 h when the measurement starts",
