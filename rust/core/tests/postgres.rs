@@ -667,19 +667,24 @@ fn partitions_are_made_ahead_and_dropped_after_retention(dsn: &str) {
     exporter.shutdown(Duration::from_secs(5)).expect("shutdown");
 }
 
-fn an_unpartitioned_spans_table_is_upgraded_in_place(dsn: &str) {
+/// Runs schema/postgres/`files` in `schema` (created if missing), as an older exporter would have.
+fn apply_migrations(dsn: &str, schema: &str, files: &[&str]) {
     let root = repo_root();
-    for file in ["0001_spans.sql", "0002_request_ids.sql"] {
+    for file in files {
         let sql =
             std::fs::read_to_string(root.join("schema/postgres").join(file)).expect("schema file");
         execute(
             dsn,
             &format!(
-                "CREATE SCHEMA IF NOT EXISTS legacy; {}",
-                sql.replace("{schema}", "legacy")
+                "CREATE SCHEMA IF NOT EXISTS {schema}; {}",
+                sql.replace("{schema}", schema)
             ),
         );
     }
+}
+
+fn an_unpartitioned_spans_table_is_upgraded_in_place(dsn: &str) {
+    apply_migrations(dsn, "legacy", &["0001_spans.sql", "0002_request_ids.sql"]);
     execute(dsn, "CREATE TABLE legacy.otelstore_schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now());
                 INSERT INTO legacy.otelstore_schema_migrations (version, name) VALUES (1, 'spans'), (2, 'request_ids')");
     // A span as the version-2 exporter stored it.
@@ -706,25 +711,18 @@ fn an_unpartitioned_spans_table_is_upgraded_in_place(dsn: &str) {
 /// on every partition of `spans`: those it had, the ones maintenance creates ahead of the data, and
 /// one made for rows moved out of the default partition (created apart, then attached).
 fn every_spans_partition_gets_the_brin_index(dsn: &str) {
-    let root = repo_root();
-    for file in [
-        "0001_spans.sql",
-        "0002_request_ids.sql",
-        "0003_partitioned_spans.sql",
-        "0004_logs.sql",
-        "0005_metrics.sql",
-        "0006_rollups.sql",
-    ] {
-        let sql =
-            std::fs::read_to_string(root.join("schema/postgres").join(file)).expect("schema file");
-        execute(
-            dsn,
-            &format!(
-                "CREATE SCHEMA IF NOT EXISTS v6; {}",
-                sql.replace("{schema}", "v6")
-            ),
-        );
-    }
+    apply_migrations(
+        dsn,
+        "v6",
+        &[
+            "0001_spans.sql",
+            "0002_request_ids.sql",
+            "0003_partitioned_spans.sql",
+            "0004_logs.sql",
+            "0005_metrics.sql",
+            "0006_rollups.sql",
+        ],
+    );
     let day = |offset: i64| {
         one(
             dsn,
