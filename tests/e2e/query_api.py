@@ -425,6 +425,34 @@ class Stored:
         return {"traces": [{"traceId": t, "resourceSpans": self.otlp[t]} for t in trace_ids]}
 
 
+def trace_summary(trace_id: str, groups: list[dict]) -> dict:
+    """A trace's summary (GET /api/v3/trace-summaries) from its OTLP JSON resource groups."""
+    spans = []
+    for group in groups:
+        service = next((kv["value"].get("stringValue", "") for kv in group["resource"].get("attributes", [])
+                        if kv["key"] == "service.name"), "")
+        spans += [(service, span) for scope in group["scopeSpans"] for span in scope["spans"]]
+    ids = {span["spanId"] for _, span in spans}
+    roots = sorted((int(span["startTimeUnixNano"]), span["spanId"], service, span["name"])
+                   for service, span in spans if "parentSpanId" not in span)
+    services: dict[str, list[int]] = {}
+    for service, span in spans:
+        counts = services.setdefault(service, [0, 0])
+        counts[0] += 1
+        counts[1] += span.get("status", {}).get("code") == 2
+    return {
+        "traceId": trace_id,
+        "rootServiceName": roots[0][2] if roots else "",
+        "rootOperationName": roots[0][3] if roots else "",
+        "minStartTimeUnixNano": str(min(int(span["startTimeUnixNano"]) for _, span in spans)),
+        "maxEndTimeUnixNano": str(max(int(span["endTimeUnixNano"]) for _, span in spans)),
+        "spanCount": len(spans),
+        "errorSpanCount": sum(errors for _, errors in services.values()),
+        "orphanSpanCount": sum(1 for _, span in spans if "parentSpanId" in span and span["parentSpanId"] not in ids),
+        "services": [{"name": name, "spanCount": n, "errorSpanCount": e} for name, (n, e) in sorted(services.items())],
+    }
+
+
 @dataclass
 class Sent:
     """What send() sent to a collector."""
@@ -702,6 +730,19 @@ class QueryApiChecks:
                   "query.startTimeMax": rfc3339(stored.ns(5_500_000_000))}
         assert stored.v3_search(**{"query.serviceName": s, **window}) == stored.resource_spans(limited)
         assert stored.v3_search(status=404, **{"query.serviceName": "nobody"}) == v3_error(404, "No traces found")
+
+    def test_v3_trace_summaries(self, stored: Stored):
+        """The search page's summaries, counted here from the OTLP JSON of the traces found: the
+        root is the earliest span without a parent, an orphan's parent is not in the trace, an
+        error span has status code 2, services sorted by name."""
+        s = stored.service
+        found = [stored.trace_id("limited"), stored.trace_id("remote_parent"), stored.trace_id("root")]
+        window = {"query.startTimeMin": rfc3339(stored.ns(-SECOND)), "query.startTimeMax": rfc3339(stored.ns(7 * SECOND))}
+        answer = stored.get("/api/v3/trace-summaries", **{"query.serviceName": s, **window})
+        assert answer == {"summaries": [trace_summary(t, stored.otlp[t]) for t in found]}
+        remote = answer["summaries"][1]
+        assert (remote["orphanSpanCount"], remote["rootOperationName"]) == (1, ""), remote
+        assert stored.get("/api/v3/trace-summaries", **{"query.serviceName": "nobody", **window}) == {"summaries": []}
 
     # ------------------------------------------------------------------- otelstore's own API
 
