@@ -20,6 +20,27 @@ fn take(message: *mut c_char) -> String {
 const CLOSED_PORT_CONFIG: &str =
     r#"{"postgres":{"dsn":"postgres://otel@127.0.0.1:1/otel","connect_timeout":"1s"}}"#;
 
+/// Exports `otlp` as traces through the C ABI: the status and the message it set (`""` when none).
+fn export_traces(handle: u64, otlp: &[u8], timeout_ms: u64) -> (OtelstoreStatus, String) {
+    let mut message = ptr::null_mut();
+    let status = unsafe {
+        otelstore_exporter_export(
+            handle,
+            OtelstoreSignal::Traces as u32,
+            otlp.as_ptr(),
+            otlp.len(),
+            timeout_ms,
+            &mut message,
+        )
+    };
+    let message = if message.is_null() {
+        String::new()
+    } else {
+        take(message)
+    };
+    (status, message)
+}
+
 fn new_exporter() -> u64 {
     let mut handle = 0;
     let mut message = ptr::null_mut();
@@ -141,19 +162,9 @@ fn unknown_signal_and_malformed_data_are_reported() {
     );
 
     let garbage = [0xffu8; 16];
-    let mut message = ptr::null_mut();
-    let status = unsafe {
-        otelstore_exporter_export(
-            handle,
-            OtelstoreSignal::Traces as u32,
-            garbage.as_ptr(),
-            garbage.len(),
-            2000,
-            &mut message,
-        )
-    };
+    let (status, message) = export_traces(handle, &garbage, 2000);
     assert_eq!(status, OtelstoreStatus::Permanent);
-    assert!(take(message).starts_with("malformed OTLP traces request (16 bytes)"));
+    assert!(message.starts_with("malformed OTLP traces request (16 bytes)"));
     assert_eq!(otelstore_exporter_free(handle), OtelstoreStatus::Ok);
 }
 
@@ -172,39 +183,19 @@ fn use_after_shutdown_and_double_free_are_errors() {
         OtelstoreStatus::Ok
     );
 
-    let mut message = ptr::null_mut();
-    let status = unsafe {
-        otelstore_exporter_export(
-            handle,
-            OtelstoreSignal::Traces as u32,
-            b"".as_ptr(),
-            0,
-            2000,
-            &mut message,
-        )
-    };
+    let (status, message) = export_traces(handle, b"", 2000);
     assert_eq!(status, OtelstoreStatus::InvalidArgument);
-    assert_eq!(take(message), "the exporter is shut down");
+    assert_eq!(message, "the exporter is shut down");
 
     assert_eq!(otelstore_exporter_free(handle), OtelstoreStatus::Ok);
     assert_eq!(
         otelstore_exporter_free(handle),
         OtelstoreStatus::InvalidArgument
     );
-    let mut message = ptr::null_mut();
-    let status = unsafe {
-        otelstore_exporter_export(
-            handle,
-            OtelstoreSignal::Traces as u32,
-            b"".as_ptr(),
-            0,
-            2000,
-            &mut message,
-        )
-    };
+    let (status, message) = export_traces(handle, b"", 2000);
     assert_eq!(status, OtelstoreStatus::InvalidArgument);
     assert_eq!(
-        take(message),
+        message,
         format!("unknown exporter handle {handle} (never created, or freed)")
     );
     assert_eq!(otelstore_exporter_free(0), OtelstoreStatus::InvalidArgument);
@@ -231,19 +222,8 @@ fn an_unreachable_database_is_retryable() {
     }
     .encode_to_vec();
     let handle = new_exporter();
-    let mut message = ptr::null_mut();
-    let status = unsafe {
-        otelstore_exporter_export(
-            handle,
-            OtelstoreSignal::Traces as u32,
-            request.as_ptr(),
-            request.len(),
-            2000,
-            &mut message,
-        )
-    };
+    let (status, message) = export_traces(handle, &request, 2000);
     assert_eq!(status, OtelstoreStatus::Retryable);
-    let message = take(message);
     assert!(message.starts_with("not written before the export deadline; last error: PostgreSQL: no connection available"), "{message}");
     assert!(message.contains("Connection refused"), "{message}");
     assert_eq!(otelstore_exporter_free(handle), OtelstoreStatus::Ok);
@@ -310,22 +290,12 @@ fn the_memory_limit_refuses_with_a_retryable_error_and_shutdown_counts_what_was_
     let mut accepted_rows = 0;
     let refusal = (0..100u64).find_map(|i| {
         let request = spans_request(i * 100, 100, 10_000);
-        let mut message = ptr::null_mut();
-        let status = unsafe {
-            otelstore_exporter_export(
-                handle,
-                OtelstoreSignal::Traces as u32,
-                request.as_ptr(),
-                request.len(),
-                0,
-                &mut message,
-            )
-        };
+        let (status, message) = export_traces(handle, &request, 0);
         if status == OtelstoreStatus::Ok {
             accepted_rows += 100;
             None
         } else {
-            Some((status, take(message)))
+            Some((status, message))
         }
     });
     let (status, message) = refusal.expect("8 MiB fill up within 100 requests of 1 MB");
@@ -355,20 +325,9 @@ fn a_request_larger_than_the_whole_memory_limit_is_still_written() {
         r#"{"memory_limit_mib":8,"postgres":{"dsn":"postgres://otel@127.0.0.1:1/otel","connect_timeout":"1s"}}"#,
     );
     let request = spans_request(0, 10, 1 << 20);
-    let mut message = ptr::null_mut();
-    let status = unsafe {
-        otelstore_exporter_export(
-            handle,
-            OtelstoreSignal::Traces as u32,
-            request.as_ptr(),
-            request.len(),
-            1000,
-            &mut message,
-        )
-    };
+    let (status, message) = export_traces(handle, &request, 1000);
     // Admitted (nothing else was held), then not written because the database is down: retryable.
     assert_eq!(status, OtelstoreStatus::Retryable);
-    let message = take(message);
     assert!(message.contains("Connection refused"), "{message}");
     assert_eq!(otelstore_exporter_free(handle), OtelstoreStatus::Ok);
 }
